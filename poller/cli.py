@@ -1,0 +1,215 @@
+"""Command line: argument parsing → one function per command.
+
+Exit codes: 0 success; 2 bad configuration or usage (one line on stderr, no traceback);
+1 any other failure.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from poller import __version__, logs
+from poller.config import Settings, load_settings
+from poller.errors import ConfigError, SchemaError
+from poller.instances import ClientDefaults, Instance, load_file
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qbo-poller",
+        description="Turn QuickBooks Online changes into signed HTTP callbacks.")
+    parser.add_argument("--version", action="version", version=f"qbo-poller {__version__}")
+    parser.add_argument("--env-file", metavar="PATH",
+                        help="read variables from PATH instead of ./.env (real environment wins)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser("run", help="run the daemon (DATABASE_URL unset: embedded PostgreSQL)")
+    sub.add_parser("migrate", help="apply pending database migrations")
+    sub.add_parser("check-config", help="validate the environment and POLLER_INSTANCES_FILE")
+    _instances_parser(sub)
+    _deliveries_parser(sub)
+    emu = sub.add_parser("emulator", help="run the QuickBooks Online emulator", add_help=False)
+    emu.add_argument("args", nargs=argparse.REMAINDER)
+    demo = sub.add_parser("demo", help="emulator + receiver + daemon, end to end, on this machine",
+                          add_help=False)
+    demo.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _instances_parser(sub: Any) -> None:
+    inst = sub.add_parser("instances", help="manage instances (Open Connectors bodies)")
+    isub = inst.add_subparsers(dest="instances_command", metavar="ACTION", required=True)
+    add = isub.add_parser("add", help="add or update the instance(s) in FILE (object or array)")
+    add.add_argument("file", type=Path)
+    isub.add_parser("list", help="list instances")
+    rm = isub.add_parser("remove", help="remove an instance and everything it owns")
+    rm.add_argument("name")
+
+
+def _deliveries_parser(sub: Any) -> None:
+    dl = sub.add_parser("deliveries", help="inspect and redeliver callbacks")
+    dsub = dl.add_subparsers(dest="deliveries_command", metavar="ACTION", required=True)
+    lst = dsub.add_parser("list", help="list notifications")
+    lst.add_argument("--dead", action="store_true", help="only dead letters")
+    lst.add_argument("--instance", metavar="NAME")
+    lst.add_argument("--limit", type=int, default=50)
+    red = dsub.add_parser("redeliver", help="deliver again: one, an instance's dead/held, or all")
+    group = red.add_mutually_exclusive_group(required=True)
+    group.add_argument("id", nargs="?", type=int, help="notification id")
+    group.add_argument("--instance", metavar="NAME")
+    group.add_argument("--all-dead", action="store_true")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The emulator and demo parse their own arguments.
+    if argv and argv[0] == "emulator":
+        from poller.emulator.cli import main as emulator_main
+        return emulator_main(argv[1:])
+    if argv and argv[0] == "demo":
+        from poller.demo import main as demo_main
+        return demo_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(env_file=args.env_file)
+        logs.configure(settings.log_level, settings.log_format)
+        return COMMANDS[args.command](args, settings)
+    except ConfigError as exc:
+        print(f"qbo-poller: configuration error: {logs.secrets.mask(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SchemaError as exc:
+        print(f"qbo-poller: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _defaults(settings: Settings) -> ClientDefaults:
+    return ClientDefaults(settings.qbo_client_id, settings.qbo_client_secret)
+
+
+def startup_instances(settings: Settings) -> list[Instance]:
+    if settings.instances_file is None:
+        return []
+    return load_file(settings.instances_file, _defaults(settings))
+
+
+def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
+    from poller import supervisor
+
+    instances = startup_instances(settings)  # invalid files stop start-up before anything runs
+    return asyncio.run(supervisor.run(settings, instances))
+
+
+def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
+    instances = startup_instances(settings)
+    database = "DATABASE_URL" if settings.database_url else f"embedded in {settings.data_dir}"
+    print(f"configuration ok: database {database}; {len(instances)} instance(s)")
+    for inst in instances:
+        print(f"  {inst.name}: realm {inst.realm_id}, {len(inst.resources)} resources, "
+              f"every {inst.refresh_interval_s / 60:g} min, events "
+              f"{'on' if inst.events_enabled else 'off'}")
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings, migrate_first: bool = True) -> AsyncIterator[Any]:
+    """A pool on DATABASE_URL or on the embedded server, migrated, for one-shot commands."""
+    from poller.store import db, migrate
+    from poller.store.embedded import embedded_postgres
+
+    async with contextlib.AsyncExitStack() as stack:
+        dsn = settings.database_url or await stack.enter_async_context(
+            embedded_postgres(settings.data_dir))
+        pool = await db.create_pool(dsn, max_size=2)
+        stack.push_async_callback(pool.close)
+        async with pool.acquire() as conn:
+            if migrate_first and settings.auto_migrate:
+                await migrate.migrate(conn)
+            await migrate.check_current(conn)
+        yield pool
+
+
+def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    async def go() -> int:
+        from poller.store import db, migrate
+        from poller.store.embedded import embedded_postgres
+
+        async with contextlib.AsyncExitStack() as stack:
+            dsn = settings.database_url or await stack.enter_async_context(
+                embedded_postgres(settings.data_dir))
+            conn = await db.connect(dsn)
+            try:
+                applied = await migrate.migrate(conn)
+                version = await migrate.current_version(conn)
+            finally:
+                await conn.close()
+        print(f"schema at version {version}" + (f" (applied {applied})" if applied else " (up to date)"))
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
+def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
+    from poller.store import instances as store
+    from poller.store.crypto import SecretBox
+
+    async def go() -> int:
+        async with _database(settings) as pool, pool.acquire() as conn:
+            if args.instances_command == "add":
+                box = SecretBox(settings.secret_key)
+                for inst in load_file(args.file, _defaults(settings), source="FILE"):
+                    result = await store.upsert(conn, inst, box)
+                    print(f"{result.action}: {inst.name} (id {result.instance_id})")
+                return EXIT_OK
+            if args.instances_command == "remove":
+                if await store.remove(conn, args.name):
+                    print(f"removed: {args.name}")
+                    return EXIT_OK
+                print(f"qbo-poller: no instance named {args.name!r}", file=sys.stderr)
+                return EXIT_FAILED
+            _print_instances(await store.list_all(conn))
+            return EXIT_OK
+
+    return asyncio.run(go())
+
+
+def _print_instances(rows: Sequence[Any]) -> None:
+    if not rows:
+        print("no instances")
+        return
+    print(f"{'ID':>4}  {'NAME':<24} {'REALM':<20} {'STATUS':<16} {'RES':>3} {'EVERY':>8} "
+          f"{'PENDING':>7} {'DEAD':>5}")
+    for r in rows:
+        print(f"{r['id']:>4}  {r['name'][:24]:<24} {r['realm_id']:<20} {r['status']:<16} "
+              f"{len(r['resources']):>3} {r['refresh_interval_s'] / 60:>7g}m {r['pending']:>7} "
+              f"{r['dead']:>5}")
+
+
+def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from poller.deliver import admin
+    except ImportError:
+        print("qbo-poller: deliveries are not available in this build", file=sys.stderr)
+        return EXIT_FAILED
+
+    async def go() -> int:
+        async with _database(settings) as pool:
+            return int(await admin.run_command(pool, args))
+
+    return asyncio.run(go())
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "run": cmd_run,
+    "migrate": cmd_migrate,
+    "check-config": cmd_check_config,
+    "instances": cmd_instances,
+    "deliveries": cmd_deliveries,
+}

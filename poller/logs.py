@@ -1,0 +1,159 @@
+"""structlog set-up, stable event names, and secret redaction.
+
+Two layers of redaction run on every log record:
+- values under keys that name secrets (token, secret, password, signature, authorization, ...)
+  are replaced, whatever they hold;
+- every registered secret value (configured secrets, instance client secrets, signature keys,
+  OAuth tokens as they rotate) is masked wherever it appears inside any string.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import orjson
+import structlog
+
+REDACTED = "***"
+_SECRET_KEY = re.compile(
+    r"(token|secret|password|passwd|signature|authorization|api[._-]?key|auth[._-]?code|"
+    r"cookie|credential|private[._-]?key)", re.IGNORECASE)
+# Keys that match the pattern above but hold no secret.
+_NOT_SECRET = frozenset({"signature_scheme", "signature_ok", "token_url", "token_expires_at",
+                         "token_expires_in", "tokens_refreshed"})
+_MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
+
+
+class SecretRegistry:
+    """Secret values to mask in logs. Slots let a rotating token replace its predecessor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._static: set[str] = set()
+        self._slots: dict[str, tuple[str, ...]] = {}
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str | None, slot: str | None = None) -> None:
+        if not value or len(value) < _MIN_SECRET_LEN:
+            return
+        with self._lock:
+            if slot is None:
+                self._static.add(value)
+            else:
+                # Keep the previous value too: it may still be in flight in a log line.
+                previous = self._slots.get(slot, ())
+                self._slots[slot] = (value,) + tuple(v for v in previous[:1] if v != value)
+            self._pattern = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._static.clear()
+            self._slots.clear()
+            self._pattern = None
+
+    def _compiled(self) -> re.Pattern[str] | None:
+        with self._lock:
+            if self._pattern is None:
+                values = set(self._static)
+                for slot_values in self._slots.values():
+                    values.update(slot_values)
+                if not values:
+                    return None
+                ordered = sorted(values, key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            return self._pattern
+
+    def mask(self, text: str) -> str:
+        pattern = self._compiled()
+        return pattern.sub(REDACTED, text) if pattern is not None else text
+
+
+secrets = SecretRegistry()
+
+
+def register_secret(value: str | None, slot: str | None = None) -> None:
+    """Mask `value` in every later log line (`slot` replaces the value a slot held before)."""
+    secrets.add(value, slot)
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    for value in values:
+        secrets.add(value)
+
+
+def is_secret_key(key: str) -> bool:
+    return key not in _NOT_SECRET and bool(_SECRET_KEY.search(key))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return secrets.mask(value)
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret_key(str(k)) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    if isinstance(value, BaseException):
+        return secrets.mask(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: hide secret-named keys and every registered secret value."""
+    for key in list(event_dict):
+        if is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def _mask_rendered(_logger: Any, _name: str, rendered: str) -> str:
+    # Last line of defence: tracebacks are rendered after `redact` ran.
+    return secrets.mask(rendered)
+
+
+def _json_dumps(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog (and route stdlib logging through the same pipeline)."""
+    stream = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console
+                     else structlog.processors.JSONRenderer(serializer=_json_dumps))
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    exc = [] if use_console else [structlog.processors.format_exc_info]
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*shared, *exc, redact, renderer, _mask_rendered],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    _route_stdlib(numeric, shared, renderer, stream)
+
+
+def _route_stdlib(level: int, shared: list[Any], renderer: Any, stream: TextIO) -> None:
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact, renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Library chatter (aiohttp access logs, asyncpg) only at warning and above.
+    root.setLevel(max(level, logging.WARNING))
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name) if name else structlog.get_logger()

@@ -1,0 +1,1 @@
+"""PostgreSQL: pool, embedded server, migrations, crypto, and queries grouped by concern."""
