@@ -1,0 +1,7 @@
+"""``python -m poller.emulator``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
