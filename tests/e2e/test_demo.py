@@ -1,0 +1,57 @@
+"""The README's demo command: signed events within 30 seconds, and a clean exit."""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+
+def demo_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "qbo-poller-demo-" in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def run_demo(*args: str, stop_with: signal.Signals | None = None, after: float = 0) -> tuple[int, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "poller", "demo", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if stop_with is not None:
+        time.sleep(after)
+        proc.send_signal(stop_with)
+    out, _ = proc.communicate(timeout=90)
+    return proc.returncode, out
+
+
+@pytest.mark.slow
+def test_demo_shows_signed_events_within_30_seconds_and_exits_cleanly() -> None:
+    code, out = run_demo("--duration", "25", "--rate", "4")
+    assert code == 0, out
+    lines = [line for line in out.splitlines() if "signature ok" in line]
+    assert lines, out
+    first = float(re.match(r"\s*([\d.]+)s", lines[0]).group(1))  # type: ignore[union-attr]
+    assert first < 30
+    assert "SIGNATURE FAILED" not in out
+    summary = re.search(r"summary: (\d+) events in (\d+) signed callbacks.*signature failures: 0", out)
+    assert summary and int(summary.group(1)) >= len(lines)
+    assert demo_processes() == []
+
+
+@pytest.mark.slow
+def test_sigterm_cleans_up_every_process() -> None:
+    code, out = run_demo(stop_with=signal.SIGTERM, after=8)
+    assert code == 0, out
+    assert "summary:" in out
+    deadline = time.monotonic() + 5
+    while demo_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert demo_processes() == []
