@@ -1,0 +1,87 @@
+"""The delivery services the supervisor runs: dispatcher, pruner, outbox gauges."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from poller import logs, metrics
+from poller.deliver.dispatcher import DB_ERRORS, Dispatcher, sleep_unless
+from poller.store import notifications as store
+
+if TYPE_CHECKING:
+    from poller.supervisor import Runtime, Service
+
+log = logs.get_logger(__name__)
+GAUGE_INTERVAL_S = 10.0
+
+
+def prune_interval(retention_s: float) -> float:
+    """Often enough that the table never holds much more than the retention, at most every 5 min."""
+    return min(300.0, max(1.0, retention_s / 10))
+
+
+class Pruner:
+    """Deletes delivered and dead notifications older than the retention, in small batches."""
+
+    name = "deliver.pruner"
+
+    def __init__(self, pool: asyncpg.Pool, retention_s: float, interval_s: float | None = None,
+                 batch: int = store.PRUNE_BATCH) -> None:
+        self.pool = pool
+        self.retention_s = retention_s
+        self.interval_s = interval_s if interval_s is not None else prune_interval(retention_s)
+        self.batch = batch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not await sleep_unless(stop, self.interval_s):
+            try:
+                deleted = await self.prune_once(stop)
+            except DB_ERRORS as exc:
+                log.warning("outbox_prune_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if deleted:
+                log.info("outbox_pruned", deleted=deleted, retention_s=self.retention_s)
+
+    async def prune_once(self, stop: asyncio.Event | None = None) -> int:
+        total = 0
+        while stop is None or not stop.is_set():
+            deleted = await store.prune_batch(self.pool, self.retention_s, self.batch)
+            total += deleted
+            if deleted < self.batch:
+                break
+            await asyncio.sleep(0)   # let deliveries use the pool between batches
+        return total
+
+
+class OutboxGauges:
+    """Keeps OUTBOX_DEPTH and DEAD_LETTERS current for /metrics."""
+
+    name = "deliver.gauges"
+
+    def __init__(self, pool: asyncpg.Pool, interval_s: float = GAUGE_INTERVAL_S) -> None:
+        self.pool = pool
+        self.interval_s = interval_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except DB_ERRORS as exc:
+                log.warning("outbox_gauges_failed", error=f"{type(exc).__name__}: {exc}")
+            if await sleep_unless(stop, self.interval_s):
+                return
+
+    async def refresh(self) -> dict[str, int]:
+        counts = await store.counts(self.pool)
+        metrics.OUTBOX_DEPTH.set(counts["pending"])
+        metrics.DEAD_LETTERS.set(counts["dead"])
+        return counts
+
+
+def services(runtime: Runtime) -> list[Service]:
+    s = runtime.settings
+    return [Dispatcher(s, runtime.pool, runtime.dsn, runtime.box),
+            Pruner(runtime.pool, s.delivery_retention_s),
+            OutboxGauges(runtime.pool)]

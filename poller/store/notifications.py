@@ -1,0 +1,229 @@
+"""The notifications outbox as a durable retry queue (SQL in sql/notifications.sql).
+
+Claims are leases (`locked_by`, `locked_until`): a process that dies keeps its claims only until
+the lease expires, then any dispatcher takes them again. Every outcome is one statement that
+updates the row and appends to `delivery_attempts`, fenced by the claim so a process whose lease
+was taken over cannot overwrite the newer result.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from poller.store.sql import queries
+
+Q = queries("notifications")
+CHANNEL = "qbo_poller_outbox"
+PRUNE_BATCH = 500
+# Outcome → the status column; 'retry' keeps the row pending.
+STATUS_OF_OUTCOME = {"delivered": "delivered", "retry": "pending", "held": "held", "dead": "dead"}
+RESPONSE_BODY_MAX_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed notification with what delivering it needs from its instance."""
+
+    id: int
+    event_id: str
+    instance_id: int
+    resource: str
+    attempts: int             # attempts made before this claim
+    body: bytes | None        # None until built before the first attempt
+    created_at: datetime
+    instance_name: str
+    realm_id: str
+    tags: tuple[str, ...]
+    timezone: str
+    callback_url: str | None
+    signature_key_enc: str | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    notification_id: int
+    event_type: str
+    object_id: str
+    occurred_at: datetime
+    raw: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt's result, as the attempt log keeps it."""
+
+    outcome: str              # delivered | retry | held | dead
+    started_at: datetime
+    url: str
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+    retry_in_s: float = 0.0   # for 'retry'
+
+
+def _claimed(row: asyncpg.Record) -> Claimed:
+    body = row["body"]
+    return Claimed(
+        id=row["id"], event_id=str(row["event_id"]), instance_id=row["instance_id"],
+        resource=row["resource"], attempts=row["attempts"],
+        body=bytes(body) if body is not None else None, created_at=row["created_at"],
+        instance_name=row["instance_name"], realm_id=row["realm_id"],
+        tags=tuple(_tags(row["tags"])), timezone=row["timezone"],
+        callback_url=row["callback_url"], signature_key_enc=row["signature_key_enc"])
+
+
+def _tags(value: Any) -> list[str]:
+    # jsonb arrives decoded on pool connections (orjson codec); be tolerant of other shapes.
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, str):
+        decoded = orjson.loads(value)
+        return [str(v) for v in decoded] if isinstance(decoded, list) else []
+    return []
+
+
+def _clean_text(text: str | None, limit: int) -> str | None:
+    # PostgreSQL text cannot hold NUL; receivers' bodies and errors may.
+    if text is None:
+        return None
+    return text[:limit].replace("\x00", "\ufffd")
+
+
+async def claim(conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str,
+                lease_s: float) -> list[Claimed]:
+    rows = await conn.fetch(Q["claim"], limit, owner, lease_s)
+    return [_claimed(r) for r in rows]
+
+
+async def events_of(conn: asyncpg.Connection | asyncpg.Pool,
+                    notification_ids: Sequence[int]) -> dict[int, list[StoredEvent]]:
+    """Each notification's events in position order."""
+    rows = await conn.fetch(Q["events_of"], list(notification_ids))
+    grouped: dict[int, list[StoredEvent]] = {}
+    for r in rows:
+        grouped.setdefault(r["notification_id"], []).append(StoredEvent(
+            r["notification_id"], r["event_type"], r["object_id"], r["occurred_at"], r["raw"]))
+    return grouped
+
+
+async def set_bodies(conn: asyncpg.Connection | asyncpg.Pool, bodies: dict[int, bytes],
+                     owner: str) -> None:
+    if bodies:
+        await conn.execute(Q["set_bodies"], list(bodies), list(bodies.values()), owner)
+
+
+async def record(conn: asyncpg.Connection | asyncpg.Pool, claimed: Claimed, owner: str,
+                 attempt: Attempt) -> bool:
+    """Record one attempt; False when the claim was lost (lease expired and taken over)."""
+    status = STATUS_OF_OUTCOME[attempt.outcome]
+    recorded = await conn.fetchval(
+        Q["record_attempt"], claimed.id, owner, claimed.attempts, status,
+        float(attempt.retry_in_s), attempt.started_at, attempt.url, attempt.status_code,
+        _clean_text(attempt.error, 1000), attempt.duration_ms,
+        _clean_text(attempt.response_body, RESPONSE_BODY_MAX_CHARS), attempt.outcome)
+    return recorded is not None
+
+
+async def record_many(conn: asyncpg.Connection | asyncpg.Pool, owner: str,
+                      items: Sequence[tuple[Claimed, Attempt]]) -> set[int]:
+    """Record many attempts in one statement; returns the ids recorded (others lost their claim)."""
+    if not items:
+        return set()
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for claimed, attempt in items:
+        values = (claimed.id, claimed.attempts, STATUS_OF_OUTCOME[attempt.outcome],
+                  float(attempt.retry_in_s), attempt.started_at, attempt.url,
+                  attempt.status_code, _clean_text(attempt.error, 1000), attempt.duration_ms,
+                  _clean_text(attempt.response_body, RESPONSE_BODY_MAX_CHARS), attempt.outcome)
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    rows = await conn.fetch(Q["record_attempts"], owner, *columns)
+    return {r["notification_id"] for r in rows}
+
+
+async def hold_url(conn: asyncpg.Connection | asyncpg.Pool, url: str) -> int:
+    """Hold every unclaimed pending notification to `url` (it answered 410 Gone)."""
+    return _count(await conn.execute(Q["hold_url"], url))
+
+
+async def renew(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int], owner: str,
+                lease_s: float) -> int:
+    return _count(await conn.execute(Q["renew"], list(ids), owner, lease_s))
+
+
+async def release(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int], owner: str) -> int:
+    if not ids:
+        return 0
+    return _count(await conn.execute(Q["release"], list(ids), owner))
+
+
+async def instance_id(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int | None:
+    return await conn.fetchval(Q["instance_id"], name)
+
+
+async def redeliver_one(conn: asyncpg.Connection, notification_id: int) -> int:
+    async with conn.transaction():
+        found = await conn.fetchval(Q["redeliver_one"], notification_id)
+        await conn.execute(Q["wake"])
+    return 0 if found is None else 1
+
+
+async def redeliver_instance(conn: asyncpg.Connection, iid: int) -> int:
+    """The instance's dead and held notifications back to pending, attempts 0."""
+    async with conn.transaction():
+        count = _count(await conn.execute(Q["redeliver_instance"], iid))
+        await conn.execute(Q["wake"])
+    return count
+
+
+async def redeliver_all_dead(conn: asyncpg.Connection) -> int:
+    async with conn.transaction():
+        count = _count(await conn.execute(Q["redeliver_all_dead"]))
+        await conn.execute(Q["wake"])
+    return count
+
+
+async def prune_batch(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float,
+                      batch: int = PRUNE_BATCH) -> int:
+    """Delete up to `batch` delivered notifications finished more than `retention_s` ago, with
+    their events and (ON DELETE CASCADE) attempt logs. Dead letters stay until redelivered."""
+    return _count(await conn.execute(Q["prune"], retention_s, batch))
+
+
+async def prune(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float,
+                batch: int = PRUNE_BATCH) -> int:
+    """Prune everything past retention, one small batch per statement."""
+    total = 0
+    while True:
+        deleted = await prune_batch(conn, retention_s, batch)
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+async def counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+    row = await conn.fetchrow(Q["counts"])
+    return {"pending": row["pending"], "held": row["held"], "dead": row["dead"]}
+
+
+async def listing(conn: asyncpg.Connection | asyncpg.Pool, dead_only: bool, iid: int | None,
+                  limit: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(Q["list"], dead_only, iid, limit))
+
+
+async def ping(conn: asyncpg.Connection) -> None:
+    await conn.fetchval(Q["ping"])
+
+
+def _count(status: str) -> int:
+    """The row count of an `UPDATE n` / `DELETE n` command tag."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except (ValueError, IndexError):
+        return 0

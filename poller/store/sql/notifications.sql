@@ -1,0 +1,157 @@
+-- The outbox as a retry queue (DESIGN §2, §6). A claim is a lease: locked_by + locked_until.
+-- Outcomes are fenced by (locked_by, attempts): a process whose lease expired and was taken
+-- over cannot overwrite the newer owner's result.
+
+-- name: claim
+-- The CTE fences the LIMIT: without it the planner may run the subquery per row and lock more
+-- rows than asked for.
+WITH due AS (
+    SELECT id FROM notifications
+    WHERE status = 'pending' AND next_attempt_at <= now()
+      AND (locked_until IS NULL OR locked_until < now())
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notifications n
+SET locked_by = $2, locked_until = now() + make_interval(secs => $3)
+FROM due, instances i
+WHERE n.id = due.id AND i.id = n.instance_id
+RETURNING n.id, n.event_id, n.instance_id, n.resource, n.attempts, n.body, n.created_at,
+          i.name AS instance_name, i.realm_id, i.tags, i.timezone, i.callback_url,
+          i.signature_key_enc
+
+-- name: events_of
+SELECT notification_id, event_type, object_id, occurred_at, raw::text AS raw
+FROM events
+WHERE notification_id = ANY($1::bigint[])
+ORDER BY notification_id, position, id
+
+-- name: set_bodies
+-- The body is built once, before the first attempt, and never changes after.
+UPDATE notifications n SET body = v.body
+FROM unnest($1::bigint[], $2::bytea[]) AS v(id, body)
+WHERE n.id = v.id AND n.body IS NULL AND n.locked_by = $3
+
+-- name: record_attempt
+-- $4: the new status (pending = retry later, delivered, held, dead); $5: delay in seconds for
+-- a retry; $12: the attempt log's outcome. One statement: the row and its log line, or neither.
+WITH n AS (
+    UPDATE notifications SET
+        status = $4,
+        attempts = attempts + 1,
+        next_attempt_at = CASE WHEN $4 = 'pending' THEN now() + make_interval(secs => $5)
+                               ELSE next_attempt_at END,
+        finished_at = CASE WHEN $4 IN ('delivered', 'dead') THEN now() END,
+        last_attempt_at = $6, target_url = $7, last_status = $8, last_error = $9,
+        locked_by = NULL, locked_until = NULL
+    WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND status = 'pending'
+    RETURNING id, attempts
+)
+INSERT INTO delivery_attempts (notification_id, attempt, url, started_at, duration_ms,
+                               status_code, error, response_body, outcome)
+SELECT id, attempts, $7, $6, $10, $8, $9, $11, $12 FROM n
+RETURNING notification_id
+
+-- name: record_attempts
+-- The same as record_attempt for many claims at once (group commit): one statement, one
+-- transaction, one WAL flush for every outcome that finished while the previous write ran.
+WITH v AS (
+    SELECT * FROM unnest($2::bigint[], $3::integer[], $4::text[], $5::float8[],
+                         $6::timestamptz[], $7::text[], $8::integer[], $9::text[],
+                         $10::integer[], $11::text[], $12::text[])
+        AS v(id, attempts, status, delay_s, started_at, url, status_code, error, duration_ms,
+             response_body, outcome)
+), n AS (
+    UPDATE notifications t SET
+        status = v.status,
+        attempts = t.attempts + 1,
+        next_attempt_at = CASE WHEN v.status = 'pending'
+                               THEN now() + make_interval(secs => v.delay_s)
+                               ELSE t.next_attempt_at END,
+        finished_at = CASE WHEN v.status IN ('delivered', 'dead') THEN now() END,
+        last_attempt_at = v.started_at, target_url = v.url, last_status = v.status_code,
+        last_error = v.error, locked_by = NULL, locked_until = NULL
+    FROM v
+    WHERE t.id = v.id AND t.locked_by = $1 AND t.attempts = v.attempts AND t.status = 'pending'
+    RETURNING t.id, t.attempts, v.url, v.started_at, v.duration_ms, v.status_code, v.error,
+              v.response_body, v.outcome
+)
+INSERT INTO delivery_attempts (notification_id, attempt, url, started_at, duration_ms,
+                               status_code, error, response_body, outcome)
+SELECT id, attempts, url, started_at, duration_ms, status_code, error, response_body, outcome
+FROM n
+RETURNING notification_id
+
+-- name: hold_url
+-- 410 Gone: every other waiting notification to that URL is held until redelivered. Rows
+-- another worker holds a live claim on are left to it (its own attempt meets the 410).
+UPDATE notifications n SET status = 'held', locked_by = NULL, locked_until = NULL
+FROM instances i
+WHERE i.id = n.instance_id AND i.callback_url = $1 AND n.status = 'pending'
+  AND (n.locked_until IS NULL OR n.locked_until < now())
+
+-- name: renew
+UPDATE notifications SET locked_until = now() + make_interval(secs => $3)
+WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'pending'
+
+-- name: release
+-- Shutdown: give unfinished claims back at once instead of waiting for the lease to expire.
+UPDATE notifications SET locked_by = NULL, locked_until = NULL
+WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'pending'
+
+-- name: redeliver_one
+UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),
+    finished_at = NULL, locked_by = NULL, locked_until = NULL
+WHERE id = $1 AND status IN ('held', 'dead', 'delivered')
+RETURNING id
+
+-- name: redeliver_instance
+UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),
+    finished_at = NULL, locked_by = NULL, locked_until = NULL
+WHERE instance_id = $1 AND status IN ('held', 'dead')
+
+-- name: redeliver_all_dead
+UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),
+    finished_at = NULL, locked_by = NULL, locked_until = NULL
+WHERE status = 'dead'
+
+-- name: wake
+SELECT pg_notify('qbo_poller_outbox', '')
+
+-- name: prune
+-- Delivered notifications past the retention go, with their events (the snapshots, not the
+-- events, keep later polls from re-emitting them). Dead letters are never pruned: they wait
+-- for `deliveries redeliver`, or nothing would be "never silently dropped".
+-- Small batches keep locks and WAL bursts short; SKIP LOCKED lets replicas prune side by side.
+WITH doomed AS (
+    SELECT id FROM notifications
+    WHERE finished_at < now() - make_interval(secs => $1) AND status = 'delivered'
+    ORDER BY finished_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), events_gone AS (
+    DELETE FROM events WHERE notification_id IN (SELECT id FROM doomed)
+)
+DELETE FROM notifications WHERE id IN (SELECT id FROM doomed)
+
+-- name: counts
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'held') AS held,
+       count(*) FILTER (WHERE status = 'dead') AS dead
+FROM notifications WHERE status IN ('pending', 'held', 'dead')
+
+-- name: instance_id
+SELECT id FROM instances WHERE name = $1
+
+-- name: list
+SELECT n.id, i.name AS instance, n.resource, n.event_count, n.status, n.attempts,
+       n.next_attempt_at, n.last_status, n.last_error, n.created_at, n.finished_at
+FROM notifications n JOIN instances i ON i.id = n.instance_id
+WHERE ($1::boolean IS NOT TRUE OR n.status = 'dead')
+  AND ($2::bigint IS NULL OR n.instance_id = $2)
+ORDER BY n.id DESC
+LIMIT $3
+
+-- name: ping
+SELECT 1
