@@ -202,17 +202,27 @@ async def _supervise(services: Sequence[Service], stop: asyncio.Event, notifier:
     try:
         done, _ = await asyncio.wait({*tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         for task in done - {stop_wait}:
-            code = EXIT_FAILED
-            _log_death(task)
+            # A service may finish in the same loop turn as the stop it was waiting for.
+            if _failed(task) or not stop.is_set():
+                code = EXIT_FAILED
+                _log_death(task)
         stop.set()
         notifier.status("stopping")
         await _drain(set(tasks), settings.shutdown_grace_s)
+        for task in set(tasks) - done:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                code = EXIT_FAILED
+                _log_death(task)
     finally:
         stop_wait.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
     return code
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.cancelled() or task.exception() is not None
 
 
 def _log_death(task: asyncio.Task[None]) -> None:
