@@ -1,0 +1,613 @@
+"""The per-instance ChangeFeed (DESIGN §2, §5): coalesce due pairs into as few QBO requests as
+possible.
+
+Pairs `announce()` themselves when they wake, take their lease, then `fetch(PairRequest)`; the
+feed waits a short coalescing window after the first fetch, and for every announced pair (at
+most MAX_GATHER_S, so slow lease-taking under load does not split a cycle), then serves every
+pair that arrived in one *cycle*:
+- one `/batch` holding a `CDCQuery` item for every CDC entity plus `Query` items for the
+  entities without CDC (reference §2.3.1): ONE request per cycle;
+- for a realm whose batch answers a Fault for the CDCQuery item, `/cdc` + `/batch` (two), the
+  refusal remembered per realm for `BATCH_CDC_RETRY_S`;
+- a lone CDC item goes to `/cdc` and a lone query to `/query` (a batch of one buys nothing
+  and Intuit meters batches separately, 40/min).
+The combined CDC asks from the earliest pair window; each pair keeps only its own window.
+Watermarks are QBO's `time` of the answer that covered the pair, never the local clock.
+
+A cycle runs in rounds: the first round sends the above; answers may ask for more (query pages,
+per-entity CDC after a possibly truncated answer, listings) and those go out together in the
+next round. Special cases (DESIGN §5):
+- 1000-object cap: a CDC answer with ≥ `cdc_cap` objects may be truncated; it is not used. With
+  several entities each is asked alone; an entity still at the cap falls back to query paging
+  by LastUpdatedTime (name lists: they have no tombstones, so paging is complete) or, for
+  entities with hard deletes, to a full listing diffed against the snapshot (missing → DELETED),
+  because the tombstones of a truncated window cannot be read any other way.
+- 30-day limit: a watermark older than `CDC_MAX_AGE` (29 days by QBO's clock as last seen) is
+  served by a full listing. If QBO still refuses the window ("older than fixed days"), QBO's
+  clock is at least `since + 30 d`; the estimate is raised and the pairs re-planned.
+  Limit of both listings: a delete is found by set difference against the snapshot, so in
+  `now` mode an object that existed before the baseline and never changed since (hence is not
+  in the snapshot) and is hard-deleted inside a truncated or >30-day window yields no DELETED
+  (its tombstone is unreadable; `backfill` mode knows every object and has no such gap).
+- non-CDC entities: `LastUpdatedTime >= from ORDERBY LastUpdatedTime MAXRESULTS 1000`, paged by
+  moving `from` to the last LastUpdatedTime seen and dropping versions already seen
+  (STARTPOSITION only to step through one timestamp); `Active IN (true,false)` for list entities.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, TypeVar
+
+from poller.detect import timestamps
+from poller.logs import get_logger
+from poller.qbo import faults
+from poller.qbo.types import (
+    BatchItem,
+    BatchResult,
+    CdcItem,
+    CdcResult,
+    Fault,
+    MalformedResponse,
+    QboError,
+    QboObject,
+    QueryItem,
+    QueryResult,
+    RealmApi,
+    ValidationError,
+)
+from poller.resources import DeleteMode, Resource
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+CDC_CAP = 1000                         # objects per CDC answer (reference §1.2)
+CDC_WINDOW = timedelta(days=30)        # QBO refuses changedSince older than this
+CDC_MAX_AGE = timedelta(days=29)       # beyond this we reconcile by query instead
+PAGE_SIZE = 1000                       # MAXRESULTS limit (reference §2.3)
+BATCH_MAX_ITEMS = 30
+BATCH_CDC_RETRY_S = 3600.0             # re-probe a realm that refused CDCQuery after this
+MAX_PAGES = 100_000                    # a runaway guard, never reached by a sane company
+DEFAULT_WINDOW_S = 0.1
+MAX_GATHER_S = 2.0                     # how long a cycle waits for pairs that announced themselves
+
+
+class Mode(str, Enum):
+    INCREMENTAL = "incremental"   # changes since watermark − overlap
+    INITIAL = "initial"           # first answer of a `now` pair: only QBO's time matters
+    LISTING = "listing"           # every object (backfill, reconcile, cap fallback)
+
+
+@dataclass(frozen=True, slots=True)
+class PairRequest:
+    resource: Resource
+    watermark: datetime | None    # None: the pair has never been polled
+    initial_mode: str = "now"     # "now" | "backfill"
+    reconcile_due: bool = False   # non-CDC entities with hard deletes: full re-listing due
+
+
+@dataclass(frozen=True, slots=True)
+class PairAnswer:
+    mode: Mode
+    objects: list[QboObject]
+    time: datetime                # QBO's clock: the pair's new watermark
+    complete: bool                # `objects` are every live object: missing ones were deleted
+    cycle_started: float          # wall clock (time.time()) when the cycle began
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A pair's announcement that it is due and will `fetch` shortly (after its lease)."""
+
+    open: bool = True
+
+
+class FeedClosed(Exception):
+    """The feed stopped (shutdown or instance removed) before answering."""
+
+
+class BatchCdcMemory:
+    """Realms whose /batch refused a CDCQuery item, remembered across feeds (per process)."""
+
+    def __init__(self, retry_s: float = BATCH_CDC_RETRY_S) -> None:
+        self.retry_s = retry_s
+        self._refused_until: dict[str, float] = {}
+
+    def allowed(self, realm_id: str) -> bool:
+        return self._refused_until.get(realm_id, 0.0) <= time.monotonic()
+
+    def refuse(self, realm_id: str) -> None:
+        self._refused_until[realm_id] = time.monotonic() + self.retry_s
+
+
+@dataclass(eq=False)
+class _Pending:
+    request: PairRequest
+    future: asyncio.Future[PairAnswer]
+
+    def resolve(self, answer: PairAnswer) -> None:
+        if not self.future.done():
+            self.future.set_result(answer)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+def is_window_error(error: BaseException | Fault) -> bool:
+    """QBO's refusal of a CDC window older than 30 days ("...older than fixed days...")."""
+    fault = error if isinstance(error, Fault) else getattr(error, "fault", None)
+    text = f"{fault.message} {fault.detail}" if fault is not None else str(error)
+    return "older than" in text.lower()
+
+
+def query_statement(resource: Resource, since: datetime, start: int = 1,
+                    page_size: int = PAGE_SIZE) -> str:
+    """`select * from E where [Active IN (true,false) and] LastUpdatedTime >= 'T' ...`.
+
+    Built only from the resource table and a timestamp we format: never from input.
+    """
+    where = ["Active IN (true,false)"] if resource.is_list else []
+    where.append(f"MetaData.LastUpdatedTime >= '{timestamps.to_qbo(since)}'")
+    statement = (f"select * from {resource.entity} where {' and '.join(where)} "
+                 f"ORDERBY MetaData.LastUpdatedTime")
+    if start > 1:
+        statement += f" STARTPOSITION {start}"
+    return statement + f" MAXRESULTS {page_size}"
+
+
+# --- jobs: one piece of a cycle's work, answered by one batch item or request --------------
+
+
+class _Job:
+    """Sends one item per round until it is done; then its pairs have their answers."""
+
+    def item(self, bid: str) -> BatchItem:
+        raise NotImplementedError
+
+    def pendings(self) -> list[_Pending]:
+        raise NotImplementedError
+
+    def fail(self, error: BaseException) -> None:
+        for pending in self.pendings():
+            pending.fail(error)
+
+
+@dataclass(eq=False)
+class _CdcEntry:
+    pending: _Pending
+    mode: Mode                    # INCREMENTAL or INITIAL
+    since: datetime
+
+    @property
+    def resource(self) -> Resource:
+        return self.pending.request.resource
+
+
+@dataclass(eq=False)
+class _CdcJob(_Job):
+    entries: list[_CdcEntry]
+    direct: bool = False          # send to /cdc rather than inside a batch
+
+    @property
+    def since(self) -> datetime:
+        return min(e.since for e in self.entries)
+
+    def item(self, bid: str) -> CdcItem:
+        return CdcItem(bid, tuple(e.resource.entity for e in self.entries), self.since)
+
+    def pendings(self) -> list[_Pending]:
+        return [e.pending for e in self.entries]
+
+
+@dataclass(eq=False)
+class _QueryJob(_Job):
+    """LastUpdatedTime paging of one entity: incremental (`since`) or a full listing."""
+
+    pending: _Pending
+    mode: Mode
+    since: datetime
+    complete: bool                # a full listing: the set difference applies
+    page_size: int = PAGE_SIZE
+    cursor: datetime = field(init=False)
+    start: int = 1
+    pages: int = 0
+    first_time: datetime | None = None
+    seen: set[tuple[str, str | None]] = field(default_factory=set)
+    objects: list[QboObject] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.cursor = self.since
+
+    @property
+    def resource(self) -> Resource:
+        return self.pending.request.resource
+
+    def item(self, bid: str) -> QueryItem:
+        return QueryItem(bid, query_statement(self.resource, self.cursor, self.start, self.page_size))
+
+    def pendings(self) -> list[_Pending]:
+        return [self.pending]
+
+    def accept(self, result: QueryResult) -> bool:
+        """Take one page; True when the paging is finished."""
+        self.pages += 1
+        self.first_time = self.first_time or result.time
+        for row in result.rows:
+            version = (str(row.get("Id")), _token(row))
+            if version not in self.seen:
+                self.seen.add(version)
+                self.objects.append(row)
+        if len(result.rows) < self.page_size or self.pages >= MAX_PAGES:
+            return True
+        self._next_page(result.rows)
+        return False
+
+    def _next_page(self, rows: list[QboObject]) -> None:
+        # Re-read from the last timestamp seen (versions already seen are dropped) instead of
+        # growing STARTPOSITION: a row updated mid-scan moves to the end and would shift later
+        # rows past us. Only a page that is entirely one timestamp needs STARTPOSITION.
+        last = timestamps.last_updated(rows[-1])
+        if last is not None and last > self.cursor:
+            self.cursor, self.start = last, 1
+        else:
+            self.start += len(rows)
+
+
+def _token(obj: QboObject) -> str | None:
+    token = obj.get("SyncToken")
+    return None if token is None else str(token)
+
+
+# --- the feed --------------------------------------------------------------------------------
+
+
+class ChangeFeed:
+    """One per instance: serves its pairs' `fetch` calls in coalesced cycles (`run`)."""
+
+    def __init__(self, realm: RealmApi, *, overlap_s: float, window_s: float = DEFAULT_WINDOW_S,
+                 batch_cdc: BatchCdcMemory | None = None, cdc_cap: int = CDC_CAP,
+                 page_size: int = PAGE_SIZE, name: str = "") -> None:
+        self.realm = realm
+        self.overlap = timedelta(seconds=overlap_s)
+        self.window_s = window_s
+        self.batch_cdc = batch_cdc or BatchCdcMemory()
+        self.cdc_cap = cdc_cap
+        self.page_size = page_size
+        self.name = name or realm.realm_id
+        self._queue: list[_Pending] = []
+        self._arrived = asyncio.Event()
+        self._announced = 0                  # pairs due but not yet queued (taking their lease)
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._qbo_clock: tuple[datetime, float] | None = None   # (QBO time, monotonic) last seen
+        self.cycles = 0
+
+    # -- the pairs' side --
+
+    def announce(self) -> Ticket:
+        """A pair is due: the next cycle waits (up to MAX_GATHER_S) for its `fetch`, so pairs
+        due together travel together even when taking their leases takes a while."""
+        self._announced += 1
+        return Ticket()
+
+    def withdraw(self, ticket: Ticket) -> None:
+        """The pair will not fetch after all (lease held elsewhere, an error)."""
+        if ticket.open:
+            ticket.open = False
+            self._announced -= 1
+            self._changed.set()
+
+    async def fetch(self, request: PairRequest, ticket: Ticket | None = None) -> PairAnswer:
+        """Changes for one pair, served in the next cycle. Raises QboError for this pair."""
+        if ticket is not None:
+            self.withdraw(ticket)
+        if self._closed:
+            raise FeedClosed(self.name)
+        future: asyncio.Future[PairAnswer] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(request, future))
+        self._arrived.set()
+        self._changed.set()
+        return await future
+
+    def qbo_now(self) -> datetime:
+        """QBO's clock as last seen, moved on by the time elapsed since (local clock if none)."""
+        if self._qbo_clock is None:
+            return datetime.now(timestamps.UTC)
+        seen, at = self._qbo_clock
+        return seen + timedelta(seconds=time.monotonic() - at)
+
+    # -- the cycle loop --
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve cycles until `stop`; pairs still waiting then get FeedClosed."""
+        try:
+            while not stop.is_set():
+                if not await _first(stop, self._arrived.wait()):
+                    break
+                await _first(stop, asyncio.sleep(self.window_s))   # the coalescing window
+                await _first(stop, self._gather())
+                self._arrived.clear()
+                batch, self._queue = [p for p in self._queue if not p.future.done()], []
+                if batch and not stop.is_set():
+                    await self._serve_logged(stop, batch)
+        finally:
+            self._closed = True
+            for pending in self._queue:
+                pending.fail(FeedClosed(self.name))
+            self._queue = []
+
+    async def _gather(self) -> None:
+        """Wait for announced pairs to queue their requests (bounded)."""
+        deadline = time.monotonic() + MAX_GATHER_S
+        while self._announced > 0 and time.monotonic() < deadline:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                return
+
+    async def _serve_logged(self, stop: asyncio.Event, batch: list[_Pending]) -> None:
+        try:
+            await _first(stop, self.serve(batch))
+        except Exception as exc:   # the pairs got it too; the feed itself keeps serving
+            log.error("feed_cycle_failed", feed=self.name, error=f"{type(exc).__name__}: {exc}",
+                      exc_info=exc)
+
+    async def serve(self, batch: list[_Pending]) -> None:
+        """One cycle: plan, then rounds of requests until every pair has its answer."""
+        self.cycles += 1
+        started = time.time()
+        try:
+            jobs = self._plan(batch)
+            while jobs:
+                jobs = await self._round(jobs, started)
+        except BaseException as exc:   # never leave a pair waiting, whatever happened
+            for pending in batch:
+                pending.fail(exc if isinstance(exc, Exception) else FeedClosed(self.name))
+            raise
+
+    # -- planning --
+
+    def _plan(self, batch: Sequence[_Pending]) -> list[_Job]:
+        entries: list[_CdcEntry] = []
+        jobs: list[_Job] = []
+        for pending in batch:
+            planned = self._plan_one(pending)
+            if isinstance(planned, _CdcEntry):
+                entries.append(planned)
+            else:
+                jobs.append(planned)
+        if entries:
+            jobs.insert(0, _CdcJob(entries))
+        return jobs
+
+    def _plan_one(self, pending: _Pending, *, force_listing: bool = False) -> _CdcEntry | _Job:
+        req = pending.request
+        res = req.resource
+        now = self.qbo_now()
+        if req.watermark is None:
+            # backfill lists everything; a no-CDC entity with hard deletes is listed silently
+            # once, so later re-listings can tell which of the existing rows disappeared.
+            if req.initial_mode == "backfill" or (not res.cdc and res.delete == DeleteMode.HARD):
+                return self._listing(pending)
+            return self._incremental(pending, Mode.INITIAL, now - self.overlap)
+        since = req.watermark - self.overlap
+        if force_listing:
+            return self._listing(pending)
+        # Judged by QBO's clock only: before the first answer, CDC is tried and QBO's own
+        # refusal ("older than fixed days") decides (see _replan_after_window_error).
+        if res.cdc and self._qbo_clock is not None and now - req.watermark > CDC_MAX_AGE:
+            log.info("cdc_window_exceeded", feed=self.name, resource=res.name,
+                     watermark=req.watermark.isoformat(), action="full reconciliation by query")
+            return self._listing(pending)
+        if not res.cdc and req.reconcile_due and res.delete == DeleteMode.HARD:
+            return self._listing(pending)
+        return self._incremental(pending, Mode.INCREMENTAL, since)
+
+    def _incremental(self, pending: _Pending, mode: Mode, since: datetime) -> _CdcEntry | _Job:
+        if pending.request.resource.cdc:
+            return _CdcEntry(pending, mode, since)
+        return _QueryJob(pending, mode, since, complete=False, page_size=self.page_size)
+
+    def _listing(self, pending: _Pending) -> _Job:
+        return _QueryJob(pending, Mode.LISTING, timestamps.EPOCH, complete=True,
+                         page_size=self.page_size)
+
+    # -- one round --
+
+    async def _round(self, jobs: list[_Job], started: float) -> list[_Job]:
+        cdc_jobs = [j for j in jobs if isinstance(j, _CdcJob)]
+        use_batch_cdc = (self.batch_cdc.allowed(self.realm.realm_id) and len(jobs) >= 2
+                         and not any(j.direct for j in cdc_jobs))
+        direct = [] if use_batch_cdc else cdc_jobs
+        batched = [j for j in jobs if j not in direct]
+        if len(batched) == 1 and isinstance(batched[0], _CdcJob):
+            direct, batched = direct + batched, []
+        calls: list[Awaitable[list[tuple[_Job, Any, bool]]]] = [self._send_cdc(j) for j in direct]
+        if len(batched) == 1:
+            calls.append(self._send_query(batched[0]))
+        for chunk_start in range(0, len(batched) if len(batched) > 1 else 0, BATCH_MAX_ITEMS):
+            calls.append(self._send_batch(batched[chunk_start:chunk_start + BATCH_MAX_ITEMS]))
+        outcomes = [o for group in await asyncio.gather(*calls) for o in group]
+        follow: list[_Job] = []
+        for job, answer, via_batch in outcomes:
+            follow.extend(self._handle(job, answer, via_batch, started))
+        return follow
+
+    async def _send_cdc(self, job: _CdcJob) -> list[tuple[_Job, Any, bool]]:
+        item = job.item("cdc")
+        return [(job, await _outcome(self.realm.cdc(item.entities, item.changed_since)), False)]
+
+    async def _send_query(self, job: _Job) -> list[tuple[_Job, Any, bool]]:
+        item = job.item("q")
+        assert isinstance(item, QueryItem)
+        return [(job, await _outcome(self.realm.query(item.statement)), False)]
+
+    async def _send_batch(self, jobs: list[_Job]) -> list[tuple[_Job, Any, bool]]:
+        items = [job.item(str(n)) for n, job in enumerate(jobs)]
+        result = await _outcome(self.realm.batch(items))
+        if isinstance(result, BaseException):
+            # The request itself failed (5xx, throttled, transport): no item was judged, so
+            # this says nothing about the realm's support for CDCQuery items.
+            return [(job, result, False) for job in jobs]
+        assert isinstance(result, BatchResult)
+        self._saw_time(result.time)
+        return [(job, result.answers.get(str(n), _missing(n)), True) for n, job in enumerate(jobs)]
+
+    # -- answers --
+
+    def _handle(self, job: _Job, answer: Any, via_batch: bool, started: float) -> list[_Job]:
+        if isinstance(job, _CdcJob):
+            return self._handle_cdc(job, answer, via_batch, started)
+        assert isinstance(job, _QueryJob)
+        return self._handle_query(job, answer, started)
+
+    def _handle_query(self, job: _QueryJob, answer: Any, started: float) -> list[_Job]:
+        error = _as_error(answer, QueryResult)
+        if error is not None:
+            job.fail(error)
+            return []
+        self._saw_time(answer.time)
+        if not job.accept(answer):
+            return [job]
+        assert job.first_time is not None
+        job.pending.resolve(PairAnswer(job.mode, job.objects, job.first_time, job.complete, started))
+        return []
+
+    def _handle_cdc(self, job: _CdcJob, answer: Any, via_batch: bool, started: float) -> list[_Job]:
+        error = _as_error(answer, CdcResult)
+        if error is not None:
+            return self._cdc_failed(job, error, via_batch)
+        self._saw_time(answer.time)
+        if answer.count < self.cdc_cap:
+            self._deliver_cdc(job.entries, answer, started)
+            return []
+        return self._split_truncated(job, answer, started)
+
+    def _cdc_failed(self, job: _CdcJob, error: QboError, via_batch: bool) -> list[_Job]:
+        if is_window_error(error):
+            return self._replan_after_window_error(job)
+        if via_batch:
+            # The realm's batch refused (or garbled) the CDCQuery item: remember, use /cdc.
+            fault = error.fault
+            log.info("batch_cdc_refused", feed=self.name, realm=self.realm.realm_id,
+                     fault=f"{fault.type} {fault.code} {fault.message}".strip() if fault else str(error),
+                     action="falling back to /cdc + /batch")
+            self.batch_cdc.refuse(self.realm.realm_id)
+            job.direct = True
+            return [job]
+        job.fail(error)
+        return []
+
+    def _replan_after_window_error(self, job: _CdcJob) -> list[_Job]:
+        # QBO's clock is at least `since + 30 days`: raise our estimate and re-plan; the pair(s)
+        # at the failed `since` are listed whatever the estimate says, so this always ends.
+        self._raise_estimate(job.since + CDC_WINDOW)
+        oldest = job.since
+        entries: list[_CdcEntry] = []
+        follow: list[_Job] = []
+        for entry in job.entries:
+            if entry.mode == Mode.INITIAL:
+                planned: _CdcEntry | _Job = _CdcEntry(entry.pending, Mode.INITIAL,
+                                                      self.qbo_now() - self.overlap)
+            else:
+                planned = self._plan_one(entry.pending, force_listing=entry.since <= oldest)
+            if isinstance(planned, _CdcEntry):
+                entries.append(planned)
+            else:
+                follow.append(planned)
+        if entries:
+            follow.insert(0, _CdcJob(entries, direct=job.direct))
+        return follow
+
+    def _split_truncated(self, job: _CdcJob, answer: CdcResult, started: float) -> list[_Job]:
+        # INITIAL entries only need QBO's time; the others cannot trust a possibly cut answer.
+        initial = [e for e in job.entries if e.mode == Mode.INITIAL]
+        self._deliver_cdc(initial, answer, started)
+        rest = [e for e in job.entries if e.mode != Mode.INITIAL]
+        log.info("cdc_cap_reached", feed=self.name, count=answer.count,
+                 entities=[e.resource.entity for e in rest])
+        if len(rest) > 1:
+            return [_CdcJob([e], direct=job.direct) for e in rest]
+        return [self._cap_fallback(e) for e in rest]
+
+    def _cap_fallback(self, entry: _CdcEntry) -> _Job:
+        """One entity still at the cap: page it by query (a full listing if it hard-deletes)."""
+        res = entry.resource
+        if res.delete == DeleteMode.HARD:
+            return self._listing(entry.pending)
+        return _QueryJob(entry.pending, Mode.INCREMENTAL, entry.since, complete=False,
+                         page_size=self.page_size)
+
+    def _deliver_cdc(self, entries: Sequence[_CdcEntry], answer: CdcResult, started: float) -> None:
+        by_entity = {name.lower(): objs for name, objs in answer.objects.items()}
+        for entry in entries:
+            objects = by_entity.get(entry.resource.entity.lower(), [])
+            if entry.mode == Mode.INCREMENTAL:
+                objects = [o for o in objects if _in_window(o, entry.since)]
+            entry.pending.resolve(PairAnswer(entry.mode, objects, answer.time, False, started))
+
+    def _saw_time(self, qbo_time: datetime) -> None:
+        self._qbo_clock = (qbo_time, time.monotonic())
+
+    def _raise_estimate(self, at_least: datetime) -> None:
+        if at_least > self.qbo_now():
+            self._qbo_clock = (at_least, time.monotonic())
+
+
+def _in_window(obj: QboObject, since: datetime) -> bool:
+    updated = timestamps.last_updated(obj)
+    return updated is None or updated >= timestamps.to_second(since)
+
+
+def _missing(n: int) -> MalformedResponse:
+    return MalformedResponse(f"batch answer has no item bId={n}")
+
+
+def _as_error(answer: Any, expected: type) -> QboError | None:
+    """A batch item's Fault, a raised error, or an answer of the wrong kind → a QboError."""
+    if isinstance(answer, expected):
+        return None
+    if isinstance(answer, Fault):
+        return faults.error_for(answer.status, answer)
+    if isinstance(answer, QboError):
+        return answer
+    if isinstance(answer, BaseException):
+        raise answer
+    return MalformedResponse(f"expected {expected.__name__}, got {type(answer).__name__}")
+
+
+async def _outcome(call: Awaitable[T]) -> T | QboError:
+    """QBO errors become values (they belong to the pairs of that request); others propagate."""
+    try:
+        return await call
+    except QboError as exc:
+        return exc
+
+
+async def _first(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
+    """Run `work` unless `stop` comes first (then cancel it). True when `work` finished."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return False
+
+
+__all__ = ["ChangeFeed", "Ticket", "PairRequest", "PairAnswer", "Mode", "FeedClosed", "BatchCdcMemory",
+           "query_statement", "is_window_error"]

@@ -1,0 +1,209 @@
+"""PollerService: owns every instance's ChangeFeed and pair tasks (DESIGN §2).
+
+`services(runtime)` (imported by the supervisor) returns it. It re-reads the instances table
+every `rescan_s` and starts, restarts (config_version changed) or stops instances without a
+daemon restart. Every task lives in a TaskGroup: an instance's feed and pair tasks in the
+instance's group, the instances in the service's group. An instance that loses its OAuth grant
+(`ReconnectRequired`) is marked `needs_reconnect` and stops; the others go on.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from poller import metrics, resources
+from poller.config import Settings
+from poller.detect.feed import DEFAULT_WINDOW_S, BatchCdcMemory, ChangeFeed
+from poller.detect.pairs import BeforeCommit, InstanceSchedule, PairConfig, PairPoller
+from poller.logs import get_logger
+from poller.qbo.types import RealmApi, ReconnectRequired
+from poller.store import cursors
+from poller.store.cursors import PollableInstance
+
+if TYPE_CHECKING:
+    from poller.supervisor import Runtime
+
+log = get_logger(__name__)
+
+RESCAN_S = 2.0
+RESTART_BACKOFF_S = 5.0
+RealmFactory = Callable[[int, str], RealmApi]
+
+
+@dataclass(frozen=True)
+class PollerOptions:
+    """Knobs with daemon defaults; tests shorten them."""
+
+    rescan_s: float = RESCAN_S
+    window_s: float = DEFAULT_WINDOW_S          # coalescing window of a feed (capped by interval/4)
+    cdc_cap: int = 1000
+    page_size: int = 1000
+    initial_spread_s: float | None = None      # None: min(interval, 30 s)
+    before_commit: BeforeCommit | None = None  # test hook: runs between QBO's answer and commit
+
+
+@dataclass(eq=False)
+class _Running:
+    instance: PollableInstance
+    stop: asyncio.Event
+    task: asyncio.Task[None] | None = None
+    feed: ChangeFeed | None = None
+    pairs: list[PairPoller] = field(default_factory=list)
+
+
+class PollerService:
+    name = "poller"
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, realm_factory: RealmFactory,
+                 options: PollerOptions | None = None) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.realm_factory = realm_factory
+        self.options = options or PollerOptions()
+        self.batch_cdc = BatchCdcMemory()
+        self.running: dict[int, _Running] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("poller_started", replica=self.settings.replica_id)
+        try:
+            async with asyncio.TaskGroup() as group:
+                while not stop.is_set():
+                    await self._rescan_logged(group)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=self.options.rescan_s)
+                for run in self.running.values():
+                    run.stop.set()
+        finally:
+            self.running.clear()
+        log.info("poller_stopped")
+
+    async def _rescan_logged(self, group: asyncio.TaskGroup) -> None:
+        try:
+            await self.rescan(group)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("instance_scan_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def rescan(self, group: asyncio.TaskGroup) -> None:
+        """Bring the running instances in line with the database."""
+        async with self.pool.acquire() as conn:
+            wanted = {i.id: i for i in await cursors.pollable_instances(conn)}
+        for instance_id, run in list(self.running.items()):
+            inst = wanted.get(instance_id)
+            if run.task is None or run.task.done():
+                del self.running[instance_id]
+            elif inst is None or inst.config_version != run.instance.config_version:
+                log.info("instance_stopping", instance=run.instance.name, instance_id=instance_id,
+                         reason="removed or paused" if inst is None else "configuration changed")
+                run.stop.set()
+        for instance_id, inst in wanted.items():
+            current = self.running.get(instance_id)
+            if current is None or current.task is None or current.task.done():
+                self._start(group, inst, None)
+            elif current.stop.is_set() and current.instance.config_version != inst.config_version:
+                # Restart after the old tasks are gone: two pollers of one pair in one replica
+                # would share the lease owner and both believe they hold it.
+                self._start(group, inst, current.task)
+
+    def _start(self, group: asyncio.TaskGroup, inst: PollableInstance,
+               previous: asyncio.Task[None] | None) -> None:
+        run = _Running(inst, asyncio.Event())
+        run.task = group.create_task(self._instance(run, previous), name=f"instance:{inst.id}")
+        self.running[inst.id] = run
+
+    async def _instance(self, run: _Running, previous: asyncio.Task[None] | None) -> None:
+        """One instance's lifetime; never raises (one instance must not stop the others)."""
+        if previous is not None:
+            await asyncio.wait({previous})
+        inst = run.instance
+        try:
+            await self._run_instance(run)
+        except Exception as exc:  # noqa: BLE001 - isolate instances; the rescan restarts it
+            log.error("instance_failed", instance=inst.name, instance_id=inst.id,
+                      error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.stop.wait(), timeout=RESTART_BACKOFF_S)
+        finally:
+            metrics.forget_instance(inst.name, list(inst.resources))
+
+    async def _run_instance(self, run: _Running) -> None:
+        inst = run.instance
+        realm = self.realm_factory(inst.id, inst.realm_id)
+        interval = inst.refresh_interval_s
+        feed = ChangeFeed(realm, overlap_s=self.settings.overlap_seconds,
+                          window_s=min(self.options.window_s, interval / 4),
+                          batch_cdc=self.batch_cdc, cdc_cap=self.options.cdc_cap,
+                          page_size=self.options.page_size, name=inst.name)
+        schedule = InstanceSchedule(interval, self.options.initial_spread_s)
+        lost: list[ReconnectRequired] = []
+
+        def reconnect(exc: ReconnectRequired) -> None:
+            lost.append(exc)
+            run.stop.set()
+
+        run.feed = feed
+        run.pairs = [PairPoller(self.pool, feed, self._pair_config(inst, res), schedule,
+                                reconnect, self.options.before_commit)
+                     for res in self._resources(inst)]
+        log.info("instance_polling", instance=inst.name, instance_id=inst.id, realm_id=inst.realm_id,
+                 pairs=len(run.pairs), refresh_interval_s=interval)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(feed.run(run.stop), name=f"feed:{inst.id}")
+            for pair in run.pairs:
+                group.create_task(pair.run(run.stop), name=f"pair:{inst.id}:{pair.cfg.resource.name}")
+        if lost:
+            await self._needs_reconnect(inst, lost[0])
+        await self._release_leases(run)
+
+    def _resources(self, inst: PollableInstance) -> Sequence[resources.Resource]:
+        known = []
+        for name in inst.resources:
+            if name in resources.ALL_RESOURCES:
+                known.append(resources.get(name))
+            else:
+                log.warning("unknown_resource_skipped", instance=inst.name, resource=name)
+        return known
+
+    def _pair_config(self, inst: PollableInstance, res: resources.Resource) -> PairConfig:
+        s = self.settings
+        return PairConfig(inst.id, inst.name, res, inst.refresh_interval_s, inst.initial_mode,
+                          inst.deactivated_as_deleted, s.overlap_seconds, s.reconcile_interval_s,
+                          s.events_per_notification, s.pair_lease_s, s.replica_id)
+
+    async def _needs_reconnect(self, inst: PollableInstance, exc: ReconnectRequired) -> None:
+        log.error("instance_needs_reconnect", instance=inst.name, instance_id=inst.id,
+                  error=str(exc), action="polling stopped until the company is reconnected")
+        try:
+            async with self.pool.acquire() as conn:
+                await cursors.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")
+        except (asyncpg.PostgresError, OSError) as db_exc:
+            log.warning("instance_status_not_saved", instance=inst.name, error=str(db_exc))
+
+    async def _release_leases(self, run: _Running) -> None:
+        """Graceful stop: free our pairs so another replica need not wait for expiry."""
+        try:
+            async with self.pool.acquire() as conn:
+                for pair in run.pairs:
+                    token = await cursors.token_held_by(conn, pair.cfg.key, pair.cfg.owner)
+                    if token is not None:
+                        await cursors.release(conn, pair.cfg.key, pair.cfg.owner, token)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("lease_release_failed", instance=run.instance.name, error=str(exc))
+
+
+def realm_factory_for(runtime: Runtime) -> RealmFactory:
+    """The real QBO client over the runtime's HTTP session and the PostgreSQL token store."""
+    from poller.qbo.client import QboClient
+    from poller.store.tokens import PgTokenStore
+
+    client = QboClient(runtime.http, runtime.settings, PgTokenStore(runtime.pool, runtime.box))
+    return client.realm
+
+
+def services(runtime: Runtime) -> list[PollerService]:
+    """What the supervisor runs for change detection."""
+    return [PollerService(runtime.pool, runtime.settings, realm_factory_for(runtime))]

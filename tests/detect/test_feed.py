@@ -1,0 +1,301 @@
+"""The ChangeFeed's coalescing and fallbacks, against a scripted fake RealmApi."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from poller import resources
+from poller.detect import timestamps
+from poller.detect.feed import (
+    BatchCdcMemory,
+    ChangeFeed,
+    Mode,
+    PairAnswer,
+    PairRequest,
+    query_statement,
+)
+from poller.qbo.types import (
+    BatchItem,
+    BatchResult,
+    CdcItem,
+    CdcResult,
+    Fault,
+    QueryItem,
+    QueryResult,
+    ValidationError,
+)
+
+UTC = timezone.utc
+NOW = datetime.now(UTC).replace(microsecond=500000) - timedelta(hours=1)
+WINDOW_FAULT = Fault("ValidationFault", "500", "Unsupported Operation",
+                     "Operation cdc with changedSince date X which is older than fixed days is not supported.")
+
+
+def obj(oid: str, at: datetime, token: str = "0") -> dict:
+    return {"Id": oid, "SyncToken": token,
+            "MetaData": {"CreateTime": timestamps.to_qbo(at), "LastUpdatedTime": timestamps.to_qbo(at)}}
+
+
+class FakeRealm:
+    """Answers from a per-entity list of objects; records every request."""
+
+    realm_id = "123"
+
+    def __init__(self, data: dict[str, list[dict]] | None = None, *, batch_cdc: bool = True,
+                 cap: int = 1000, now: datetime = NOW) -> None:
+        self.data = data or {}
+        self.batch_cdc = batch_cdc
+        self.cap = cap
+        self.now = now
+        self.calls: list[tuple[str, Any]] = []
+        self.cdc_fault: Fault | None = None
+
+    def _cdc(self, entities: tuple[str, ...], since: datetime) -> CdcResult | Fault:
+        if self.cdc_fault is not None:
+            return self.cdc_fault
+        objects: dict[str, list[dict]] = {}
+        budget = self.cap
+        for entity in entities:
+            rows = [o for o in self.data.get(entity, []) if timestamps.last_updated(o) >= since]
+            rows = rows[:budget]
+            budget -= len(rows)
+            if rows:
+                objects[entity] = rows
+        return CdcResult(self.now, objects, sum(len(v) for v in objects.values()))
+
+    def _query(self, statement: str) -> QueryResult:
+        entity = statement.split(" from ")[1].split(" ")[0]
+        since = timestamps.parse(statement.split(">= '")[1].split("'")[0])
+        start = int(statement.split("STARTPOSITION ")[1].split(" ")[0]) if "STARTPOSITION" in statement else 1
+        size = int(statement.split("MAXRESULTS ")[1])
+        rows = sorted((o for o in self.data.get(entity, []) if timestamps.last_updated(o) >= since),
+                      key=lambda o: (timestamps.last_updated(o), int(o["Id"])))
+        return QueryResult(self.now, entity, rows[start - 1:start - 1 + size], start)
+
+    async def cdc(self, entities: tuple[str, ...], changed_since: datetime) -> CdcResult:
+        self.calls.append(("cdc", (entities, changed_since)))
+        answer = self._cdc(entities, changed_since)
+        if isinstance(answer, Fault):
+            raise ValidationError(answer.detail, answer)
+        return answer
+
+    async def query(self, statement: str) -> QueryResult:
+        self.calls.append(("query", statement))
+        return self._query(statement)
+
+    async def batch(self, items: list[BatchItem]) -> BatchResult:
+        self.calls.append(("batch", items))
+        answers: dict[str, Any] = {}
+        for item in items:
+            if isinstance(item, CdcItem):
+                answers[item.bid] = (self._cdc(item.entities, item.changed_since) if self.batch_cdc
+                                     else Fault("ValidationFault", "4000", "Unsupported CDCQuery"))
+            else:
+                assert isinstance(item, QueryItem)
+                answers[item.bid] = self._query(item.statement)
+        return BatchResult(self.now, answers)
+
+    def kinds(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+def req(name: str, watermark: datetime | None = NOW - timedelta(minutes=10), **kw: Any) -> PairRequest:
+    return PairRequest(resources.get(name), watermark, **kw)
+
+
+async def serve(realm: FakeRealm, requests: list[PairRequest], **kw: Any) -> list[PairAnswer | BaseException]:
+    feed = ChangeFeed(realm, overlap_s=120, window_s=0.01, **kw)
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(stop))
+    try:
+        return await asyncio.gather(*(feed.fetch(r) for r in requests), return_exceptions=True)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_all_22_resources_in_one_batch_request() -> None:
+    realm = FakeRealm()
+    answers = await serve(realm, [req(n) for n in resources.DEFAULT_NAMES])
+    assert realm.kinds() == ["batch"]
+    items = realm.calls[0][1]
+    cdc = [i for i in items if isinstance(i, CdcItem)]
+    queries = [i for i in items if isinstance(i, QueryItem)]
+    assert len(cdc) == 1 and len(cdc[0].entities) == 19
+    assert sorted(q.statement.split(" from ")[1].split(" ")[0] for q in queries) == \
+        ["TaxCode", "TaxRate", "TimeActivity"]
+    assert all(isinstance(a, PairAnswer) and a.time == NOW for a in answers)
+
+
+async def test_realm_refusing_batch_cdc_falls_back_and_remembers() -> None:
+    realm = FakeRealm(batch_cdc=False)
+    memory = BatchCdcMemory()
+    requests = [req(n) for n in resources.DEFAULT_NAMES]
+    answers = await serve(realm, requests, batch_cdc=memory)
+    assert all(isinstance(a, PairAnswer) for a in answers)
+    # The probe costs nothing extra: the batch's queries were answered, only the CDC moves.
+    assert realm.kinds() == ["batch", "cdc"]
+    realm.calls.clear()
+    answers = await serve(realm, requests, batch_cdc=memory)     # next cycle: remembered
+    assert sorted(realm.kinds()) == ["batch", "cdc"]
+    batch_items = next(c[1] for c in realm.calls if c[0] == "batch")
+    assert not any(isinstance(i, CdcItem) for i in batch_items)
+    assert all(isinstance(a, PairAnswer) for a in answers)
+
+
+async def test_lone_items_skip_the_batch() -> None:
+    realm = FakeRealm()
+    await serve(realm, [req("customers"), req("invoices")])
+    assert realm.kinds() == ["cdc"]
+    realm.calls.clear()
+    await serve(realm, [req("tax-codes")])
+    assert realm.kinds() == ["query"]
+
+
+async def test_combined_cdc_asks_from_earliest_and_each_pair_keeps_its_window() -> None:
+    old_wm, new_wm = NOW - timedelta(minutes=30), NOW - timedelta(minutes=5)
+    realm = FakeRealm({"Customer": [obj("1", NOW - timedelta(minutes=20))],
+                       "Vendor": [obj("2", NOW - timedelta(minutes=20)), obj("3", NOW - timedelta(minutes=1))]})
+    a_cust, a_vend = await serve(realm, [req("customers", old_wm), req("vendors", new_wm)])
+    (_, (entities, since)), = realm.calls
+    assert since == old_wm - timedelta(seconds=120)
+    assert [o["Id"] for o in a_cust.objects] == ["1"]
+    assert [o["Id"] for o in a_vend.objects] == ["3"]          # "2" is before its own window
+    assert a_cust.time == a_vend.time == NOW                  # QBO's clock, not ours
+
+
+def test_query_statements() -> None:
+    since = datetime(2026, 1, 15, 20, 0, 0, 999000, tzinfo=UTC)
+    assert query_statement(resources.get("tax-codes"), since) == (
+        "select * from TaxCode where Active IN (true,false) and MetaData.LastUpdatedTime >= "
+        "'2026-01-15T12:00:00-08:00' ORDERBY MetaData.LastUpdatedTime MAXRESULTS 1000")
+    ta = query_statement(resources.get("time-activities"), since, start=11, page_size=10)
+    assert "Active" not in ta
+    assert ta.endswith("ORDERBY MetaData.LastUpdatedTime STARTPOSITION 11 MAXRESULTS 10")
+
+
+async def test_query_paging_advances_from_and_steps_through_one_timestamp() -> None:
+    t0 = NOW - timedelta(minutes=9)
+    rows = [obj(str(i), t0 + timedelta(seconds=i // 4)) for i in range(1, 13)]   # 4 per second
+    rows += [obj(str(i), t0 + timedelta(seconds=10)) for i in range(13, 20)]     # 7 in one second
+    realm = FakeRealm({"TaxRate": rows})
+    (answer,) = await serve(realm, [req("tax-rates")], page_size=3)
+    assert sorted(int(o["Id"]) for o in answer.objects) == list(range(1, 20))
+    statements = [c[1] for c in realm.calls]
+    assert any("STARTPOSITION" in s for s in statements)       # only inside one timestamp
+    assert all(" >= '" in s for s in statements)
+
+
+async def test_cap_splits_by_entity_then_pages_a_name_list_and_lists_a_transaction() -> None:
+    t = NOW - timedelta(minutes=3)
+    data = {"Customer": [obj(str(i), t) for i in range(1, 8)],       # 7 ≥ cap 5
+            "Invoice": [obj(str(i), t) for i in range(1, 7)],        # 6 ≥ cap 5
+            "Vendor": [obj("1", t)]}
+    realm = FakeRealm(data, cap=5)
+    cust, inv, vend = await serve(realm, [req("customers"), req("invoices"), req("vendors")],
+                                  cdc_cap=5, page_size=1000)
+    assert [o["Id"] for o in vend.objects] == ["1"] and vend.mode == Mode.INCREMENTAL
+    assert len(cust.objects) == 7 and cust.mode == Mode.INCREMENTAL and not cust.complete
+    assert len(inv.objects) == 6 and inv.mode == Mode.LISTING and inv.complete
+    kinds = realm.kinds()
+    assert kinds[0] == "cdc"          # combined, truncated
+    assert kinds[1] == "batch"        # one CDCQuery per entity, in one batch
+    assert "query" in kinds or kinds.count("batch") >= 2
+
+
+async def test_watermark_older_than_29_days_is_reconciled_by_listing() -> None:
+    realm = FakeRealm({"Customer": [obj("1", NOW - timedelta(days=40))],
+                       "Vendor": [obj("2", NOW - timedelta(minutes=1))]})
+    feed = ChangeFeed(realm, overlap_s=120, window_s=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(stop))
+    await feed.fetch(req("vendors"))                      # QBO's clock is now known
+    realm.calls.clear()
+    cust, vend = await asyncio.gather(feed.fetch(req("customers", NOW - timedelta(days=29, hours=1))),
+                                      feed.fetch(req("vendors")))
+    stop.set()
+    await task
+    assert cust.mode == Mode.LISTING and cust.complete and [o["Id"] for o in cust.objects] == ["1"]
+    assert vend.mode == Mode.INCREMENTAL
+    assert realm.kinds() == ["batch"]                    # the listing's page travels with the CDC
+
+
+async def test_window_error_raises_the_clock_estimate_and_lists() -> None:
+    realm = FakeRealm({"Customer": [obj("1", NOW - timedelta(days=2))]})
+    realm.cdc_fault = WINDOW_FAULT
+    # Before any answer the feed does not judge the window by the local clock: QBO's
+    # refusal decides.
+    (answer,) = await serve(realm, [req("customers", NOW - timedelta(days=10))])
+    assert answer.mode == Mode.LISTING and [o["Id"] for o in answer.objects] == ["1"]
+
+
+async def test_fault_of_one_query_item_fails_only_that_pair() -> None:
+    realm = FakeRealm()
+    original = realm._query
+
+    def failing(statement: str) -> Any:
+        if "TaxRate" in statement:
+            return Fault("ValidationFault", "4000", "QueryParserError", "bad")
+        return original(statement)
+
+    realm._query = failing  # type: ignore[method-assign]
+    answers = await serve(realm, [req("tax-codes"), req("tax-rates"), req("customers")])
+    assert isinstance(answers[0], PairAnswer) and isinstance(answers[2], PairAnswer)
+    assert isinstance(answers[1], ValidationError)
+
+
+async def test_uninitialized_now_pair_only_needs_qbo_time() -> None:
+    realm = FakeRealm({"Customer": [obj("1", NOW - timedelta(days=3))]})
+    (answer,) = await serve(realm, [req("customers", None)])
+    assert answer.mode == Mode.INITIAL and answer.time == NOW
+
+
+async def test_backfill_and_time_activity_first_poll_are_listings() -> None:
+    realm = FakeRealm({"Invoice": [obj("1", NOW - timedelta(days=300))],
+                       "TimeActivity": [obj("5", NOW - timedelta(days=90))]})
+    inv, ta = await serve(realm, [req("invoices", None, initial_mode="backfill"),
+                                  req("time-activities", None)])
+    assert inv.mode == Mode.LISTING and [o["Id"] for o in inv.objects] == ["1"]
+    assert ta.mode == Mode.LISTING and ta.complete
+
+
+async def test_coalescing_window_gathers_pairs_arriving_close_together() -> None:
+    realm = FakeRealm()
+    feed = ChangeFeed(realm, overlap_s=120, window_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(stop))
+
+    async def late(name: str, delay: float) -> PairAnswer:
+        await asyncio.sleep(delay)
+        return await feed.fetch(req(name))
+
+    await asyncio.gather(late("customers", 0), late("tax-codes", 0.02), late("invoices", 0.03))
+    stop.set()
+    await task
+    assert realm.kinds() == ["batch"] and feed.cycles == 1
+
+
+async def test_pairs_waiting_when_the_feed_stops_are_released() -> None:
+    from poller.detect.feed import FeedClosed
+
+    class Slow(FakeRealm):
+        async def cdc(self, entities: tuple[str, ...], changed_since: datetime) -> CdcResult:
+            await asyncio.sleep(30)
+            raise AssertionError
+
+    feed = ChangeFeed(Slow(), overlap_s=120, window_s=0.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(stop))
+    waiting = asyncio.create_task(feed.fetch(req("customers")))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    with pytest.raises(FeedClosed):
+        await waiting
+
+
+_ = Callable
