@@ -226,7 +226,7 @@ class QboClient:
         if status != 200:
             raise _Retry(MalformedResponse(f"unexpected HTTP {status}", _bare_fault(answer)))
         try:
-            return parse_body(orjson.loads(answer.body), answer.intuit_tid)
+            return parse_body(parse.loads_verbatim(answer.body), answer.intuit_tid)
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise _Retry(MalformedResponse(f"unreadable QBO answer: {type(exc).__name__}",
                                            _bare_fault(answer))) from None

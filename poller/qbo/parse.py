@@ -6,8 +6,11 @@ them exactly as QuickBooks wrote them.
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
+
+import orjson
 
 from poller.qbo.faults import fault_from_object
 from poller.qbo.times import format_qbo_time, parse_qbo_time
@@ -26,6 +29,20 @@ from poller.qbo.types import (
 # Keys of a QueryResponse (or CDC group) that are not entity names.
 _META_KEYS = frozenset({"startPosition", "maxResults", "totalCount"})
 _FROM = re.compile(r"\bfrom\s+([A-Za-z][A-Za-z0-9_]*)", re.IGNORECASE)
+
+
+def _verbatim_number(literal: str) -> orjson.Fragment:
+    return orjson.Fragment(literal.encode())
+
+
+def loads_verbatim(body: bytes) -> Any:
+    """JSON → Python, keeping every decimal literal exactly as QBO wrote it.
+
+    Decimals become `orjson.Fragment`s, so an object re-serialized with orjson into a callback
+    keeps `337.50` as `337.50` (a float would print `337.5`): "the QBO object exactly as
+    QuickBooks returned it". Nothing in detection computes with amounts.
+    """
+    return json.loads(body, parse_float=_verbatim_number)
 
 
 def entity_of(statement: str) -> str:

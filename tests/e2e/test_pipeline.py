@@ -27,10 +27,12 @@ async def test_changes_arrive_signed_with_both_schemes(db_dsn: str) -> None:
                                        if k in ("batch", "cdc")) >= 2, what="first polls")
             customer = emu.create(realm, "Customer", {"DisplayName": "Ada Lovelace"})
             emu.update(realm, "Customer", {"Id": customer["Id"], "Notes": "VIP"})
-            invoice_id = emu.ids(realm, "Invoice")[0]
+            invoice_id, edited_id = emu.ids(realm, "Invoice")[:2]
             emu.delete(realm, "Invoice", invoice_id)
+            edited = emu.update(realm, "Invoice", {"Id": edited_id, "PrivateNote": "edited"})
             await wait_for(lambda: {("CREATED", "customers", customer["Id"]),
-                                    ("DELETED", "invoices", invoice_id)} <= set(events_of(receiver)),
+                                    ("DELETED", "invoices", invoice_id),
+                                    ("UPDATED", "invoices", edited_id)} <= set(events_of(receiver)),
                            what="callbacks")
     assert receiver.notifications
     for received in receiver.notifications.values():
@@ -55,6 +57,11 @@ async def test_changes_arrive_signed_with_both_schemes(db_dsn: str) -> None:
                if any(e["eventType"] == "DELETED" for e in r.events)][0]
     tombstone = deleted.message["raw"]["invoices"][0]
     assert tombstone["status"] == "Deleted" and tombstone["Id"] == invoice_id
+    # The object is passed through exactly as QuickBooks wrote it: same keys, same order, and
+    # the same number literals (amounts keep their two decimals: 12.50, not 12.5).
+    wire = emu.dumps(edited)
+    assert b".00" in wire or b"0," in wire
+    assert any(wire in r.body for r in receiver.notifications.values())
     assert receiver.duplicates == 0
 
 
