@@ -115,3 +115,4 @@ def test_no_secret_reaches_the_logs(tmp_path: Path, db_dsn: str) -> None:
     assert '"event":"daemon_ready"' in log
     for name, value in secrets.items():
         assert value not in log, f"{name} leaked into the log"
+

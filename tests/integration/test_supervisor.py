@@ -96,3 +96,25 @@ async def test_stop_cancels_a_stuck_service_after_the_grace(db_dsn: str) -> None
     assert code == supervisor.EXIT_OK
     assert stubborn.cancelled
     assert any(e["event"] == "shutdown_grace_expired" for e in events(stream))
+
+
+async def test_first_signal_stops_gracefully_second_skips_the_grace(db_dsn: str) -> None:
+    import os
+    import signal
+    import time
+
+    stream = capture_logs()
+    stubborn = Stubborn()
+    task = asyncio.create_task(supervisor.run(settings(db_dsn, POLLER_SHUTDOWN_GRACE_SECONDS="30"),
+                                              service_factory=lambda rt: [stubborn]))
+    await asyncio.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    assert not task.done()  # graceful: waiting for the stubborn service, up to 30 s
+    started = time.monotonic()
+    os.kill(os.getpid(), signal.SIGTERM)
+    code = await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 3
+    assert code == supervisor.EXIT_FAILED
+    actions = [e.get("action") for e in events(stream) if e["event"] == "signal_received"]
+    assert actions == ["graceful shutdown", "immediate exit"]
