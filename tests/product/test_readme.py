@@ -1,0 +1,52 @@
+"""The README stays true: its receiver snippet verifies what the daemon signs, and the
+commands it names exist."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from poller.cli import build_parser
+from poller.deliver.signing import callback_headers
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def receiver_snippet() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    [snippet] = [b for b in blocks if "def elements_ok" in b]
+    return snippet
+
+
+def load_snippet(key: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "readme_snippet"}
+    exec(compile(receiver_snippet().replace('"<event.notification.signature.key>"', repr(key)),
+                 "README.md", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("key", ["plain-signature-key", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+def test_readme_receiver_verifies_both_signatures(key: str) -> None:
+    snippet = load_snippet(key)
+    body = orjson.dumps({"message": {"eventId": "e-1", "events": []}})
+    headers = callback_headers("e-1", body, key, "both", int(time.time()))
+    assert snippet["elements_ok"](body, headers["Elements-Webhook-Signature"])
+    assert snippet["standard_ok"](body, headers)
+    assert not snippet["elements_ok"](body + b" ", headers["Elements-Webhook-Signature"])
+    assert not snippet["standard_ok"](body + b" ", headers)
+    assert isinstance(snippet["app"], web.Application)
+
+
+def test_readme_commands_exist() -> None:
+    text = README.read_text()
+    commands = set(re.findall(r"(?:`|bin/)qbo-poller ([a-z][a-z-]+)", text))
+    parser_commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert commands - {"demo", "emulator"} <= parser_commands
+    assert "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest" in text
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest" in ci
