@@ -1,4 +1,20 @@
-"""`qbo-poller deliveries list|redeliver`: look at the outbox and send things again."""
+"""`qbo-poller deliveries list|redeliver`: look at the outbox and send things again.
+
+`list` shows the newest notifications (held ones say which URL they wait for), then one line
+per gone callback URL: one that answered 410 Gone, whose notifications are held without any
+request until redelivered.
+
+`redeliver` puts notifications back to pending with attempts 0; each goes to its instance's
+callback URL of the moment (a URL changed since is used):
+- `ID`: that notification, if held, dead or delivered;
+- `--instance NAME`: that instance's held and dead notifications;
+- `--all-dead`: every dead notification.
+When the callback URL of an instance concerned (ID: the notification's instance; --instance:
+that instance, even if nothing of it was waiting; --all-dead: the instances of the dead
+notifications) is gone, the URL is reactivated too, and every held notification is released with
+it: those held for that URL, of any instance (also of instances that point elsewhere now: they go
+to their new URL), and those of every instance that points at that URL now.
+"""
 from __future__ import annotations
 
 import argparse
@@ -42,19 +58,46 @@ async def _list(pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO) -> in
         return EXIT_FAILED
     rows = await store.listing(pool, bool(getattr(args, "dead", False)), iid,
                                max(1, int(getattr(args, "limit", 50) or 50)))
+    gone = await store.gone_endpoints(pool, iid)
     if not rows:
         print("no notifications", file=out)
-        return EXIT_OK
-    print(_line([c[0] for c in _COLUMNS]), file=out)
-    for r in rows:
-        print(_line(_cells(r)), file=out)
+    else:
+        print(_line([c[0] for c in _COLUMNS]), file=out)
+        for r in rows:
+            print(_line(_cells(r)), file=out)
+    _print_gone(gone, out)
     return EXIT_OK
 
 
 def _cells(r: Any) -> list[str]:
-    next_attempt = _when(r["next_attempt_at"]) if r["status"] == "pending" else "-"
-    return [str(r["id"]), r["instance"], r["resource"], str(r["event_count"]), r["status"],
-            str(r["attempts"]), next_attempt, _last(r["last_status"], r["last_error"])]
+    status = r["status"]
+    if status == "pending":
+        next_attempt, last = _when(r["next_attempt_at"]), _last(r["last_status"], r["last_error"])
+    elif status == "held":
+        next_attempt, last = "on redelivery", _held(r["target_url"], r["callback_url"])
+    else:
+        next_attempt, last = "-", _last(r["last_status"], r["last_error"])
+    return [str(r["id"]), r["instance"], r["resource"], str(r["event_count"]), status,
+            str(r["attempts"]), next_attempt, last]
+
+
+def _held(held_for: str | None, current: str | None) -> str:
+    """Why a notification is held, and where redelivery would send it."""
+    text = f"410 Gone from {held_for}" if held_for else "410 Gone"
+    if current != held_for:
+        text += f"; redelivery goes to {current or '(no callback URL)'}"
+    return text
+
+
+def _print_gone(gone: list[store.GoneEndpoint], out: TextIO) -> None:
+    if not gone:
+        return
+    held = sum(g.held for g in gone)
+    print(f"gone URLs: {len(gone)} answered 410 Gone; {held} held notification(s) wait for "
+          "`qbo-poller deliveries redeliver`", file=out)
+    for g in gone:
+        users = ", ".join(g.instances) if g.instances else "no instance now"
+        print(f"  {g.url}  gone since {_when(g.gone_at)}  held {g.held}  ({users})", file=out)
 
 
 def _line(cells: list[str]) -> str:
@@ -84,8 +127,10 @@ def _last(status: int | None, error: str | None) -> str:
 async def _redeliver(pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO) -> int:
     async with pool.acquire() as conn:
         if getattr(args, "id", None) is not None:
-            if await store.redeliver_one(conn, args.id):
+            done = await store.redeliver_one(conn, args.id)
+            if done.count:
                 print(f"notification {args.id} queued for redelivery", file=out)
+                _print_reactivated(done, out)
                 return EXIT_OK
             print(f"qbo-poller: notification {args.id} not found or already pending",
                   file=sys.stderr)
@@ -94,13 +139,22 @@ async def _redeliver(pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO) 
             found, iid = await _instance(conn, args.instance)
             if not found or iid is None:
                 return EXIT_FAILED
-            count = await store.redeliver_instance(conn, iid)
-            print(f"{count} dead or held notification(s) of {args.instance} queued for "
+            done = await store.redeliver_instance(conn, iid)
+            print(f"{done.count} dead or held notification(s) of {args.instance} queued for "
                   "redelivery", file=out)
+            _print_reactivated(done, out)
             return EXIT_OK
         if getattr(args, "all_dead", False):
-            count = await store.redeliver_all_dead(conn)
-            print(f"{count} dead notification(s) queued for redelivery", file=out)
+            done = await store.redeliver_all_dead(conn)
+            print(f"{done.count} dead notification(s) queued for redelivery", file=out)
+            _print_reactivated(done, out)
             return EXIT_OK
     print("qbo-poller: redeliver needs an ID, --instance NAME or --all-dead", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _print_reactivated(done: store.Redelivered, out: TextIO) -> None:
+    if done.endpoints:
+        urls = ", ".join(done.endpoints)
+        print(f"reactivated gone URL(s) {urls}: {done.released} more held notification(s) "
+              "queued for redelivery", file=out)

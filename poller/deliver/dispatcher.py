@@ -8,6 +8,11 @@
   when a notification is missed (listener reconnecting, another writer that did not notify).
 - At most `delivery_concurrency` deliveries in flight, at most `delivery_per_url_concurrency` per
   callback URL.
+- 410 Gone marks the URL gone (`callback_endpoints`) and holds what waits for it, in the
+  transaction that records the attempt; from then on the claim itself holds due notifications
+  to that URL, so no request reaches it until `qbo-poller deliveries redeliver` reactivates it.
+  The URL is always the instance's `callback_url` at claim time, so a changed URL takes effect
+  for the next claim, redeliveries included.
 - On stop: no new claims, in-flight deliveries get most of the shutdown grace, then whatever is
   unfinished is cancelled and its claims released so another process (or the next start)
   retries them at once.
@@ -329,14 +334,18 @@ class Dispatcher:
 
     async def _claim_batch(self, want: int) -> int:
         """Claim up to `want`, make sure each has its body, start their deliveries.
-        Returns how many were claimed, or -1 when the database failed."""
+        Returns how many rows the claim took (held ones included: the queue may hold more),
+        or -1 when the database failed."""
         try:
-            claims = await store.claim(self.pool, want, self.owner, self.lease_s)
+            batch = await store.claim_batch(self.pool, want, self.owner, self.lease_s)
         except DB_ERRORS as exc:
             log.warning("outbox_claim_failed", error=f"{type(exc).__name__}: {exc}")
             return -1
+        if batch.held:
+            self._log_held(batch.held)
+        claims = batch.claimed
         if not claims:
-            return 0
+            return batch.total
         for c in claims:
             self._claims[c.id] = c
         try:
@@ -351,7 +360,17 @@ class Dispatcher:
         for c in claims:
             self._claims[c.id] = c
             self._start(c)
-        return len(claims)
+        return batch.total
+
+    @staticmethod
+    def _log_held(held: Sequence[tuple[int, str]]) -> None:
+        """Notifications the claim held because their URL is gone: no request was sent."""
+        by_url: dict[str, list[int]] = {}
+        for nid, url in held:
+            by_url.setdefault(url, []).append(nid)
+        for url, ids in by_url.items():
+            log.info("delivery_held_url_gone", url=url, count=len(ids), notification_ids=ids[:20],
+                     note="not attempted: the URL answered 410; `deliveries redeliver` resumes")
 
     async def _with_bodies(self, claims: list[store.Claimed]) -> list[store.Claimed]:
         """Build and store the body of every claim that has none yet (its first attempt)."""
@@ -494,10 +513,12 @@ class Dispatcher:
     # --- recording ----------------------------------------------------------------------------
 
     async def _record(self, c: store.Claimed, attempt: store.Attempt) -> None:
-        held = 0
+        held, newly_gone = 0, False
         try:
             if attempt.outcome == "held":
-                recorded, held = await self._record_held(c, attempt)
+                async with self.pool.acquire() as conn:
+                    recorded, newly_gone, held = await store.record_gone(conn, c, self.owner,
+                                                                         attempt)
             else:
                 recorded = await self._recorder.record(c, attempt)
         except DB_ERRORS as exc:
@@ -512,13 +533,10 @@ class Dispatcher:
                         note="the lease expired and another dispatcher took it over")
             return
         self._observe(c, attempt, held)
-
-    async def _record_held(self, c: store.Claimed, attempt: store.Attempt) -> tuple[bool, int]:
-        """410: this notification and every waiting one to the URL are held, atomically."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            recorded = await store.record(conn, c, self.owner, attempt)
-            held = await store.hold_url(conn, attempt.url) if recorded else 0
-        return recorded, held
+        if newly_gone:
+            log.warning("callback_url_gone", url=attempt.url, instance_id=c.instance_id,
+                        note="410 Gone: its notifications are held without an attempt until "
+                             "`qbo-poller deliveries redeliver`")
 
     def _observe(self, c: store.Claimed, attempt: store.Attempt, held: int) -> None:
         metrics.DELIVERIES.labels(outcome=attempt.outcome).inc()

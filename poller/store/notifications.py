@@ -4,6 +4,11 @@ Claims are leases (`locked_by`, `locked_until`): a process that dies keeps its c
 the lease expires, then any dispatcher takes them again. Every outcome is one statement that
 updates the row and appends to `delivery_attempts`, fenced by the claim so a process whose lease
 was taken over cannot overwrite the newer result.
+
+Per-URL state lives in `callback_endpoints`: a 410 marks the URL gone (and holds what waits for
+it) in the transaction that records the attempt; while it is gone the claim holds every due
+notification to it without an attempt; redelivering a notification whose instance points at a
+gone URL reactivates the URL and releases everything held for it.
 """
 from __future__ import annotations
 
@@ -67,6 +72,36 @@ class Attempt:
     retry_in_s: float = 0.0   # for 'retry'
 
 
+@dataclass(frozen=True)
+class ClaimBatch:
+    """One claim: the notifications to deliver, and those held on the spot (URL gone)."""
+
+    claimed: list[Claimed]
+    held: list[tuple[int, str]]    # (notification id, gone URL), never attempted
+
+    @property
+    def total(self) -> int:
+        return len(self.claimed) + len(self.held)
+
+
+@dataclass(frozen=True)
+class Redelivered:
+    """What a redelivery queued: the notifications asked for, and, when their callback URL was
+    gone, the URLs reactivated and the held notifications released with them."""
+
+    count: int
+    endpoints: tuple[str, ...] = ()
+    released: int = 0
+
+
+@dataclass(frozen=True)
+class GoneEndpoint:
+    url: str
+    gone_at: datetime
+    instances: tuple[str, ...]     # instances whose callback URL it is now
+    held: int                      # notifications held for it (released by redelivery)
+
+
 def _claimed(row: asyncpg.Record) -> Claimed:
     body = row["body"]
     return Claimed(
@@ -95,10 +130,19 @@ def _clean_text(text: str | None, limit: int) -> str | None:
     return text[:limit].replace("\x00", "\ufffd")
 
 
+async def claim_batch(conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str,
+                      lease_s: float) -> ClaimBatch:
+    """Claim up to `limit` due notifications under a lease of `lease_s` seconds; those whose
+    callback URL is gone are held instead (no lease, no attempt) and reported apart."""
+    rows = await conn.fetch(Q["claim"], limit, owner, lease_s)
+    return ClaimBatch(claimed=[_claimed(r) for r in rows if not r["held"]],
+                      held=[(r["id"], r["callback_url"]) for r in rows if r["held"]])
+
+
 async def claim(conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str,
                 lease_s: float) -> list[Claimed]:
-    rows = await conn.fetch(Q["claim"], limit, owner, lease_s)
-    return [_claimed(r) for r in rows]
+    """`claim_batch` without the held ones."""
+    return (await claim_batch(conn, limit, owner, lease_s)).claimed
 
 
 async def events_of(conn: asyncpg.Connection | asyncpg.Pool,
@@ -147,9 +191,27 @@ async def record_many(conn: asyncpg.Connection | asyncpg.Pool, owner: str,
     return {r["notification_id"] for r in rows}
 
 
+async def mark_gone(conn: asyncpg.Connection | asyncpg.Pool, url: str) -> bool:
+    """`url` answered 410 Gone: gone until redelivered. True when it was not gone before."""
+    return bool(await conn.fetchval(Q["mark_gone"], url))
+
+
 async def hold_url(conn: asyncpg.Connection | asyncpg.Pool, url: str) -> int:
     """Hold every unclaimed pending notification to `url` (it answered 410 Gone)."""
     return _count(await conn.execute(Q["hold_url"], url))
+
+
+async def record_gone(conn: asyncpg.Connection, claimed: Claimed, owner: str,
+                      attempt: Attempt) -> tuple[bool, bool, int]:
+    """A 410, in one transaction: record the attempt (held), mark its URL gone, hold every
+    unclaimed notification waiting for that URL. Returns (recorded, newly gone, also held);
+    nothing changes when the claim was lost."""
+    async with conn.transaction():
+        if not await record(conn, claimed, owner, attempt):
+            return False, False, 0
+        newly_gone = await mark_gone(conn, attempt.url)
+        held = await hold_url(conn, attempt.url)
+    return True, newly_gone, held
 
 
 async def renew(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int], owner: str,
@@ -167,26 +229,39 @@ async def instance_id(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int
     return await conn.fetchval(Q["instance_id"], name)
 
 
-async def redeliver_one(conn: asyncpg.Connection, notification_id: int) -> int:
+async def redeliver_one(conn: asyncpg.Connection, notification_id: int) -> Redelivered:
+    """One held, dead or delivered notification back to pending, attempts 0."""
     async with conn.transaction():
-        found = await conn.fetchval(Q["redeliver_one"], notification_id)
-        await conn.execute(Q["wake"])
-    return 0 if found is None else 1
+        iid = await conn.fetchval(Q["redeliver_one"], notification_id)
+        if iid is None:
+            return Redelivered(0)
+        return await _reactivate_and_wake(conn, 1, [iid])
 
 
-async def redeliver_instance(conn: asyncpg.Connection, iid: int) -> int:
-    """The instance's dead and held notifications back to pending, attempts 0."""
+async def redeliver_instance(conn: asyncpg.Connection, iid: int) -> Redelivered:
+    """The instance's dead and held notifications back to pending, attempts 0. Its callback URL
+    is reactivated if gone, even when nothing of it was waiting."""
     async with conn.transaction():
-        count = _count(await conn.execute(Q["redeliver_instance"], iid))
-        await conn.execute(Q["wake"])
-    return count
+        count = await conn.fetchval(Q["redeliver_instance"], iid)
+        return await _reactivate_and_wake(conn, int(count), [iid])
 
 
-async def redeliver_all_dead(conn: asyncpg.Connection) -> int:
+async def redeliver_all_dead(conn: asyncpg.Connection) -> Redelivered:
+    """Every dead letter back to pending, attempts 0."""
     async with conn.transaction():
-        count = _count(await conn.execute(Q["redeliver_all_dead"]))
-        await conn.execute(Q["wake"])
-    return count
+        rows = await conn.fetch(Q["redeliver_all_dead"])
+        return await _reactivate_and_wake(conn, sum(r["n"] for r in rows),
+                                          [r["instance_id"] for r in rows])
+
+
+async def _reactivate_and_wake(conn: asyncpg.Connection, count: int,
+                               instance_ids: Sequence[int]) -> Redelivered:
+    """Inside the redelivery's transaction: the instances' gone URLs become active, whatever is
+    held for them goes back to pending, and dispatchers are woken."""
+    urls = [r["url"] for r in await conn.fetch(Q["reactivate"], sorted(set(instance_ids)))]
+    released = _count(await conn.execute(Q["release_held"], urls)) if urls else 0
+    await conn.execute(Q["wake"])
+    return Redelivered(count, tuple(sorted(urls)), released)
 
 
 async def prune_batch(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float,
@@ -215,6 +290,14 @@ async def counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
 async def listing(conn: asyncpg.Connection | asyncpg.Pool, dead_only: bool, iid: int | None,
                   limit: int) -> list[asyncpg.Record]:
     return list(await conn.fetch(Q["list"], dead_only, iid, limit))
+
+
+async def gone_endpoints(conn: asyncpg.Connection | asyncpg.Pool,
+                         iid: int | None = None) -> list[GoneEndpoint]:
+    """Gone URLs some instance points at or notifications are held for (of `iid` only, if
+    given), oldest first."""
+    rows = await conn.fetch(Q["gone_endpoints"], iid)
+    return [GoneEndpoint(r["url"], r["gone_at"], tuple(r["instances"]), r["held"]) for r in rows]
 
 
 async def ping(conn: asyncpg.Connection) -> None:

@@ -99,10 +99,10 @@ async def test_redeliver_resets_attempts(pool: asyncpg.Pool) -> None:
     for c in claims:
         await store.record(pool, c, "me", attempt("dead"))
     async with pool.acquire() as conn:
-        assert await store.redeliver_instance(conn, iid) == 3
-        assert await store.redeliver_one(conn, claims[0].id) in (0, 1)
-        assert await store.redeliver_all_dead(conn) == 1
-        assert await store.redeliver_all_dead(conn) == 0
+        assert await store.redeliver_instance(conn, iid) == store.Redelivered(3)
+        assert (await store.redeliver_one(conn, claims[0].id)).count in (0, 1)
+        assert await store.redeliver_all_dead(conn) == store.Redelivered(1)
+        assert await store.redeliver_all_dead(conn) == store.Redelivered(0)
     rows = await pool.fetch("SELECT status, attempts, finished_at FROM notifications")
     assert {(r["status"], r["attempts"], r["finished_at"]) for r in rows} == {("pending", 0, None)}
 
@@ -131,3 +131,119 @@ async def test_counts(pool: asyncpg.Pool) -> None:
     [c] = await store.claim(pool, 1, "me", 30)
     await store.record(pool, c, "me", attempt("dead"))
     assert await store.counts(pool) == {"pending": 3, "held": 0, "dead": 1}
+
+
+# --- gone URLs (callback_endpoints) -----------------------------------------------------------
+
+async def _gone(pool: asyncpg.Pool, url: str) -> None:
+    [c] = await store.claim(pool, 1, "me", 30)
+    async with pool.acquire() as conn:
+        assert (await store.record_gone(conn, c, "me", attempt_410(url)))[:2] == (True, True)
+
+
+def attempt_410(url: str) -> store.Attempt:
+    return store.Attempt(outcome="held", started_at=datetime.now(UTC), url=url, duration_ms=3,
+                         status_code=410, error="HTTP 410 Gone")
+
+
+async def test_410_marks_the_url_gone_once_and_holds_what_waits(pool: asyncpg.Pool) -> None:
+    gone = await insert_instance(pool, URL, name="gone")
+    other = await insert_instance(pool, "http://127.0.0.1:9/other", name="other")
+    await insert_many(pool, gone, 4)
+    await insert_many(pool, other, 2)
+    [first] = [c for c in await store.claim(pool, 6, "me", 30) if c.instance_id == gone][:1]
+    await pool.execute("UPDATE notifications SET locked_by = NULL, locked_until = NULL"
+                       " WHERE id <> $1", first.id)
+    async with pool.acquire() as conn:
+        assert await store.record_gone(conn, first, "me", attempt_410(URL)) == (True, True, 3)
+        assert await store.mark_gone(conn, URL) is False   # gone already: same gone period
+    assert await statuses(pool) == {"held": 4, "pending": 2}
+    row = await pool.fetchrow("SELECT * FROM callback_endpoints")
+    assert (row["url"], row["status"], row["reactivated_at"]) == (URL, "gone", None)
+    # A lost claim records nothing and marks nothing.
+    await pool.execute("TRUNCATE callback_endpoints")
+    async with pool.acquire() as conn:
+        assert await store.record_gone(conn, first, "me", attempt_410(URL)) == (False, False, 0)
+    assert await pool.fetchval("SELECT count(*) FROM callback_endpoints") == 0
+
+
+async def test_claim_holds_due_notifications_to_a_gone_url_without_a_lease(
+        pool: asyncpg.Pool) -> None:
+    gone = await insert_instance(pool, URL, name="gone")
+    other = await insert_instance(pool, "http://127.0.0.1:9/other", name="other")
+    await insert_many(pool, gone, 1)
+    await _gone(pool, URL)
+    await insert_many(pool, gone, 3)
+    await insert_many(pool, other, 2)
+    batch = await store.claim_batch(pool, 10, "me", 30)
+    assert batch.total == 5 and len(batch.claimed) == 2
+    assert {c.instance_id for c in batch.claimed} == {other}
+    assert sorted(url for _, url in batch.held) == [URL] * 3
+    rows = await pool.fetch("SELECT status, attempts, locked_by, target_url FROM notifications"
+                            " WHERE instance_id = $1 AND attempts = 0", gone)
+    assert {tuple(r) for r in rows} == {("held", 0, None, URL)}
+    assert await pool.fetchval("SELECT count(*) FROM delivery_attempts") == 1   # the 410 only
+
+
+async def test_claim_waits_for_a_reactivation_in_progress_and_sees_its_result(
+        pool: asyncpg.Pool) -> None:
+    iid = await insert_instance(pool, URL)
+    await insert_many(pool, iid, 1)
+    await _gone(pool, URL)
+    await insert_many(pool, iid, 2)   # pending, to a gone URL
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("UPDATE callback_endpoints SET status = 'active'")
+        claiming = asyncio.create_task(store.claim_batch(pool, 10, "me", 30))
+        await asyncio.sleep(0.2)
+        assert not claiming.done()   # FOR SHARE waits for the reactivation…
+        await tx.commit()
+    batch = await asyncio.wait_for(claiming, 5)
+    assert len(batch.claimed) == 2 and batch.held == []   # …and then delivers
+
+
+async def test_reactivation_releases_what_was_held_for_the_url(pool: asyncpg.Pool) -> None:
+    new_url = "http://127.0.0.1:9/new"
+    acme = await insert_instance(pool, URL, name="acme")
+    shares = await insert_instance(pool, URL, name="shares")
+    moved = await insert_instance(pool, URL, name="moved")
+    bystander = await insert_instance(pool, new_url, name="bystander")
+    await insert_many(pool, acme, 1)
+    await _gone(pool, URL)
+    for iid in (acme, shares, moved):
+        await insert_many(pool, iid, 2)
+    await store.claim_batch(pool, 10, "me", 30)   # all six held at claim time
+    # `moved` now points elsewhere: its held notifications were held for URL all the same.
+    await pool.execute("UPDATE instances SET callback_url = $1 WHERE id = $2", new_url, moved)
+    await insert_many(pool, bystander, 1)
+    [c] = await store.claim(pool, 1, "me", 30)
+    await store.record(pool, c, "me", attempt("dead"))   # a dead letter to a URL not gone
+    assert await statuses(pool) == {"held": 7, "dead": 1}
+    gone = await store.gone_endpoints(pool)
+    assert [(g.url, g.instances, g.held) for g in gone] == [(URL, ("acme", "shares"), 7)]
+    # Filtered by instance: the URLs that concern it, each with everything held for it.
+    assert [(g.url, g.held) for g in await store.gone_endpoints(pool, moved)] == [(URL, 7)]
+    assert await store.gone_endpoints(pool, bystander) == []
+    async with pool.acquire() as conn:
+        # Redelivering what goes to an active URL reactivates nothing.
+        assert await store.redeliver_all_dead(conn) == store.Redelivered(1)
+        assert (await statuses(pool))["held"] == 7
+        # Redelivering one notification of `shares` (its URL is gone) releases all of them.
+        first = await pool.fetchval("SELECT min(id) FROM notifications WHERE instance_id = $1",
+                                    shares)
+        assert await store.redeliver_one(conn, first) == store.Redelivered(1, (URL,), 6)
+    assert await statuses(pool) == {"pending": 8}
+    assert await pool.fetchval("SELECT status FROM callback_endpoints") == "active"
+    assert await store.gone_endpoints(pool) == []
+
+
+async def test_renew_skips_rows_being_written_instead_of_waiting(pool: asyncpg.Pool) -> None:
+    iid = await insert_instance(pool, URL)
+    await insert_many(pool, iid, 3)
+    claims = await store.claim(pool, 3, "me", 30)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE notifications SET body = 'x' WHERE id = $1", claims[0].id)
+        renewed = await asyncio.wait_for(
+            store.renew(pool, [c.id for c in claims], "me", 60), 2)
+    assert renewed == 2

@@ -4,22 +4,33 @@
 
 -- name: claim
 -- The CTE fences the LIMIT: without it the planner may run the subquery per row and lock more
--- rows than asked for.
-WITH due AS (
-    SELECT id FROM notifications
+-- rows than asked for. A due notification whose instance's callback URL is gone (answered 410,
+-- callback_endpoints) is held right here, without an attempt, and returned with held = true.
+-- FOR SHARE on those endpoint rows waits for a redelivery reactivating one of them and then
+-- reads its committed status, so nothing is held for an endpoint that has just come back.
+WITH due AS MATERIALIZED (
+    SELECT id, instance_id FROM notifications
     WHERE status = 'pending' AND next_attempt_at <= now()
       AND (locked_until IS NULL OR locked_until < now())
     ORDER BY next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), gone AS MATERIALIZED (
+    SELECT e.url FROM callback_endpoints e
+    WHERE e.status = 'gone'
+      AND e.url IN (SELECT i.callback_url FROM due JOIN instances i ON i.id = due.instance_id)
+    FOR SHARE
 )
-UPDATE notifications n
-SET locked_by = $2, locked_until = now() + make_interval(secs => $3)
-FROM due, instances i
-WHERE n.id = due.id AND i.id = n.instance_id
+UPDATE notifications n SET
+    status = CASE WHEN g.url IS NULL THEN 'pending' ELSE 'held' END,
+    locked_by = CASE WHEN g.url IS NULL THEN $2 END,
+    locked_until = CASE WHEN g.url IS NULL THEN now() + make_interval(secs => $3) END,
+    target_url = COALESCE(g.url, n.target_url)
+FROM due JOIN instances i ON i.id = due.instance_id LEFT JOIN gone g ON g.url = i.callback_url
+WHERE n.id = due.id
 RETURNING n.id, n.event_id, n.instance_id, n.resource, n.attempts, n.body, n.created_at,
           i.name AS instance_name, i.realm_id, i.tags, i.timezone, i.callback_url,
-          i.signature_key_enc
+          i.signature_key_enc, g.url IS NOT NULL AS held
 
 -- name: events_of
 SELECT notification_id, event_type, object_id, occurred_at, raw::text AS raw
@@ -83,17 +94,43 @@ SELECT id, attempts, url, started_at, duration_ms, status_code, error, response_
 FROM n
 RETURNING notification_id
 
+-- name: mark_gone
+-- 410 Gone: the URL is gone until redelivered (callback_endpoints). Returns true when this
+-- answer started the gone period (false: it was gone already).
+INSERT INTO callback_endpoints AS e (url, status, gone_at, updated_at)
+VALUES ($1, 'gone', now(), now())
+ON CONFLICT (url) DO UPDATE SET
+    status = 'gone',
+    gone_at = CASE WHEN e.status = 'gone' THEN e.gone_at ELSE now() END,
+    updated_at = now()
+RETURNING gone_at = now() AS newly_gone
+
 -- name: hold_url
--- 410 Gone: every other waiting notification to that URL is held until redelivered. Rows
--- another worker holds a live claim on are left to it (its own attempt meets the 410).
-UPDATE notifications n SET status = 'held', locked_by = NULL, locked_until = NULL
-FROM instances i
-WHERE i.id = n.instance_id AND i.callback_url = $1 AND n.status = 'pending'
-  AND (n.locked_until IS NULL OR n.locked_until < now())
+-- …and every other waiting notification to that URL is held with it. Rows with a live claim
+-- are left to their owner (its own attempt meets the 410, or the next claim holds them);
+-- SKIP LOCKED: rows another transaction is claiming are theirs too, and this never waits, so
+-- two dispatchers recording 410s for the same URL cannot deadlock here.
+WITH waiting AS (
+    SELECT n.id FROM notifications n JOIN instances i ON i.id = n.instance_id
+    WHERE i.callback_url = $1 AND n.status = 'pending'
+      AND (n.locked_until IS NULL OR n.locked_until < now())
+    FOR UPDATE OF n SKIP LOCKED
+)
+UPDATE notifications n SET status = 'held', target_url = $1, locked_by = NULL,
+    locked_until = NULL
+FROM waiting WHERE n.id = waiting.id
 
 -- name: renew
-UPDATE notifications SET locked_until = now() + make_interval(secs => $3)
-WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'pending'
+-- SKIP LOCKED: a row being written right now (its outcome, its body) is skipped rather than
+-- waited for. Waiting could deadlock against the outcome batch, which locks the same rows in
+-- another order; the outcome ends the claim anyway, and a body write is a moment.
+WITH mine AS (
+    SELECT id FROM notifications
+    WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'pending'
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notifications n SET locked_until = now() + make_interval(secs => $3)
+FROM mine WHERE n.id = mine.id
 
 -- name: release
 -- Shutdown: give unfinished claims back at once instead of waiting for the lease to expire.
@@ -101,20 +138,56 @@ UPDATE notifications SET locked_by = NULL, locked_until = NULL
 WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'pending'
 
 -- name: redeliver_one
+-- Redelivery: back to pending with attempts 0, to the instance's callback URL of the moment
+-- (the claim reads it). Each returns the instances concerned, whose gone URLs reactivate next.
 UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),
     finished_at = NULL, locked_by = NULL, locked_until = NULL
 WHERE id = $1 AND status IN ('held', 'dead', 'delivered')
-RETURNING id
+RETURNING instance_id
 
 -- name: redeliver_instance
-UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),
-    finished_at = NULL, locked_by = NULL, locked_until = NULL
-WHERE instance_id = $1 AND status IN ('held', 'dead')
+WITH r AS (
+    UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),
+        finished_at = NULL, locked_by = NULL, locked_until = NULL
+    WHERE instance_id = $1 AND status IN ('held', 'dead')
+    RETURNING id
+)
+SELECT count(*) FROM r
 
 -- name: redeliver_all_dead
+WITH r AS (
+    UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),
+        finished_at = NULL, locked_by = NULL, locked_until = NULL
+    WHERE status = 'dead'
+    RETURNING instance_id
+)
+SELECT instance_id, count(*) AS n FROM r GROUP BY instance_id
+
+-- name: reactivate
+-- The gone callback URLs of these instances become active again. Locked in URL order (two
+-- redeliveries never deadlock); a claim holding for one of them waits (FOR SHARE) and then
+-- sees it active. Runs before release_held, whose snapshot then includes whatever such a
+-- claim held.
+WITH target AS (
+    SELECT e.url FROM callback_endpoints e
+    WHERE e.status = 'gone'
+      AND e.url IN (SELECT callback_url FROM instances WHERE id = ANY($1::bigint[]))
+    ORDER BY e.url
+    FOR UPDATE
+)
+UPDATE callback_endpoints e SET status = 'active', reactivated_at = now(), updated_at = now()
+FROM target WHERE e.url = target.url
+RETURNING e.url
+
+-- name: release_held
+-- Every notification held for a reactivated URL: held for it (target_url), or held while its
+-- instance points at it now. Back to pending, attempts 0; each goes to its instance's URL of
+-- the moment.
 UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),
     finished_at = NULL, locked_by = NULL, locked_until = NULL
-WHERE status = 'dead'
+WHERE status = 'held'
+  AND (target_url = ANY($1::text[])
+       OR instance_id IN (SELECT id FROM instances WHERE callback_url = ANY($1::text[])))
 
 -- name: wake
 SELECT pg_notify('qbo_poller_outbox', '')
@@ -146,12 +219,36 @@ SELECT id FROM instances WHERE name = $1
 
 -- name: list
 SELECT n.id, i.name AS instance, n.resource, n.event_count, n.status, n.attempts,
-       n.next_attempt_at, n.last_status, n.last_error, n.created_at, n.finished_at
+       n.next_attempt_at, n.last_status, n.last_error, n.created_at, n.finished_at,
+       n.target_url, i.callback_url
 FROM notifications n JOIN instances i ON i.id = n.instance_id
 WHERE ($1::boolean IS NOT TRUE OR n.status = 'dead')
   AND ($2::bigint IS NULL OR n.instance_id = $2)
 ORDER BY n.id DESC
 LIMIT $3
+
+-- name: gone_endpoints
+-- Gone URLs that matter: some instance points at one, or notifications are held for it.
+-- $1: only those of this instance (its URL, or held notifications of it).
+WITH g AS (
+    SELECT e.url, e.gone_at,
+           ARRAY(SELECT name FROM instances WHERE callback_url = e.url ORDER BY name)
+               AS instances,
+           (SELECT count(*) FROM notifications n
+            WHERE n.status = 'held'
+              AND (n.target_url = e.url
+                   OR n.instance_id IN (SELECT id FROM instances WHERE callback_url = e.url)))
+               AS held
+    FROM callback_endpoints e
+    WHERE e.status = 'gone'
+      AND ($1::bigint IS NULL
+           OR e.url = (SELECT callback_url FROM instances WHERE id = $1)
+           OR EXISTS (SELECT 1 FROM notifications n
+                      WHERE n.instance_id = $1 AND n.status = 'held' AND n.target_url = e.url))
+)
+SELECT url, gone_at, instances, held FROM g
+WHERE cardinality(instances) > 0 OR held > 0
+ORDER BY gone_at, url
 
 -- name: ping
 SELECT 1
