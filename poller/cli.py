@@ -59,11 +59,15 @@ def _deliveries_parser(sub: Any) -> None:
     lst.add_argument("--dead", action="store_true", help="only dead letters")
     lst.add_argument("--instance", metavar="NAME")
     lst.add_argument("--limit", type=int, default=50)
-    red = dsub.add_parser("redeliver", help="deliver again: one, an instance's dead/held, or all")
+    red = dsub.add_parser(
+        "redeliver", help="deliver again: one, an instance's dead/held, or all dead",
+        description="Put notifications back to pending with attempts reset; each goes to its "
+                    "instance's current callback URL. A callback URL that answered 410 Gone is "
+                    "reactivated with them, releasing every notification held for it.")
     group = red.add_mutually_exclusive_group(required=True)
-    group.add_argument("id", nargs="?", type=int, help="notification id")
-    group.add_argument("--instance", metavar="NAME")
-    group.add_argument("--all-dead", action="store_true")
+    group.add_argument("id", nargs="?", type=int, help="one notification (held, dead or delivered)")
+    group.add_argument("--instance", metavar="NAME", help="that instance's held and dead notifications")
+    group.add_argument("--all-dead", action="store_true", help="every dead notification")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
