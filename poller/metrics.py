@@ -31,6 +31,9 @@ DELIVERY_LATENCY = Histogram("qbo_poller_delivery_latency_seconds",
                                       86400), registry=REGISTRY)
 OUTBOX_DEPTH = Gauge("qbo_poller_outbox_depth", "Notifications waiting for delivery.",
                      registry=REGISTRY)
+HELD_NOTIFICATIONS = Gauge("qbo_poller_held_notifications",
+                           "Notifications held because their callback URL answered 410 Gone.",
+                           registry=REGISTRY)
 DEAD_LETTERS = Gauge("qbo_poller_dead_letters", "Notifications that exhausted their retries.",
                      registry=REGISTRY)
 WATERMARK_LAG = Gauge("qbo_poller_watermark_lag_seconds",

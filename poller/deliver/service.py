@@ -56,7 +56,7 @@ class Pruner:
 
 
 class OutboxGauges:
-    """Keeps OUTBOX_DEPTH and DEAD_LETTERS current for /metrics."""
+    """Keeps OUTBOX_DEPTH, HELD_NOTIFICATIONS and DEAD_LETTERS current for /metrics."""
 
     name = "deliver.gauges"
 
@@ -76,6 +76,7 @@ class OutboxGauges:
     async def refresh(self) -> dict[str, int]:
         counts = await store.counts(self.pool)
         metrics.OUTBOX_DEPTH.set(counts["pending"])
+        metrics.HELD_NOTIFICATIONS.set(counts["held"])
         metrics.DEAD_LETTERS.set(counts["dead"])
         return counts
 

@@ -56,4 +56,5 @@ async def test_metrics_move_after_a_poll_and_a_delivery(db_dsn: str) -> None:
     assert ("qbo_poller_watermark_lag_seconds", (("instance", "Metrics"), ("resource", "customers"))) in after
     assert any(n == "qbo_poller_outbox_depth" for n, _ in after)
     assert any(n == "qbo_poller_dead_letters" for n, _ in after)
+    assert any(n == "qbo_poller_held_notifications" for n, _ in after)
     assert any(n == "qbo_poller_qbo_throttles_total" for n, _ in after)
