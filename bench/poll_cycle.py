@@ -1,10 +1,12 @@
-"""Poll-cycle cost: QBO requests per instance per cycle and CPU time per cycle.
+"""Poll-cycle cost: QBO requests, CPU time and database round trips per instance per cycle.
 
 Runs the QBO emulator in a child process (so its CPU is not counted), a scratch database on
 PostgreSQL (BENCH_DATABASE_URL, DATABASE_URL, or 127.0.0.1:5432), and for 1 and 100 instances
 with all 22 resources each: a warm-up cycle (first start), then CYCLES cycles with no changes
 and one cycle with a change per instance. A cycle polls every pair of every instance once,
-through the real ChangeFeed, QBO client, diff and outbox.
+through the real instance cycles (lease, ChangeFeed, QBO client, diff, outbox). Round trips
+are the statements sent to PostgreSQL (BEGIN, COMMIT and the pool's reset on release
+included), counted by wrapping asyncpg.
 
     .venv/bin/python bench/poll_cycle.py [--instances 1,100] [--cycles 5] [--no-batch-cdc]
 """
@@ -29,8 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from poller import logs  # noqa: E402
 from poller.config import Settings  # noqa: E402
+from poller.detect.cycle import InstanceConfig, InstanceCycles  # noqa: E402
 from poller.detect.feed import ChangeFeed  # noqa: E402
-from poller.detect.pairs import InstanceSchedule, PairConfig, PairPoller  # noqa: E402
+from poller.detect.pairs import PairPoller  # noqa: E402
+from poller.detect.schedule import InstanceSchedule  # noqa: E402
 from poller.instances import parse_instance  # noqa: E402
 from poller.qbo.client import QboClient  # noqa: E402
 from poller.resources import DEFAULT_NAMES, get  # noqa: E402
@@ -40,6 +44,31 @@ from poller.store.crypto import SecretBox  # noqa: E402
 from poller.store.tokens import PgTokenStore  # noqa: E402
 
 BOX = SecretBox(None)
+
+
+class RoundTrips:
+    """Counts statements sent to PostgreSQL (each one round trip: BEGIN, COMMIT and the pool's
+    reset on release included; first-use PREPAREs are not counted) by wrapping asyncpg."""
+
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        conn_cls = asyncpg.connection.Connection
+        execute, _execute, _executemany = conn_cls.execute, conn_cls._execute, conn_cls._executemany
+
+        async def counted_execute(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+            if not args:
+                cls.count += 1
+            return await execute(self, query, *args, **kw)
+
+        async def counted(fn: Any, self: Any, *args: Any, **kw: Any) -> Any:
+            cls.count += 1
+            return await fn(self, *args, **kw)
+
+        conn_cls.execute = counted_execute  # type: ignore[method-assign]
+        conn_cls._execute = lambda self, *a, **kw: counted(_execute, self, *a, **kw)  # type: ignore[method-assign]
+        conn_cls._executemany = lambda self, *a, **kw: counted(_executemany, self, *a, **kw)  # type: ignore[method-assign]
 
 
 def free_port() -> int:
@@ -121,18 +150,16 @@ async def add_instances(emu: Emulator, pool: asyncpg.Pool, n: int, tag: str,
 
 
 def pairs_for(pool: asyncpg.Pool, client: QboClient, settings: Settings,
-              instances: list[tuple[int, str]]) -> tuple[list[ChangeFeed], list[PairPoller]]:
-    feeds, pairs = [], []
+              instances: list[tuple[int, str]]) -> tuple[list[InstanceCycles], list[PairPoller]]:
+    loops, pairs = [], []
     for iid, realm in instances:
-        feed = ChangeFeed(client.realm(iid, realm), overlap_s=settings.overlap_seconds, window_s=0.02)
-        schedule = InstanceSchedule(3600.0, 0.0)
-        feeds.append(feed)
-        for name in DEFAULT_NAMES:
-            cfg = PairConfig(iid, str(iid), get(name), 3600.0, "now", False,
-                             settings.overlap_seconds, settings.reconcile_interval_s,
+        feed = ChangeFeed(client.realm(iid, realm), overlap_s=settings.overlap_seconds)
+        cfg = InstanceConfig(iid, str(iid), 3600.0, "now", False, settings.reconcile_interval_s,
                              settings.events_per_notification, 60.0, "bench")
-            pairs.append(PairPoller(pool, feed, cfg, schedule))
-    return feeds, pairs
+        cycles = InstanceCycles(pool, feed, cfg, InstanceSchedule(3600.0, 0.0), window_s=0.02)
+        loops.append(cycles)
+        pairs.extend(PairPoller(cycles, get(name)) for name in DEFAULT_NAMES)
+    return loops, pairs
 
 
 async def measure(emu: Emulator, pool: asyncpg.Pool, settings: Settings, n: int, cycles: int,
@@ -140,15 +167,17 @@ async def measure(emu: Emulator, pool: asyncpg.Pool, settings: Settings, n: int,
     instances = await add_instances(emu, pool, n, f"b{n}{'' if batch_cdc else 'x'}", batch_cdc, info)
     async with aiohttp.ClientSession() as http:
         client = QboClient(http, settings, PgTokenStore(pool, BOX))
-        feeds, pairs = pairs_for(pool, client, settings, instances)
+        loops, pairs = pairs_for(pool, client, settings, instances)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(f.run(stop)) for f in feeds]
+        tasks = [asyncio.create_task(c.run(stop)) for c in loops]
 
-        async def cycle() -> tuple[int, float, float]:
+        async def cycle() -> tuple[int, float, float, int]:
             before, cpu, wall = await emu.api_requests(), time.process_time(), time.perf_counter()
+            trips = RoundTrips.count
             await asyncio.gather(*(p.poll_once() for p in pairs))
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            return await emu.api_requests() - before, cpu, wall
+            trips = RoundTrips.count - trips
+            return await emu.api_requests() - before, cpu, wall, trips
 
         await cycle()                                      # first start: baselines, listings
         rows = [await cycle() for _ in range(cycles)]
@@ -160,10 +189,13 @@ async def measure(emu: Emulator, pool: asyncpg.Pool, settings: Settings, n: int,
     reqs = sum(r[0] for r in rows) / (cycles * n)
     cpu = sum(r[1] for r in rows) / cycles
     wall = sum(r[2] for r in rows) / cycles
+    trips = sum(r[3] for r in rows) / (cycles * n)
     mode = "batch-CDC" if batch_cdc else "/cdc + /batch"
     print(f"{n:>4} instance(s) x 22 resources [{mode}]: {reqs:.2f} QBO requests/instance/cycle; "
           f"CPU {cpu * 1000:.1f} ms/cycle ({cpu / n * 1000:.2f} ms/instance), wall {wall * 1000:.0f} ms; "
-          f"with 1 change/instance: {changed[0] / n:.2f} req/instance, CPU {changed[1] * 1000:.1f} ms")
+          f"DB round trips {trips:.1f}/instance/cycle; with 1 change/instance: "
+          f"{changed[0] / n:.2f} req/instance, CPU {changed[1] * 1000:.1f} ms, "
+          f"{changed[3] / n:.1f} round trips/instance")
 
 
 async def main() -> None:
@@ -173,6 +205,7 @@ async def main() -> None:
     parser.add_argument("--no-batch-cdc", action="store_true")
     args = parser.parse_args()
     logs.configure("error", "console")
+    RoundTrips.install()
     server = (os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
               or "postgresql://postgres@127.0.0.1:5432/postgres")
     dsn = await scratch_database(server)

@@ -1,10 +1,8 @@
-"""The per-instance ChangeFeed (DESIGN §2, §5): coalesce due pairs into as few QBO requests as
-possible.
+"""The per-instance ChangeFeed (DESIGN §2, §5): serve the pairs of one cycle with as few QBO
+requests as possible.
 
-Pairs `announce()` themselves when they wake, take their lease, then `fetch(PairRequest)`; the
-feed waits a short coalescing window after the first fetch, and for every announced pair (at
-most MAX_GATHER_S, so slow lease-taking under load does not split a cycle), then serves every
-pair that arrived in one *cycle*:
+The instance's cycle (`poller.detect.cycle`) gathers its due pairs and asks `answer(requests)`
+once per cycle:
 - one `/batch` holding a `CDCQuery` item for every CDC entity plus `Query` items for the
   entities without CDC (reference §2.3.1): ONE request per cycle;
 - for a realm whose batch answers a Fault for the CDCQuery item, `/cdc` + `/batch` (two), the
@@ -72,8 +70,6 @@ PAGE_SIZE = 1000                       # MAXRESULTS limit (reference §2.3)
 BATCH_MAX_ITEMS = 30
 BATCH_CDC_RETRY_S = 3600.0             # re-probe a realm that refused CDCQuery after this
 MAX_PAGES = 100_000                    # a runaway guard, never reached by a sane company
-DEFAULT_WINDOW_S = 0.1
-MAX_GATHER_S = 2.0                     # how long a cycle waits for pairs that announced themselves
 
 
 class Mode(str, Enum):
@@ -99,15 +95,8 @@ class PairAnswer:
     cycle_started: float          # wall clock (time.time()) when the cycle began
 
 
-@dataclass(eq=False)
-class Ticket:
-    """A pair's announcement that it is due and will `fetch` shortly (after its lease)."""
-
-    open: bool = True
-
-
 class FeedClosed(Exception):
-    """The feed stopped (shutdown or instance removed) before answering."""
+    """Polling stopped (shutdown or instance removed) before the pair was answered."""
 
 
 class BatchCdcMemory:
@@ -267,52 +256,35 @@ def _token(obj: QboObject) -> str | None:
 
 
 class ChangeFeed:
-    """One per instance: serves its pairs' `fetch` calls in coalesced cycles (`run`)."""
+    """One per instance: answers its pairs' requests, one `answer` call per cycle."""
 
-    def __init__(self, realm: RealmApi, *, overlap_s: float, window_s: float = DEFAULT_WINDOW_S,
+    def __init__(self, realm: RealmApi, *, overlap_s: float,
                  batch_cdc: BatchCdcMemory | None = None, cdc_cap: int = CDC_CAP,
                  page_size: int = PAGE_SIZE, name: str = "") -> None:
         self.realm = realm
         self.overlap = timedelta(seconds=overlap_s)
-        self.window_s = window_s
         self.batch_cdc = batch_cdc or BatchCdcMemory()
         self.cdc_cap = cdc_cap
         self.page_size = page_size
         self.name = name or realm.realm_id
-        self._queue: list[_Pending] = []
-        self._arrived = asyncio.Event()
-        self._announced = 0                  # pairs due but not yet queued (taking their lease)
-        self._changed = asyncio.Event()
-        self._closed = False
         self._qbo_clock: tuple[datetime, float] | None = None   # (QBO time, monotonic) last seen
         self.cycles = 0
 
-    # -- the pairs' side --
+    async def answer(self, requests: Sequence[PairRequest]) -> list[PairAnswer | BaseException]:
+        """One cycle for these pairs: each gets its answer, or the QboError that concerns it.
 
-    def announce(self) -> Ticket:
-        """A pair is due: the next cycle waits (up to MAX_GATHER_S) for its `fetch`, so pairs
-        due together travel together even when taking their leases takes a while."""
-        self._announced += 1
-        return Ticket()
-
-    def withdraw(self, ticket: Ticket) -> None:
-        """The pair will not fetch after all (lease held elsewhere, an error)."""
-        if ticket.open:
-            ticket.open = False
-            self._announced -= 1
-            self._changed.set()
-
-    async def fetch(self, request: PairRequest, ticket: Ticket | None = None) -> PairAnswer:
-        """Changes for one pair, served in the next cycle. Raises QboError for this pair."""
-        if ticket is not None:
-            self.withdraw(ticket)
-        if self._closed:
-            raise FeedClosed(self.name)
-        future: asyncio.Future[PairAnswer] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(request, future))
-        self._arrived.set()
-        self._changed.set()
-        return await future
+        Cancelling it (shutdown) cancels the requests in flight.
+        """
+        loop = asyncio.get_running_loop()
+        batch = [_Pending(r, loop.create_future()) for r in requests]
+        try:
+            await self.serve(batch)
+        except Exception as exc:   # every pair got it too; logged once here
+            log.error("feed_cycle_failed", feed=self.name, error=f"{type(exc).__name__}: {exc}",
+                      exc_info=exc)
+        finally:
+            outcomes = [_settled(p.future, self.name) for p in batch]
+        return outcomes
 
     def qbo_now(self) -> datetime:
         """QBO's clock as last seen, moved on by the time elapsed since (local clock if none)."""
@@ -320,43 +292,6 @@ class ChangeFeed:
             return datetime.now(timestamps.UTC)
         seen, at = self._qbo_clock
         return seen + timedelta(seconds=time.monotonic() - at)
-
-    # -- the cycle loop --
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve cycles until `stop`; pairs still waiting then get FeedClosed."""
-        try:
-            while not stop.is_set():
-                if not await _first(stop, self._arrived.wait()):
-                    break
-                await _first(stop, asyncio.sleep(self.window_s))   # the coalescing window
-                await _first(stop, self._gather())
-                self._arrived.clear()
-                batch, self._queue = [p for p in self._queue if not p.future.done()], []
-                if batch and not stop.is_set():
-                    await self._serve_logged(stop, batch)
-        finally:
-            self._closed = True
-            for pending in self._queue:
-                pending.fail(FeedClosed(self.name))
-            self._queue = []
-
-    async def _gather(self) -> None:
-        """Wait for announced pairs to queue their requests (bounded)."""
-        deadline = time.monotonic() + MAX_GATHER_S
-        while self._announced > 0 and time.monotonic() < deadline:
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                return
-
-    async def _serve_logged(self, stop: asyncio.Event, batch: list[_Pending]) -> None:
-        try:
-            await _first(stop, self.serve(batch))
-        except Exception as exc:   # the pairs got it too; the feed itself keeps serving
-            log.error("feed_cycle_failed", feed=self.name, error=f"{type(exc).__name__}: {exc}",
-                      exc_info=exc)
 
     async def serve(self, batch: list[_Pending]) -> None:
         """One cycle: plan, then rounds of requests until every pair has its answer."""
@@ -590,24 +525,13 @@ async def _outcome(call: Awaitable[T]) -> T | QboError:
         return exc
 
 
-async def _first(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
-    """Run `work` unless `stop` comes first (then cancel it). True when `work` finished."""
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-    if task.done():
-        task.result()
-        return True
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    return False
+def _settled(future: asyncio.Future[PairAnswer], name: str) -> PairAnswer | BaseException:
+    """A pair's outcome (retrieving an exception, so none is reported as never retrieved)."""
+    if not future.done() or future.cancelled():
+        return FeedClosed(name)
+    error = future.exception()
+    return future.result() if error is None else error
 
 
-__all__ = ["ChangeFeed", "Ticket", "PairRequest", "PairAnswer", "Mode", "FeedClosed", "BatchCdcMemory",
+__all__ = ["ChangeFeed", "PairRequest", "PairAnswer", "Mode", "FeedClosed", "BatchCdcMemory",
            "query_statement", "is_window_error"]

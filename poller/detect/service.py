@@ -2,7 +2,7 @@
 
 `services(runtime)` (imported by the supervisor) returns it. It re-reads the instances table
 every `rescan_s` and starts, restarts (config_version changed) or stops instances without a
-daemon restart. Every task lives in a TaskGroup: an instance's feed and pair tasks in the
+daemon restart. Every task lives in a TaskGroup: an instance's cycle loop and pair tasks in the
 instance's group, the instances in the service's group. An instance that loses its OAuth grant
 (`ReconnectRequired`) is marked `needs_reconnect` and stops; the others go on.
 """
@@ -18,8 +18,10 @@ import asyncpg
 
 from poller import metrics, resources
 from poller.config import Settings
-from poller.detect.feed import DEFAULT_WINDOW_S, BatchCdcMemory, ChangeFeed
-from poller.detect.pairs import BeforeCommit, InstanceSchedule, PairConfig, PairPoller
+from poller.detect.cycle import DEFAULT_WINDOW_S, BeforeCommit, InstanceConfig, InstanceCycles
+from poller.detect.feed import BatchCdcMemory, ChangeFeed
+from poller.detect.pairs import PairPoller
+from poller.detect.schedule import InstanceSchedule
 from poller.logs import get_logger
 from poller.qbo.types import RealmApi, ReconnectRequired
 from poller.store import cursors
@@ -40,7 +42,7 @@ class PollerOptions:
     """Knobs with daemon defaults; tests shorten them."""
 
     rescan_s: float = RESCAN_S
-    window_s: float = DEFAULT_WINDOW_S          # coalescing window of a feed (capped by interval/4)
+    window_s: float = DEFAULT_WINDOW_S          # coalescing window of a cycle (capped by interval/4)
     cdc_cap: int = 1000
     page_size: int = 1000
     initial_spread_s: float | None = None      # None: min(interval, 30 s)
@@ -52,7 +54,7 @@ class _Running:
     instance: PollableInstance
     stop: asyncio.Event
     task: asyncio.Task[None] | None = None
-    feed: ChangeFeed | None = None
+    cycles: InstanceCycles | None = None
     pairs: list[PairPoller] = field(default_factory=list)
 
 
@@ -135,29 +137,31 @@ class PollerService:
         realm = self.realm_factory(inst.id, inst.realm_id)
         interval = inst.refresh_interval_s
         feed = ChangeFeed(realm, overlap_s=self.settings.overlap_seconds,
-                          window_s=min(self.options.window_s, interval / 4),
                           batch_cdc=self.batch_cdc, cdc_cap=self.options.cdc_cap,
                           page_size=self.options.page_size, name=inst.name)
-        schedule = InstanceSchedule(interval, self.options.initial_spread_s)
+        cycles = InstanceCycles(self.pool, feed, self._instance_config(inst),
+                                InstanceSchedule(interval, self.options.initial_spread_s),
+                                window_s=min(self.options.window_s, interval / 4),
+                                before_commit=self.options.before_commit)
         lost: list[ReconnectRequired] = []
 
         def reconnect(exc: ReconnectRequired) -> None:
             lost.append(exc)
             run.stop.set()
 
-        run.feed = feed
-        run.pairs = [PairPoller(self.pool, feed, self._pair_config(inst, res), schedule,
-                                reconnect, self.options.before_commit)
-                     for res in self._resources(inst)]
+        run.cycles = cycles
+        run.pairs = [PairPoller(cycles, res, reconnect) for res in self._resources(inst)]
         log.info("instance_polling", instance=inst.name, instance_id=inst.id, realm_id=inst.realm_id,
                  pairs=len(run.pairs), refresh_interval_s=interval)
-        async with asyncio.TaskGroup() as group:
-            group.create_task(feed.run(run.stop), name=f"feed:{inst.id}")
-            for pair in run.pairs:
-                group.create_task(pair.run(run.stop), name=f"pair:{inst.id}:{pair.cfg.resource.name}")
-        if lost:
-            await self._needs_reconnect(inst, lost[0])
-        await self._release_leases(run)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(cycles.run(run.stop), name=f"cycles:{inst.id}")
+                for pair in run.pairs:
+                    group.create_task(pair.run(run.stop), name=f"pair:{inst.id}:{pair.resource.name}")
+            if lost:
+                await self._needs_reconnect(inst, lost[0])
+        finally:
+            await cycles.release()
 
     def _resources(self, inst: PollableInstance) -> Sequence[resources.Resource]:
         known = []
@@ -168,11 +172,11 @@ class PollerService:
                 log.warning("unknown_resource_skipped", instance=inst.name, resource=name)
         return known
 
-    def _pair_config(self, inst: PollableInstance, res: resources.Resource) -> PairConfig:
+    def _instance_config(self, inst: PollableInstance) -> InstanceConfig:
         s = self.settings
-        return PairConfig(inst.id, inst.name, res, inst.refresh_interval_s, inst.initial_mode,
-                          inst.deactivated_as_deleted, s.overlap_seconds, s.reconcile_interval_s,
-                          s.events_per_notification, s.pair_lease_s, s.replica_id)
+        return InstanceConfig(inst.id, inst.name, inst.refresh_interval_s, inst.initial_mode,
+                              inst.deactivated_as_deleted, s.reconcile_interval_s,
+                              s.events_per_notification, s.pair_lease_s, s.replica_id)
 
     async def _needs_reconnect(self, inst: PollableInstance, exc: ReconnectRequired) -> None:
         log.error("instance_needs_reconnect", instance=inst.name, instance_id=inst.id,
@@ -182,17 +186,6 @@ class PollerService:
                 await cursors.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")
         except (asyncpg.PostgresError, OSError) as db_exc:
             log.warning("instance_status_not_saved", instance=inst.name, error=str(db_exc))
-
-    async def _release_leases(self, run: _Running) -> None:
-        """Graceful stop: free our pairs so another replica need not wait for expiry."""
-        try:
-            async with self.pool.acquire() as conn:
-                for pair in run.pairs:
-                    token = await cursors.token_held_by(conn, pair.cfg.key, pair.cfg.owner)
-                    if token is not None:
-                        await cursors.release(conn, pair.cfg.key, pair.cfg.owner, token)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            log.warning("lease_release_failed", instance=run.instance.name, error=str(exc))
 
 
 def realm_factory_for(runtime: Runtime) -> RealmFactory:

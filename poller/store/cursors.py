@@ -1,12 +1,14 @@
-"""Pair cursors: leases with fencing tokens, watermarks, schedules, error counts (DESIGN §8).
+"""Pair cursors and instance leases: watermarks, schedules, error counts (DESIGN §5, §8).
 
-Each instance-resource pair is polled by one replica at a time. A replica takes the pair with
-`acquire` (a lease of `pair_lease_s`); taking over an expired lease bumps `lease_token`, and
-every watermark write checks that token (`lock` at the start of a poll's transaction and
-`advance` at its end), so a replica that lost its lease mid-poll cannot commit.
+All the pairs of an instance are polled by one replica at a time, under the instance's lease.
+`acquire` takes (or renews) it and reads every pair's cursor in one statement; taking it over
+bumps the lease token. `settle` ends a cycle: it writes every polled pair's cursor and renews
+the lease, in one statement fenced by that token — inside the cycle's transaction when there
+is anything else to write — so a replica that lost the instance mid-cycle cannot commit.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +20,7 @@ Q = queries("cursors")
 
 
 class LeaseLost(Exception):
-    """Another replica owns the pair now (its lease_token moved on): abort the transaction."""
+    """Another replica owns the instance now (or we released it): abort the transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +34,8 @@ class PairKey:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A pair's state as read when its lease was taken."""
+    """A pair's state as last read or written."""
 
-    lease_token: int
     watermark: datetime | None
     baseline: datetime | None
     initialized: bool
@@ -44,13 +45,42 @@ class Cursor:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseRef:
+    """The lease a cycle writes under: who, which token, and how long a renewal holds."""
+
+    instance_id: int
+    owner: str
+    token: int
+    hold_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What `acquire` found."""
+
+    token: int | None                 # ours (the fencing token); None: held elsewhere
+    holder: str | None
+    held_for_s: float | None          # held elsewhere: seconds until it lapses
+    cursors: dict[str, Cursor]
+
+
+@dataclass(frozen=True, slots=True)
 class Advance:
     """What a successful poll writes to its cursor."""
 
     watermark: datetime          # QBO `time` of the answer (never moves backwards)
     baseline: datetime | None    # set once, by the pair's first answer
     reconciled: bool             # the answer was a full listing
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """How one pair's poll ended: `advance` on success, else `error`."""
+
+    resource: str
     next_due_at: datetime
+    advance: Advance | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,54 +102,51 @@ async def pollable_instances(conn: asyncpg.Connection) -> list[PollableInstance]
                              tuple(r["resources"])) for r in rows]
 
 
-async def acquire(conn: asyncpg.Connection, key: PairKey, owner: str,
-                  lease_s: float) -> Cursor | None:
-    """Take or renew the pair's lease; None when another replica holds a live lease."""
-    row = await conn.fetchrow(Q["acquire_lease"], key.instance_id, key.resource, owner,
-                              float(lease_s))
-    if row is None:
-        return None
-    return Cursor(row["lease_token"], row["watermark"], row["baseline"], row["initialized"],
-                  row["reconciled_age_s"], row["consecutive_errors"], row["next_due_at"])
+def _cursor(row: asyncpg.Record) -> Cursor:
+    return Cursor(row["watermark"], row["baseline"], row["initialized"], row["reconciled_age_s"],
+                  row["consecutive_errors"], row["next_due_at"])
 
 
-async def lease_expires_in(conn: asyncpg.Connection, key: PairKey) -> float | None:
-    """Seconds until the current holder's lease lapses (None: free or the pair is gone)."""
-    row = await conn.fetchrow(Q["lease_holder"], key.instance_id, key.resource)
-    if row is None or row["expires_in_s"] is None:
-        return None
-    return max(0.0, row["expires_in_s"])
+async def acquire(conn: asyncpg.Connection, instance_id: int, owner: str, hold_s: float) -> Lease:
+    """Take or renew the instance's lease for `hold_s`; with it, every pair's cursor."""
+    rows = await conn.fetch(Q["acquire"], instance_id, owner, float(hold_s))
+    first = rows[0]
+    token = first["lease_token"]
+    if token is None:
+        held = first["held_for_s"]
+        return Lease(None, first["holder"], None if held is None else max(0.0, held), {})
+    return Lease(token, owner, None, {r["resource"]: _cursor(r) for r in rows if r["resource"]})
 
 
-async def release(conn: asyncpg.Connection, key: PairKey, owner: str, token: int) -> None:
-    """Give the pair up (graceful stop) so another replica need not wait for expiry."""
-    await conn.execute(Q["release_lease"], key.instance_id, key.resource, owner, token)
+async def settle(conn: asyncpg.Connection, lease: LeaseRef,
+                 settles: Sequence[Settle]) -> dict[str, Cursor]:
+    """The fenced end of a cycle (see module docstring): the pairs' cursors as written.
+
+    Raises LeaseLost when the token is no longer current (nothing was written).
+    """
+    ok = [s.advance is not None for s in settles]
+    rows = await conn.fetch(
+        Q["settle"], lease.instance_id, lease.owner, lease.token, float(lease.hold_s),
+        [s.resource for s in settles], ok,
+        [s.advance.watermark if s.advance else None for s in settles],
+        [s.advance.baseline if s.advance else None for s in settles],
+        [s.advance.reconciled if s.advance else False for s in settles],
+        [s.next_due_at for s in settles],
+        [None if s.error is None else s.error[:1000] for s in settles])
+    if not rows and settles:
+        raise LeaseLost(f"instance {lease.instance_id}: lease token {lease.token} is no longer "
+                        f"held by {lease.owner}")
+    return {r["resource"]: _cursor(r) for r in rows}
 
 
-async def lock(conn: asyncpg.Connection, key: PairKey, token: int) -> None:
-    """Inside a transaction: hold the pair row while we still own it, else LeaseLost."""
-    row = await conn.fetchrow(Q["lock_pair"], key.instance_id, key.resource, token)
-    if row is None:
-        raise LeaseLost(f"pair {key}: lease token {token} is no longer current")
+async def release(conn: asyncpg.Connection, instance_id: int, owner: str) -> bool:
+    """Give the instance up (graceful stop) so another replica need not wait for expiry."""
+    return await conn.execute(Q["release"], instance_id, owner) == "UPDATE 1"
 
 
-async def advance(conn: asyncpg.Connection, key: PairKey, token: int, adv: Advance) -> None:
-    """The fenced watermark write; raises LeaseLost (aborting the transaction) on 0 rows."""
-    status = await conn.execute(Q["advance"], key.instance_id, key.resource, token,
-                                adv.watermark, adv.baseline, adv.reconciled, adv.next_due_at)
-    if status != "UPDATE 1":
-        raise LeaseLost(f"pair {key}: lease token {token} is no longer current")
-
-
-async def record_error(conn: asyncpg.Connection, key: PairKey, token: int, error: str,
-                       next_due_at: datetime) -> int | None:
-    """Count a failed poll and push the pair's schedule back; the error count, or None."""
-    return await conn.fetchval(Q["record_error"], key.instance_id, key.resource, token,
-                               error[:1000], next_due_at)
-
-
-async def reschedule(conn: asyncpg.Connection, key: PairKey, next_due_at: datetime) -> None:
-    await conn.execute(Q["reschedule"], key.instance_id, key.resource, next_due_at)
+async def schedule(conn: asyncpg.Connection, instance_id: int) -> dict[str, datetime]:
+    """Every pair's stored next due time (to resume the schedule after a restart)."""
+    return {r["resource"]: r["next_due_at"] for r in await conn.fetch(Q["schedule"], instance_id)}
 
 
 async def mark_needs_reconnect(conn: asyncpg.Connection, instance_id: int, reason: str) -> bool:
@@ -127,12 +154,3 @@ async def mark_needs_reconnect(conn: asyncpg.Connection, instance_id: int, reaso
     status = await conn.execute(Q["set_instance_status"], instance_id, "needs_reconnect",
                                 reason[:500])
     return status == "UPDATE 1"
-
-
-async def next_due_at(conn: asyncpg.Connection, key: PairKey) -> datetime | None:
-    return await conn.fetchval(Q["next_due_at"], key.instance_id, key.resource)
-
-
-async def token_held_by(conn: asyncpg.Connection, key: PairKey, owner: str) -> int | None:
-    """Our lease token if we are the pair's recorded holder (for fenced bookkeeping)."""
-    return await conn.fetchval(Q["token_held_by"], key.instance_id, key.resource, owner)

@@ -1,17 +1,21 @@
-"""The transactional outbox (DESIGN §2): one transaction per poll result.
+"""The transactional outbox (DESIGN §2): the results of a poll cycle, committed atomically.
 
-A poll's transaction (opened by the caller, see `poller.detect.pairs`) runs:
-  cursors.lock → load_snapshots → diff (pure) → `write`:
-    snapshot upserts; event inserts (ON CONFLICT DO NOTHING on the object-version key, so only
-    new events go on); notifications grouping up to `events_per_notification` new events of the
-    pair in change order; the fenced watermark write; one pg_notify so the dispatcher wakes.
-A crash anywhere before COMMIT leaves nothing behind; the next poll re-reads from the old
-watermark and the snapshot plus the unique key make the replay exact.
+One instance cycle (see `poller.detect.cycle`) reads the snapshot rows its diffs need with
+`load_snapshots` (one statement for all its pairs), diffs each pair (pure), and `commit`s:
+- nothing to write (the common case: no change, or only versions already seen): the fenced
+  `cursors.settle` alone — one statement advancing every pair's watermark and renewing the
+  instance's lease;
+- otherwise ONE transaction: snapshot upserts and event inserts of all pairs (one statement;
+  ON CONFLICT DO NOTHING on the object-version key, so only new events go on); notifications
+  grouping up to `events_per_notification` new events of one pair in change order, with their
+  events attached and one pg_notify (one statement); then the same fenced `settle`.
+A crash or a stale lease token anywhere before COMMIT leaves nothing behind; the next poll
+re-reads from the old watermarks and the snapshot plus the unique key make the replay exact.
 """
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -19,13 +23,26 @@ import orjson
 
 from poller.detect.diff import Event, SnapshotRow
 from poller.store import cursors
-from poller.store.cursors import PairKey
+from poller.store.cursors import Cursor, LeaseRef, PairKey, Settle
 from poller.store.sql import queries
 
 Q = queries("outbox")
 # Namespace of notification event ids: uuid5 of the first event's identity, so a replayed
 # commit would produce the same id (and the unique index would refuse it).
 EVENT_ID_NAMESPACE = uuid.UUID("5b0c5f6e-8f3a-4c1e-9a0f-6d2f8e7b9c41")
+
+
+@dataclass(frozen=True, slots=True)
+class PairWrite:
+    """What one pair's diff produced."""
+
+    resource: str
+    snapshots: Sequence[SnapshotRow]
+    events: Sequence[Event]
+
+    @property
+    def empty(self) -> bool:
+        return not self.snapshots and not self.events
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,34 +53,66 @@ class WriteStats:
     by_type: dict[str, int]
 
 
-async def load_snapshots(conn: asyncpg.Connection, key: PairKey,
-                         object_ids: Sequence[str] | None) -> dict[str, SnapshotRow]:
-    """Snapshot rows of the given objects (None: every object of the pair)."""
-    if object_ids is None:
-        rows = await conn.fetch(Q["snapshots_all"], key.instance_id, key.resource)
-    elif not object_ids:
-        return {}
-    else:
-        rows = await conn.fetch(Q["snapshots_for"], key.instance_id, key.resource,
-                                list(object_ids))
-    return {r["object_id"]: SnapshotRow(r["object_id"], r["sync_token"], r["last_updated"],
-                                        r["active"], r["deleted"]) for r in rows}
+NO_WRITES = WriteStats(0, 0, 0, {})
 
 
-async def write(conn: asyncpg.Connection, key: PairKey, token: int,
-                snapshots: Sequence[SnapshotRow], events: Sequence[Event],
-                advance: cursors.Advance, events_per_notification: int) -> WriteStats:
-    """Everything a poll produced, inside the caller's transaction (see module docstring)."""
-    await _upsert_snapshots(conn, key, snapshots)
-    inserted = await _insert_events(conn, key, events)
-    notifications = await _notify_groups(conn, key, inserted, events_per_notification)
-    await cursors.advance(conn, key, token, advance)
-    if notifications:
-        await conn.execute(Q["wake_dispatcher"])
-    by_type: dict[str, int] = {}
-    for event, _ in inserted:
-        by_type[event.event_type] = by_type.get(event.event_type, 0) + 1
-    return WriteStats(len(inserted), len(events) - len(inserted), notifications, by_type)
+async def load_snapshots(conn: asyncpg.Connection, instance_id: int,
+                         wanted: Mapping[str, Sequence[str] | None]
+                         ) -> dict[str, dict[str, SnapshotRow]]:
+    """Snapshot rows per resource: the given object ids, or (None) every object of the pair."""
+    whole = [res for res, ids in wanted.items() if ids is None]
+    some_res: list[str] = []
+    some_ids: list[str] = []
+    for res, ids in wanted.items():
+        if ids is not None:
+            some_res.extend([res] * len(ids))
+            some_ids.extend(ids)
+    found: dict[str, dict[str, SnapshotRow]] = {res: {} for res in wanted}
+    if not whole and not some_ids:
+        return found
+    rows = await conn.fetch(Q["snapshots"], instance_id, whole, some_res, some_ids)
+    for r in rows:
+        found[r["resource"]][r["object_id"]] = SnapshotRow(
+            r["object_id"], r["sync_token"], r["last_updated"], r["active"], r["deleted"])
+    return found
+
+
+async def commit(conn: asyncpg.Connection, lease: LeaseRef, writes: Sequence[PairWrite],
+                 settles: Sequence[Settle], events_per_notification: int
+                 ) -> tuple[dict[str, WriteStats], dict[str, Cursor]]:
+    """A cycle's results (see module docstring): per-pair stats and the cursors as written.
+
+    Raises LeaseLost (nothing written) when the lease token is no longer current.
+    """
+    writes = [w for w in writes if not w.empty]
+    if not writes:
+        return {}, await cursors.settle(conn, lease, settles)
+    async with conn.transaction():
+        stats = await write(conn, lease.instance_id, writes, events_per_notification)
+        written = await cursors.settle(conn, lease, settles)
+    return stats, written
+
+
+async def write(conn: asyncpg.Connection, instance_id: int, writes: Sequence[PairWrite],
+                events_per_notification: int) -> dict[str, WriteStats]:
+    """Snapshots, events and notifications of several pairs, inside the caller's transaction."""
+    inserted = await _write_changes(conn, instance_id, writes)
+    groups: list[tuple[str, list[tuple[Event, int]]]] = []
+    for w in writes:
+        new = inserted.get(w.resource, [])
+        groups.extend((w.resource, new[i:i + events_per_notification])
+                      for i in range(0, len(new), events_per_notification))
+    if groups:
+        await _notify(conn, instance_id, groups)
+    stats: dict[str, WriteStats] = {}
+    for w in writes:
+        new = inserted.get(w.resource, [])
+        by_type: dict[str, int] = {}
+        for event, _ in new:
+            by_type[event.event_type] = by_type.get(event.event_type, 0) + 1
+        stats[w.resource] = WriteStats(len(new), len(w.events) - len(new),
+                                       -(-len(new) // events_per_notification), by_type)
+    return stats
 
 
 def event_id_for(key: PairKey, first: Event) -> uuid.UUID:
@@ -77,46 +126,40 @@ def serialize(obj: object) -> str:
     return orjson.dumps(obj).decode()
 
 
-async def _upsert_snapshots(conn: asyncpg.Connection, key: PairKey,
-                            rows: Sequence[SnapshotRow]) -> None:
-    if not rows:
-        return
-    await conn.execute(Q["upsert_snapshots"], key.instance_id, key.resource,
-                       [r.object_id for r in rows], [r.sync_token for r in rows],
-                       [r.last_updated for r in rows], [r.active for r in rows],
-                       [r.deleted for r in rows])
+async def _write_changes(conn: asyncpg.Connection, instance_id: int, writes: Sequence[PairWrite]
+                         ) -> dict[str, list[tuple[Event, int]]]:
+    """Upsert snapshots, insert events in change order; the newly inserted events (in that
+    order) with their row ids, per resource."""
+    snaps = [(w.resource, s) for w in writes for s in w.snapshots]
+    evs = [(w.resource, e) for w in writes for e in w.events]
+    rows = await conn.fetch(
+        Q["write_changes"], instance_id,
+        [res for res, _ in snaps], [s.object_id for _, s in snaps],
+        [s.sync_token for _, s in snaps], [s.last_updated for _, s in snaps],
+        [s.active for _, s in snaps], [s.deleted for _, s in snaps],
+        [res for res, _ in evs], [e.object_id for _, e in evs], [e.version for _, e in evs],
+        [e.event_type for _, e in evs], [e.occurred_at for _, e in evs],
+        [serialize(e.raw) for _, e in evs])
+    ids = {(r["resource"], r["object_id"], r["version"]): r["id"] for r in rows}
+    inserted: dict[str, list[tuple[Event, int]]] = {}
+    for res, e in evs:
+        row_id = ids.get((res, e.object_id, e.version))
+        if row_id is not None:
+            inserted.setdefault(res, []).append((e, row_id))
+    return inserted
 
 
-async def _insert_events(conn: asyncpg.Connection, key: PairKey,
-                         events: Sequence[Event]) -> list[tuple[Event, int]]:
-    """Insert in change order; returns the newly inserted ones (in that order) with their ids."""
-    if not events:
-        return []
-    rows = await conn.fetch(Q["insert_events"], key.instance_id, key.resource,
-                            [e.object_id for e in events], [e.version for e in events],
-                            [e.event_type for e in events], [e.occurred_at for e in events],
-                            [serialize(e.raw) for e in events])
-    ids = {(r["object_id"], r["version"]): r["id"] for r in rows}
-    return [(e, ids[(e.object_id, e.version)]) for e in events if (e.object_id, e.version) in ids]
-
-
-async def _notify_groups(conn: asyncpg.Connection, key: PairKey,
-                         inserted: Sequence[tuple[Event, int]], per_notification: int) -> int:
-    """Notification rows of up to `per_notification` events each, in change order."""
-    if not inserted:
-        return 0
-    groups = [inserted[i:i + per_notification] for i in range(0, len(inserted), per_notification)]
-    event_ids = [event_id_for(key, group[0][0]) for group in groups]
-    rows = await conn.fetch(Q["insert_notifications"], key.instance_id, key.resource, event_ids,
-                            [len(g) for g in groups])
-    notification_of = {r["event_id"]: r["id"] for r in rows}
-    ev_ids: list[int] = []
-    n_ids: list[int] = []
+async def _notify(conn: asyncpg.Connection, instance_id: int,
+                  groups: Sequence[tuple[str, Sequence[tuple[Event, int]]]]) -> None:
+    """Notification rows for the groups, their events attached; wakes the dispatcher."""
+    event_ids = [event_id_for(PairKey(instance_id, res), group[0][0]) for res, group in groups]
+    row_ids: list[int] = []
+    of: list[uuid.UUID] = []
     positions: list[int] = []
-    for event_id, group in zip(event_ids, groups, strict=True):
+    for event_id, (_, group) in zip(event_ids, groups, strict=True):
         for position, (_, row_id) in enumerate(group):
-            ev_ids.append(row_id)
-            n_ids.append(notification_of[event_id])
+            row_ids.append(row_id)
+            of.append(event_id)
             positions.append(position)
-    await conn.execute(Q["attach_events"], ev_ids, n_ids, positions)
-    return len(groups)
+    await conn.fetchrow(Q["notify"], instance_id, event_ids, [res for res, _ in groups],
+                        [len(g) for _, g in groups], row_ids, of, positions)

@@ -12,8 +12,10 @@ import aiohttp
 import asyncpg
 
 from poller.config import Settings
+from poller.detect.cycle import InstanceConfig, InstanceCycles
 from poller.detect.feed import BatchCdcMemory, ChangeFeed
-from poller.detect.pairs import InstanceSchedule, PairConfig, PairPoller
+from poller.detect.pairs import PairPoller
+from poller.detect.schedule import InstanceSchedule
 from poller.detect.service import PollerOptions, PollerService
 from poller.instances import parse_instance
 from poller.qbo.client import QboClient, RetryPolicy
@@ -65,8 +67,15 @@ async def qbo_client(settings: Settings, pool: asyncpg.Pool,
                         retry=RetryPolicy(max_attempts=2))
 
 
+def instance_config(row: asyncpg.Record, settings: Settings) -> InstanceConfig:
+    return InstanceConfig(row["id"], row["name"], row["refresh_interval_s"], row["initial_mode"],
+                          row["deactivated_as_deleted"], settings.reconcile_interval_s,
+                          settings.events_per_notification, settings.pair_lease_s,
+                          settings.replica_id)
+
+
 class Driver:
-    """An instance's feed and pair pollers, polled by hand: `cycle()` is one coalesced cycle."""
+    """An instance's cycles and pair pollers, polled by hand: `cycle()` is one coalesced cycle."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, client: QboClient,
                  instance_id: int, *, cdc_cap: int = 1000, page_size: int = 1000,
@@ -82,18 +91,15 @@ class Driver:
     async def __aenter__(self) -> Driver:
         row = await self.pool.fetchrow("SELECT * FROM instances WHERE id = $1", self.instance_id)
         realm = self.client.realm(self.instance_id, row["realm_id"])
-        self.feed = ChangeFeed(realm, overlap_s=self.settings.overlap_seconds, window_s=0.02,
+        self.feed = ChangeFeed(realm, overlap_s=self.settings.overlap_seconds,
                                batch_cdc=self.batch_cdc, cdc_cap=self.cdc_cap,
                                page_size=self.page_size, name=row["name"])
-        schedule = InstanceSchedule(row["refresh_interval_s"], 0.0)
-        s = self.settings
-        self.pairs = [PairPoller(self.pool, self.feed, PairConfig(
-            self.instance_id, row["name"], resource(name), row["refresh_interval_s"],
-            row["initial_mode"], row["deactivated_as_deleted"], s.overlap_seconds,
-            s.reconcile_interval_s, s.events_per_notification, s.pair_lease_s, s.replica_id),
-            schedule, before_commit=self.before_commit) for name in row["resources"]]
+        self.cycles = InstanceCycles(self.pool, self.feed, instance_config(row, self.settings),
+                                     InstanceSchedule(row["refresh_interval_s"], 0.0),
+                                     window_s=0.02, before_commit=self.before_commit)
+        self.pairs = [PairPoller(self.cycles, resource(name)) for name in row["resources"]]
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self.feed.run(self._stop))
+        self._task = asyncio.create_task(self.cycles.run(self._stop))
         return self
 
     async def __aexit__(self, *_: object) -> None:

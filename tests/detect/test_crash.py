@@ -56,24 +56,30 @@ async def test_failure_inside_the_transaction_rolls_everything_back(env: Env,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     emu, pool = env.emu, env.pool
     realm = emu.add_realm(seed=2, per_entity=2)
-    iid = await add_instance(pool, emu, realm, resources=["customers"])
+    iid = await add_instance(pool, emu, realm, resources=["customers", "invoices", "vendors"])
     async with env.driver(iid) as d:
         await d.cycle()
+        wm = {r["resource"]: r["watermark"] for r in await pool.fetch(
+            "SELECT resource, watermark FROM pair_cursors WHERE instance_id = $1", iid)}
         c = emu.create(realm, "Customer", {"DisplayName": "Half Written"})
-        real = outbox.cursors.advance
+        inv = emu.update(realm, "Invoice", {"Id": emu.ids(realm, "Invoice")[0], "PrivateNote": "x"})
+        real = outbox.cursors.settle
 
         async def dies(*args: object, **kw: object) -> None:
-            raise Boom("after events and notifications, before the watermark")
+            raise Boom("after events and notifications, before the watermarks")
 
-        monkeypatch.setattr(outbox.cursors, "advance", dies)
-        (outcome,) = await d.cycle(return_exceptions=True)
-        assert isinstance(outcome, Boom)
+        monkeypatch.setattr(outbox.cursors, "settle", dies)
+        outcomes = await d.cycle(return_exceptions=True)
+        assert all(isinstance(o, Boom) for o in outcomes)
         assert await pool.fetchval("SELECT count(*) FROM events") == 0
         assert await pool.fetchval("SELECT count(*) FROM notifications") == 0
         assert await pool.fetchval("SELECT count(*) FROM object_snapshots WHERE object_id = $1", c["Id"]) == 0
-        monkeypatch.setattr(outbox.cursors, "advance", real)
+        assert {r["resource"]: r["watermark"] for r in await pool.fetch(
+            "SELECT resource, watermark FROM pair_cursors WHERE instance_id = $1", iid)} == wm
+        monkeypatch.setattr(outbox.cursors, "settle", real)
         await d.cycle()
-    assert [(e.object_id, e.event_type) for e in await events(pool)] == [(c["Id"], "CREATED")]
+    assert sorted((e.object_id, e.event_type) for e in await events(pool)) == sorted(
+        [(c["Id"], "CREATED"), (inv["Id"], "UPDATED")])
 
 
 def _daemon_env(env: Env) -> dict[str, str]:

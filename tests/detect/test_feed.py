@@ -108,14 +108,9 @@ def req(name: str, watermark: datetime | None = NOW - timedelta(minutes=10), **k
 
 
 async def serve(realm: FakeRealm, requests: list[PairRequest], **kw: Any) -> list[PairAnswer | BaseException]:
-    feed = ChangeFeed(realm, overlap_s=120, window_s=0.01, **kw)
-    stop = asyncio.Event()
-    task = asyncio.create_task(feed.run(stop))
-    try:
-        return await asyncio.gather(*(feed.fetch(r) for r in requests), return_exceptions=True)
-    finally:
-        stop.set()
-        await task
+    """One cycle of the feed for these pairs (the instance's cycle calls `answer` once)."""
+    feed = ChangeFeed(realm, overlap_s=120, **kw)
+    return await feed.answer(requests)
 
 
 async def test_all_22_resources_in_one_batch_request() -> None:
@@ -210,15 +205,11 @@ async def test_cap_splits_by_entity_then_pages_a_name_list_and_lists_a_transacti
 async def test_watermark_older_than_29_days_is_reconciled_by_listing() -> None:
     realm = FakeRealm({"Customer": [obj("1", NOW - timedelta(days=40))],
                        "Vendor": [obj("2", NOW - timedelta(minutes=1))]})
-    feed = ChangeFeed(realm, overlap_s=120, window_s=0.01)
-    stop = asyncio.Event()
-    task = asyncio.create_task(feed.run(stop))
-    await feed.fetch(req("vendors"))                      # QBO's clock is now known
+    feed = ChangeFeed(realm, overlap_s=120)
+    await feed.answer([req("vendors")])                   # QBO's clock is now known
     realm.calls.clear()
-    cust, vend = await asyncio.gather(feed.fetch(req("customers", NOW - timedelta(days=29, hours=1))),
-                                      feed.fetch(req("vendors")))
-    stop.set()
-    await task
+    cust, vend = await feed.answer([req("customers", NOW - timedelta(days=29, hours=1)),
+                                    req("vendors")])
     assert cust.mode == Mode.LISTING and cust.complete and [o["Id"] for o in cust.objects] == ["1"]
     assert vend.mode == Mode.INCREMENTAL
     assert realm.kinds() == ["batch"]                    # the listing's page travels with the CDC
@@ -263,39 +254,24 @@ async def test_backfill_and_time_activity_first_poll_are_listings() -> None:
     assert ta.mode == Mode.LISTING and ta.complete
 
 
-async def test_coalescing_window_gathers_pairs_arriving_close_together() -> None:
-    realm = FakeRealm()
-    feed = ChangeFeed(realm, overlap_s=120, window_s=0.05)
-    stop = asyncio.Event()
-    task = asyncio.create_task(feed.run(stop))
-
-    async def late(name: str, delay: float) -> PairAnswer:
-        await asyncio.sleep(delay)
-        return await feed.fetch(req(name))
-
-    await asyncio.gather(late("customers", 0), late("tax-codes", 0.02), late("invoices", 0.03))
-    stop.set()
-    await task
-    assert realm.kinds() == ["batch"] and feed.cycles == 1
-
-
-async def test_pairs_waiting_when_the_feed_stops_are_released() -> None:
-    from poller.detect.feed import FeedClosed
+async def test_a_cancelled_cycle_cancels_its_requests_and_leaves_nothing_unretrieved() -> None:
+    cancelled = asyncio.Event()
 
     class Slow(FakeRealm):
-        async def cdc(self, entities: tuple[str, ...], changed_since: datetime) -> CdcResult:
-            await asyncio.sleep(30)
+        async def batch(self, items: list[BatchItem]) -> BatchResult:
+            try:
+                await asyncio.sleep(30)
+            finally:
+                cancelled.set()
             raise AssertionError
 
-    feed = ChangeFeed(Slow(), overlap_s=120, window_s=0.0)
-    stop = asyncio.Event()
-    task = asyncio.create_task(feed.run(stop))
-    waiting = asyncio.create_task(feed.fetch(req("customers")))
+    feed = ChangeFeed(Slow(), overlap_s=120)
+    task = asyncio.create_task(feed.answer([req("customers"), req("tax-codes")]))
     await asyncio.sleep(0.05)
-    stop.set()
-    await asyncio.wait_for(task, 2)
-    with pytest.raises(FeedClosed):
-        await waiting
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert cancelled.is_set()
 
 
 _ = Callable

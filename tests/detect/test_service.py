@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter, defaultdict
+from unittest.mock import AsyncMock
 
 import asyncpg
+import pytest
+
+from poller.detect.feed import PairAnswer
 
 from poller.qbo.limiter import LimiterConfig
+from poller.store import cursors
 from poller.store import instances as instance_store
+from poller.store.cursors import PairKey
 from tests.detect.harness import Env, add_instance, events, qbo_client, running_service, wait_until
 
 
@@ -28,7 +35,7 @@ async def test_instances_added_changed_paused_and_removed_while_running(env: Env
         # Changed: another resource list → restarted with the new pairs.
         await add_instance(pool, emu, realm, name="a", interval_s=0.1, resources=["customers", "vendors"])
         await wait_until(lambda: _gt(polls(pool, a, "vendors"), 1))
-        assert set(p.cfg.resource.name for p in svc.running[a].pairs) == {"customers", "vendors"}
+        assert set(p.resource.name for p in svc.running[a].pairs) == {"customers", "vendors"}
         # Paused → its tasks stop.
         async with pool.acquire() as conn:
             await instance_store.set_status(conn, a, "paused", "test")
@@ -115,7 +122,7 @@ async def test_stop_is_prompt_even_with_a_request_in_flight(env: Env) -> None:
         t0 = time.monotonic()
         await ctx.__aexit__(None, None, None)
         assert time.monotonic() - t0 < 1.0
-    lease = await pool.fetchval("SELECT lease_owner FROM pair_cursors WHERE instance_id = $1", iid)
+    lease = await pool.fetchval("SELECT owner FROM instance_leases WHERE instance_id = $1", iid)
     assert lease is None                                 # released on the way out
 
 
@@ -140,32 +147,76 @@ async def _errors_at_least(pool: asyncpg.Pool, iid: int, n: int) -> bool:
                                 iid) or 0) >= n
 
 
-async def test_two_replicas_share_pairs_through_leases(env: Env) -> None:
+async def _owners(pool: asyncpg.Pool, iids: list[int]) -> dict[int, str | None]:
+    rows = await pool.fetch("SELECT instance_id, owner FROM instance_leases "
+                            "WHERE instance_id = ANY($1::bigint[])", iids)
+    return {r["instance_id"]: r["owner"] for r in rows}
+
+
+async def test_two_replicas_never_split_an_instance_and_take_over_from_a_crashed_one(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     emu, pool = env.emu, env.pool
-    realm = emu.add_realm(seed=5, per_entity=1)
-    # 0.2 s: two replicas may split an instance's pairs, each then sends its own request per
-    # cycle, and 10 requests/s per realm is Intuit's (and the emulator's) limit.
-    iid = await add_instance(pool, emu, realm, interval_s=0.2, resources=["customers", "invoices"])
-    made: list[str] = []
+    resources = ["customers", "invoices", "tax-rates"]
+    realms = [emu.add_realm(seed=10 + n, per_entity=1) for n in range(3)]
+    iids = [await add_instance(pool, emu, r, name=f"i{n}", interval_s=0.2, resources=resources)
+            for n, r in enumerate(realms)]
+    cycles: dict[tuple[str, int, float], set[str]] = defaultdict(set)
+
+    def recorder(replica: str):  # type: ignore[no-untyped-def]
+        async def hook(key: PairKey, answer: PairAnswer) -> None:
+            cycles[(replica, key.instance_id, answer.cycle_started)].add(key.resource)
+        return hook
+
+    made: list[tuple[int, str]] = []           # (instance, object id): Ids repeat across realms
+
+    async def churn(n: int) -> None:
+        for i in range(n):
+            obj = emu.create(realms[i % 3], "Customer", {"DisplayName": f"C {len(made)}"})
+            made.append((iids[i % 3], obj["Id"]))
+            await asyncio.sleep(0.05)
+
+    async def seen() -> Counter[tuple[int, str]]:
+        got: Counter[tuple[int, str]] = Counter()
+        for iid in iids:
+            got.update((iid, e.object_id) for e in await events(pool, iid) if e.resource == "customers")
+        return got
+
     a_settings = env.settings(replica_id="replica-a", pair_lease_s=0.5)
     b_settings = env.settings(replica_id="replica-b", pair_lease_s=0.5)
     async with qbo_client(a_settings, pool) as ca, qbo_client(b_settings, pool) as cb:
-        async with running_service(pool, b_settings, cb):
-            async with running_service(pool, a_settings, ca):
-                await wait_until(lambda: _gt(polls(pool, iid), 2))
-                for i in range(5):
-                    made.append(emu.create(realm, "Customer", {"DisplayName": f"Both {i}"})["Id"])
-                    await asyncio.sleep(0.05)
-            # replica a stopped (and released its leases): b carries on
-            for i in range(5):
-                made.append(emu.create(realm, "Customer", {"DisplayName": f"Only B {i}"})["Id"])
-                await asyncio.sleep(0.05)
+        a = running_service(pool, a_settings, ca, before_commit=recorder("a"))
+        await a.__aenter__()
+        try:
+            await wait_until(lambda: _true_async(_owners(pool, iids), lambda o: o == dict.fromkeys(iids, "replica-a")))
+            async with running_service(pool, b_settings, cb, before_commit=recorder("b")):
+                await churn(12)                                  # both run: a keeps everything
+                assert not [k for k in cycles if k[0] == "b"], cycles   # b spent no QBO request
+                # a crashes: it never releases, b takes over once a's leases lapse.
+                noop = AsyncMock(return_value=False)
+                monkeypatch.setattr(cursors, "release", noop)
+                await a.__aexit__(None, None, None)
+                a = None
+                monkeypatch.undo()
+                await churn(12)
 
-            async def all_seen() -> bool:
-                return {e.object_id for e in await events(pool, iid)} >= set(made)
+                async def all_seen() -> bool:
+                    return set(await seen()) >= set(made)
 
-            await wait_until(all_seen)
-    got = [e.object_id for e in await events(pool, iid)]
-    assert sorted(got) == sorted(made)
-    owners = await pool.fetchval("SELECT max(lease_token) FROM pair_cursors WHERE instance_id = $1", iid)
-    assert owners >= 1
+                await wait_until(all_seen)
+                owners = await _owners(pool, iids)
+                assert owners == dict.fromkeys(iids, "replica-b"), owners
+        finally:
+            if a is not None:
+                await a.__aexit__(None, None, None)
+    got = await seen()
+    assert got == Counter(made), (got, made)                        # each exactly once
+    assert {e.resource for e in await events(pool)} == {"customers"}
+    # Every cycle of either replica carried all the pairs of its instance: never split.
+    assert cycles and all(pairs == set(resources) for pairs in cycles.values()), cycles
+    assert {k[0] for k in cycles} == {"a", "b"}
+    tokens = await pool.fetch("SELECT token FROM instance_leases")
+    assert [r["token"] for r in tokens] == [2, 2, 2], tokens         # one takeover each
+
+
+async def _true_async(value, check) -> bool:  # type: ignore[no-untyped-def]
+    return check(await value)

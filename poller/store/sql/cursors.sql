@@ -1,4 +1,5 @@
--- Pair cursors (DESIGN §5, §8): leases with a fencing token, the watermark, the schedule.
+-- Pair cursors and instance leases (DESIGN §5, §8): the watermarks, the schedule, and the lease
+-- with its fencing token under which one replica polls all the pairs of an instance.
 
 -- name: pollable_instances
 -- What the poller should run: active instances with events enabled, and their pairs.
@@ -11,72 +12,80 @@ WHERE i.status = 'active' AND i.events_enabled
 GROUP BY i.id
 ORDER BY i.id
 
--- name: acquire_lease
--- Take the pair if it is free, ours, or its lease expired. Taking it from anyone else (or
--- after our own lease lapsed) bumps lease_token, which fences out the previous holder's
--- in-flight commit. Renewing a live lease of our own keeps the token.
-UPDATE pair_cursors
-SET lease_token = CASE WHEN lease_owner = $3 AND lease_expires_at > now() THEN lease_token
-                       ELSE lease_token + 1 END,
-    lease_owner = $3,
-    lease_expires_at = now() + make_interval(secs => $4)
-WHERE instance_id = $1 AND resource = $2
-  AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires_at IS NULL
-       OR lease_expires_at <= now())
-RETURNING lease_token, watermark, baseline, initialized, last_reconciled_at,
-          extract(epoch FROM now() - last_reconciled_at)::double precision AS reconciled_age_s,
-          consecutive_errors, next_due_at
+-- name: acquire
+-- Take the instance's lease if it is free, ours, or expired, and read every pair's cursor, in
+-- one statement. Taking it from anyone else (or after our own lease lapsed) bumps the token,
+-- which fences out the previous holder's in-flight commit; renewing a live lease of our own
+-- keeps it. lease_token is NULL when another replica holds a live lease; held_for_s then says
+-- for how much longer (the holder's row, as it was when the statement began).
+WITH taken AS (
+    INSERT INTO instance_leases AS l (instance_id, owner, expires_at, token)
+    VALUES ($1, $2, now() + make_interval(secs => $3), 1)
+    ON CONFLICT (instance_id) DO UPDATE
+    SET token = CASE WHEN l.owner = $2 AND l.expires_at > now() THEN l.token ELSE l.token + 1 END,
+        acquired_at = CASE WHEN l.owner = $2 AND l.expires_at > now() THEN l.acquired_at
+                           ELSE now() END,
+        owner = EXCLUDED.owner,
+        expires_at = EXCLUDED.expires_at,
+        renewed_at = now()
+    WHERE l.owner IS NULL OR l.owner = $2 OR l.expires_at IS NULL OR l.expires_at <= now()
+    RETURNING l.token
+)
+SELECT (SELECT token FROM taken) AS lease_token,
+       (SELECT owner FROM instance_leases WHERE instance_id = $1) AS holder,
+       (SELECT extract(epoch FROM expires_at - now())::double precision
+        FROM instance_leases WHERE instance_id = $1) AS held_for_s,
+       p.resource, p.watermark, p.baseline, p.initialized,
+       extract(epoch FROM now() - p.last_reconciled_at)::double precision AS reconciled_age_s,
+       p.consecutive_errors, p.next_due_at
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN pair_cursors p ON p.instance_id = $1
 
--- name: lease_holder
-SELECT lease_owner, lease_expires_at,
-       extract(epoch FROM lease_expires_at - now())::double precision AS expires_in_s
-FROM pair_cursors WHERE instance_id = $1 AND resource = $2
-
--- name: release_lease
-UPDATE pair_cursors SET lease_owner = NULL, lease_expires_at = NULL
-WHERE instance_id = $1 AND resource = $2 AND lease_owner = $3 AND lease_token = $4
-
--- name: lock_pair
--- First statement of a poll's transaction: hold the pair row, and only if we still own it.
-SELECT watermark FROM pair_cursors
-WHERE instance_id = $1 AND resource = $2 AND lease_token = $3
-FOR UPDATE
-
--- name: advance
--- The fencing check: 0 rows means another replica took the pair; the caller aborts.
-UPDATE pair_cursors
-SET watermark = greatest(watermark, $4),
-    baseline = coalesce(baseline, $5),
-    initialized = true,
-    last_reconciled_at = CASE WHEN $6 THEN now() ELSE last_reconciled_at END,
-    last_polled_at = now(),
-    next_due_at = $7,
-    polls = polls + 1,
-    consecutive_errors = 0,
-    last_error = NULL,
+-- name: settle
+-- The end of a cycle, fenced by the lease token: every polled pair's cursor (a success advances
+-- the watermark and resets the error count, a failure counts an error and pushes its schedule
+-- back) and the lease renewal, in one statement. No rows: the token is no longer current
+-- (another replica took the instance, or it was released), and the caller's transaction aborts.
+-- Holding the lease row from here to COMMIT keeps a takeover from slipping in before it.
+WITH lease AS (
+    UPDATE instance_leases
+    SET expires_at = now() + make_interval(secs => $4), renewed_at = now()
+    WHERE instance_id = $1 AND owner = $2 AND token = $3
+    RETURNING token
+)
+UPDATE pair_cursors AS p
+SET watermark = CASE WHEN r.ok THEN greatest(p.watermark, r.watermark) ELSE p.watermark END,
+    baseline = CASE WHEN r.ok THEN coalesce(p.baseline, r.baseline) ELSE p.baseline END,
+    initialized = p.initialized OR r.ok,
+    last_reconciled_at = CASE WHEN r.ok AND r.reconciled THEN now() ELSE p.last_reconciled_at END,
+    last_polled_at = CASE WHEN r.ok THEN now() ELSE p.last_polled_at END,
+    next_due_at = r.next_due_at,
+    polls = p.polls + CASE WHEN r.ok THEN 1 ELSE 0 END,
+    consecutive_errors = CASE WHEN r.ok THEN 0 ELSE p.consecutive_errors + 1 END,
+    last_error = r.error,
     updated_at = now()
-WHERE instance_id = $1 AND resource = $2 AND lease_token = $3
+FROM lease,
+     unnest($5::text[], $6::boolean[], $7::timestamptz[], $8::timestamptz[], $9::boolean[],
+            $10::timestamptz[], $11::text[])
+     AS r (resource, ok, watermark, baseline, reconciled, next_due_at, error)
+WHERE p.instance_id = $1 AND p.resource = r.resource
+RETURNING p.resource, p.watermark, p.baseline, p.initialized,
+          extract(epoch FROM now() - p.last_reconciled_at)::double precision AS reconciled_age_s,
+          p.consecutive_errors, p.next_due_at
 
--- name: record_error
-UPDATE pair_cursors
-SET consecutive_errors = consecutive_errors + 1, last_error = $4, next_due_at = $5,
-    updated_at = now()
-WHERE instance_id = $1 AND resource = $2 AND lease_token = $3
-RETURNING consecutive_errors
+-- name: release
+-- Graceful stop: free the instance so another replica need not wait for expiry. The token
+-- stays; with owner NULL a late commit of ours would be refused too. (A replica runs one
+-- cycle loop per instance at a time, so its owner id is enough.)
+UPDATE instance_leases SET owner = NULL, expires_at = NULL, renewed_at = now()
+WHERE instance_id = $1 AND owner = $2
 
--- name: reschedule
-UPDATE pair_cursors SET next_due_at = $3, updated_at = now()
-WHERE instance_id = $1 AND resource = $2
+-- name: schedule
+-- Where every pair of an instance stands, for resuming its schedule after a restart.
+SELECT resource, next_due_at FROM pair_cursors WHERE instance_id = $1
 
 -- name: set_instance_status
 -- An OAuth grant lost while polling (invalid_grant): the instance waits for new providerData.
 UPDATE instances SET status = $2, status_reason = $3, config_version = config_version + 1,
     updated_at = now()
 WHERE id = $1 AND status = 'active'
-
--- name: next_due_at
-SELECT next_due_at FROM pair_cursors WHERE instance_id = $1 AND resource = $2
-
--- name: token_held_by
-SELECT lease_token FROM pair_cursors
-WHERE instance_id = $1 AND resource = $2 AND lease_owner = $3

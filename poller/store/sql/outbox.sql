@@ -1,49 +1,59 @@
--- The transactional outbox (DESIGN §2): snapshot rows, events, notifications. Each poll result
--- is written by these statements inside ONE transaction, together with the fenced watermark
--- update of cursors.sql.
+-- The transactional outbox (DESIGN §2): snapshot rows, events, notifications. The poll results
+-- of one instance cycle are written by these statements inside ONE transaction, which ends with
+-- the fenced `settle` of cursors.sql (watermarks and lease).
 
--- name: snapshots_for
-SELECT object_id, sync_token, last_updated, active, deleted
+-- name: snapshots
+-- The snapshot rows a cycle's diff needs: every row of the pairs in $2 (complete listings: the
+-- set difference needs them all), and the named objects ($3 resource, $4 object id) of others.
+SELECT resource, object_id, sync_token, last_updated, active, deleted
 FROM object_snapshots
-WHERE instance_id = $1 AND resource = $2 AND object_id = ANY($3::text[])
+WHERE instance_id = $1 AND resource = ANY($2::text[])
+UNION ALL
+SELECT s.resource, s.object_id, s.sync_token, s.last_updated, s.active, s.deleted
+FROM unnest($3::text[], $4::text[]) AS w (resource, object_id)
+JOIN object_snapshots s
+  ON s.instance_id = $1 AND s.resource = w.resource AND s.object_id = w.object_id
 
--- name: snapshots_all
-SELECT object_id, sync_token, last_updated, active, deleted
-FROM object_snapshots
-WHERE instance_id = $1 AND resource = $2
-
--- name: upsert_snapshots
-INSERT INTO object_snapshots (instance_id, resource, object_id, sync_token, last_updated, active,
-                              deleted)
-SELECT $1, $2, r.object_id, r.sync_token, r.last_updated, r.active, r.deleted
-FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::boolean[], $7::boolean[])
-     AS r(object_id, sync_token, last_updated, active, deleted)
-ON CONFLICT (instance_id, resource, object_id) DO UPDATE
-SET sync_token = EXCLUDED.sync_token, last_updated = EXCLUDED.last_updated,
-    active = EXCLUDED.active, deleted = EXCLUDED.deleted
-
--- name: insert_events
--- ON CONFLICT DO NOTHING: a version already in the outbox (an earlier poll that crashed after
--- commit, another replica) is not inserted again; RETURNING lists only the new rows.
+-- name: write_changes
+-- Snapshot upserts and event inserts of all the cycle's pairs in one statement (a data-modifying
+-- WITH always runs to completion). Events go in in change order. ON CONFLICT DO NOTHING: a
+-- version already in the outbox (an earlier poll that crashed after commit, another replica) is
+-- not inserted again; RETURNING lists only the new rows.
+WITH snapshots AS (
+    INSERT INTO object_snapshots (instance_id, resource, object_id, sync_token, last_updated,
+                                  active, deleted)
+    SELECT $1, s.resource, s.object_id, s.sync_token, s.last_updated, s.active, s.deleted
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::boolean[],
+                $7::boolean[]) AS s (resource, object_id, sync_token, last_updated, active, deleted)
+    ON CONFLICT (instance_id, resource, object_id) DO UPDATE
+    SET sync_token = EXCLUDED.sync_token, last_updated = EXCLUDED.last_updated,
+        active = EXCLUDED.active, deleted = EXCLUDED.deleted
+)
 INSERT INTO events (instance_id, resource, object_id, version, event_type, occurred_at, raw)
-SELECT $1, $2, r.object_id, r.version, r.event_type, r.occurred_at, r.raw::json
-FROM unnest($3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
-     WITH ORDINALITY AS r(object_id, version, event_type, occurred_at, raw, n)
-ORDER BY r.n
+SELECT $1, e.resource, e.object_id, e.version, e.event_type, e.occurred_at, e.raw::json
+FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::text[])
+     WITH ORDINALITY AS e (resource, object_id, version, event_type, occurred_at, raw, n)
+ORDER BY e.n
 ON CONFLICT ON CONSTRAINT events_object_version_key DO NOTHING
-RETURNING id, object_id, version
+RETURNING id, resource, object_id, version
 
--- name: insert_notifications
-INSERT INTO notifications (event_id, instance_id, resource, event_count)
-SELECT r.event_id, $1, $2, r.event_count
-FROM unnest($3::uuid[], $4::integer[]) WITH ORDINALITY AS r(event_id, event_count, n)
-ORDER BY r.n
-RETURNING id, event_id
-
--- name: attach_events
-UPDATE events AS e SET notification_id = r.notification_id, position = r.position
-FROM unnest($1::bigint[], $2::bigint[], $3::integer[]) AS r(event_id, notification_id, position)
-WHERE e.id = r.event_id
-
--- name: wake_dispatcher
-SELECT pg_notify('qbo_poller_outbox', '')
+-- name: notify
+-- Notification rows (up to POLLER_EVENTS_PER_NOTIFICATION new events of one pair each, in change
+-- order), their events attached in order, and one pg_notify so the dispatcher wakes at COMMIT.
+WITH made AS (
+    INSERT INTO notifications (event_id, instance_id, resource, event_count)
+    SELECT n.event_id, $1, n.resource, n.event_count
+    FROM unnest($2::uuid[], $3::text[], $4::integer[])
+         WITH ORDINALITY AS n (event_id, resource, event_count, k)
+    ORDER BY n.k
+    RETURNING id, event_id
+), attached AS (
+    UPDATE events AS e SET notification_id = made.id, position = a.position
+    FROM unnest($5::bigint[], $6::uuid[], $7::integer[]) AS a (row_id, event_id, position)
+    JOIN made ON made.event_id = a.event_id
+    WHERE e.id = a.row_id
+    RETURNING e.id
+)
+SELECT (SELECT count(*) FROM made) AS notifications,
+       (SELECT count(*) FROM attached) AS attached,
+       pg_notify('qbo_poller_outbox', '')::text AS woke

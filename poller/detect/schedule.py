@@ -1,0 +1,42 @@
+"""When pairs are due: an instance's shared grid, and the backoff of a failing pair."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from datetime import datetime
+
+BACKOFF_CAP_S = 600.0          # a failing pair is retried at least every 10 minutes
+BACKOFF_MIN_S = 0.05
+INITIAL_SPREAD_CAP_S = 30.0    # first polls of instances spread over up to this long
+
+
+class InstanceSchedule:
+    """The due-time grid shared by an instance's pairs: anchor + k × interval.
+
+    Pairs polled in the same cycle get the same next due time, and a pair that fell off (an
+    error, a lease held elsewhere) snaps back onto the grid, so the instance keeps being
+    served with one request per cycle.
+    """
+
+    def __init__(self, interval_s: float, spread_s: float | None = None) -> None:
+        self.interval_s = interval_s
+        spread = min(interval_s, INITIAL_SPREAD_CAP_S) if spread_s is None else spread_s
+        # A random phase per instance spreads instances over the interval.
+        self.anchor = time.time() + random.uniform(0, spread)
+
+    def first_due(self, stored: datetime | None) -> float:
+        """When to poll first: the stored schedule (resume after restart), else the anchor."""
+        stored_at = stored.timestamp() if stored is not None else 0.0
+        return max(stored_at, self.anchor) if stored_at > time.time() else self.anchor
+
+    def next_due(self, after: float) -> float:
+        """The first grid point strictly after `after`."""
+        steps = math.floor((after - self.anchor) / self.interval_s) + 1
+        return self.anchor + steps * self.interval_s
+
+
+def backoff_s(errors: int, interval_s: float) -> float:
+    """Bounded exponential backoff with ±20 % jitter (never faster than the interval)."""
+    base = max(interval_s, BACKOFF_MIN_S) * (2 ** min(errors, 16))
+    return min(base, max(BACKOFF_CAP_S, interval_s)) * random.uniform(0.8, 1.2)
