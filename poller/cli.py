@@ -197,11 +197,7 @@ def _print_instances(rows: Sequence[Any]) -> None:
 
 
 def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        from poller.deliver import admin
-    except ImportError:
-        print("qbo-poller: deliveries are not available in this build", file=sys.stderr)
-        return EXIT_FAILED
+    from poller.deliver import admin
 
     async def go() -> int:
         async with _database(settings) as pool:

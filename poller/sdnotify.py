@@ -8,6 +8,7 @@ import asyncio
 import os
 import socket
 
+from poller.aio import sleep_unless
 from poller.logs import get_logger
 
 log = get_logger(__name__)
@@ -63,9 +64,7 @@ def watchdog_interval_s(environ: dict[str, str] | None = None) -> float | None:
 
 async def watchdog(notifier: Notifier, interval_s: float, stop: asyncio.Event) -> None:
     """Ping WATCHDOG=1 while the event loop is responsive."""
-    while not stop.is_set():
+    while True:
         notifier.notify("WATCHDOG=1")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
+        if await sleep_unless(stop, interval_s):
+            return

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -57,29 +57,18 @@ class Runtime:
     notifier: Notifier
     web_app: object | None = None
     http_port: int | None = None
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 ServiceFactory = Callable[[Runtime], Sequence[Service]]
 
 
 def default_services(runtime: Runtime) -> list[Service]:
-    """The pipeline's services. Imported here so that only the supervisor knows them all."""
-    services: list[Service] = []
-    for factory in _service_factories():
-        services.extend(factory(runtime))
-    return services
+    """The pipeline's services: only the supervisor knows them all (detect and deliver never
+    import each other)."""
+    from poller.deliver.service import services as deliver_services
+    from poller.detect.service import services as detect_services
 
-
-def _service_factories() -> list[ServiceFactory]:
-    factories: list[ServiceFactory] = []
-    with contextlib.suppress(ImportError):
-        from poller.detect.service import services as detect_services
-        factories.append(detect_services)
-    with contextlib.suppress(ImportError):
-        from poller.deliver.service import services as deliver_services
-        factories.append(deliver_services)
-    return factories
+    return [*detect_services(runtime), *deliver_services(runtime)]
 
 
 async def load_instances(pool: asyncpg.Pool, box: SecretBox, instances: Sequence[Instance]) -> None:

@@ -33,6 +33,7 @@ import aiohttp
 import asyncpg
 
 from poller import logs, metrics
+from poller.aio import sleep_unless
 from poller.config import Settings
 from poller.deliver import schedule
 from poller.deliver.envelope import EventRow, InstanceInfo, build_body
@@ -120,15 +121,6 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False,
                                  cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
                                  headers={"User-Agent": USER_AGENT})
-
-
-async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to `seconds`; True when `stop` was set (at once, or during the sleep)."""
-    if stop.is_set():
-        return True
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), max(0.0, seconds))
-    return stop.is_set()
 
 
 async def _first_of(events: Sequence[asyncio.Event], timeout: float) -> bool:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from poller import logs, metrics
-from poller.deliver.dispatcher import DB_ERRORS, Dispatcher, sleep_unless
+from poller.aio import sleep_unless
+from poller.deliver.dispatcher import DB_ERRORS, Dispatcher
 from poller.store import notifications as store
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TextIO
 
 from poller import logs
-from poller.config import HttpAddr, load_settings
+from poller.aio import sleep_unless
+from poller.config import load_settings
 from poller.demo.changes import ChangeDriver
 from poller.demo.receiver import Received, Receiver, run_receiver
 from poller.instances import Instance, parse_instance
@@ -180,6 +181,5 @@ async def _run_until_stopped(daemon: object, driver: ChangeDriver, stop: asyncio
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    await sleep_unless(stop, seconds)
     stop.set()

@@ -7,11 +7,12 @@ A refused operation (QBO would have faulted) is counted and skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from poller.aio import sleep_unless
 
 
 class ChangeDriver:
@@ -31,8 +32,7 @@ class ChangeDriver:
         period = 1.0 / self.rate
         while not stop.is_set():
             self.step()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=period)
+            await sleep_unless(stop, period)
 
     def step(self) -> str:
         realm = self.random.choice(self.realms)

@@ -247,7 +247,7 @@ class InstanceCycles:
                       retry_in_s=round(wait, 3))
             return time.time() + min(max(wait, BACKOFF_MIN_S), self.cfg.hold_s)
         if lease.token != self._token:
-            log.info("instance_lease_taken", **self._ctx(), token=lease.token)
+            log.info("instance_lease_taken", **self._ctx(), lease_term=lease.token)
         self._token = lease.token
         self._lease_until = sent + self.cfg.hold_s
         self._cursors = {res: (cursor, sent) for res, cursor in lease.cursors.items()}

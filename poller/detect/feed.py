@@ -56,7 +56,6 @@ from poller.qbo.types import (
     QueryItem,
     QueryResult,
     RealmApi,
-    ValidationError,
 )
 from poller.resources import DeleteMode, Resource
 

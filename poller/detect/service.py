@@ -9,7 +9,6 @@ instance's group, the instances in the service's group. An instance that loses i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from poller import metrics, resources
+from poller.aio import sleep_unless
 from poller.config import Settings
 from poller.detect.cycle import DEFAULT_WINDOW_S, BeforeCommit, InstanceConfig, InstanceCycles
 from poller.detect.feed import BatchCdcMemory, ChangeFeed
@@ -76,8 +76,7 @@ class PollerService:
             async with asyncio.TaskGroup() as group:
                 while not stop.is_set():
                     await self._rescan_logged(group)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=self.options.rescan_s)
+                    await sleep_unless(stop, self.options.rescan_s)
                 for run in self.running.values():
                     run.stop.set()
         finally:
@@ -127,8 +126,7 @@ class PollerService:
         except Exception as exc:  # noqa: BLE001 - isolate instances; the rescan restarts it
             log.error("instance_failed", instance=inst.name, instance_id=inst.id,
                       error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.stop.wait(), timeout=RESTART_BACKOFF_S)
+            await sleep_unless(run.stop, RESTART_BACKOFF_S)
         finally:
             metrics.forget_instance(inst.name, list(inst.resources))
 
