@@ -21,7 +21,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from poller.emulator import run_emulator  # noqa: E402
+from poller.emulator import run_emulator
 
 REALM = "9130350000000001"
 
@@ -54,7 +54,9 @@ async def _drive(
     return len(latencies), time.perf_counter() - start, latencies, size
 
 
-def _report(name: str, n: int, elapsed: float, latencies: list[float], size: int, objects: int) -> None:
+def _report(
+    name: str, n: int, elapsed: float, latencies: list[float], size: int, objects: int
+) -> None:
     lat = sorted(latencies)
     p50 = statistics.median(lat) * 1000
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
@@ -74,7 +76,9 @@ async def main() -> None:
     async with run_emulator(per_minute=None, per_second=None, in_flight=None) as emu:
         t0 = time.perf_counter()
         emu.add_realm(REALM, seed=1, per_entity=args.per_entity)
-        print(f"filled realm {REALM}: {emu.count(REALM)} objects in {time.perf_counter() - t0:.2f} s")
+        print(
+            f"filled realm {REALM}: {emu.count(REALM)} objects in {time.perf_counter() - t0:.2f} s"
+        )
         emu.clock.advance(1)
         since = emu.clock.now()
         for i in range(1, 601):  # 600 customers and 400 invoices changed "now": a 1000-object CDC

@@ -7,6 +7,7 @@ p50/p99 latency from a change to its callback, and the daemon's peak RSS and CPU
 
     .venv/bin/python bench/pipeline.py --instances 100 --interval 5 --rate 20 --duration 60
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from poller.demo.receiver import Received, Receiver, run_receiver  # noqa: E402
-from poller.emulator import run_emulator  # noqa: E402
+from poller.demo.receiver import Received, Receiver, run_receiver
+from poller.emulator import run_emulator
 
 ADMIN_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_ENDPOINTS = ("batch", "cdc", "query")
@@ -58,14 +59,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def instance_body(emu: object, realm: str, url: str, n: int, interval_s: float) -> dict[str, object]:
+def instance_body(
+    emu: object, realm: str, url: str, n: int, interval_s: float
+) -> dict[str, object]:
     tokens = emu.issue_tokens(realm)  # type: ignore[attr-defined]
     return {
-        "element": {"key": "quickbooks"}, "name": f"bench-{n:05d}", "tags": ["bench"],
+        "element": {"key": "quickbooks"},
+        "name": f"bench-{n:05d}",
+        "tags": ["bench"],
         "providerData": {"refreshToken": tokens["refresh_token"], "realmId": realm},
         "configuration": {
-            "oauth.api.key": emu.client_id, "oauth.api.secret": emu.client_secret,  # type: ignore[attr-defined]
-            "event.notification.enabled": True, "event.notification.callback.url": url,
+            "oauth.api.key": emu.client_id,
+            "oauth.api.secret": emu.client_secret,  # type: ignore[attr-defined]
+            "event.notification.enabled": True,
+            "event.notification.callback.url": url,
             "event.notification.signature.key": "bench-signature-key",
             "event.poller.refresh_interval": str(interval_s / 60),
         },
@@ -89,8 +96,9 @@ class Latencies:
                 self.samples.append(received.arrived - started)
 
 
-async def drive_changes(emu: object, realms: list[str], rate: float, lat: Latencies,
-                        until: float) -> int:
+async def drive_changes(
+    emu: object, realms: list[str], rate: float, lat: Latencies, until: float
+) -> int:
     rng = random.Random(1)
     made = 0
     while time.time() < until:
@@ -131,20 +139,36 @@ async def bench(args: argparse.Namespace) -> None:
     lat = Latencies()
     receiver = Receiver(default_key="bench-signature-key", on_notification=lat.on_notification)
     try:
-        async with run_emulator(per_second=None, per_minute=None, in_flight=None) as emu, \
-                run_receiver(receiver) as url:
-            realms = [emu.add_realm(f"91{n:014d}", seed=n, per_entity=1) for n in range(args.instances)]
+        async with (
+            run_emulator(per_second=None, per_minute=None, in_flight=None) as emu,
+            run_receiver(receiver) as url,
+        ):
+            realms = [
+                emu.add_realm(f"91{n:014d}", seed=n, per_entity=1) for n in range(args.instances)
+            ]
             bodies = [instance_body(emu, r, url, n, args.interval) for n, r in enumerate(realms)]
             (workdir / "instances.json").write_text(json.dumps(bodies))
             port = free_port()
-            env = {**os.environ, "DATABASE_URL": dsn_for(name), "QBO_API_BASE_URL": emu.base_url,
-                   "QBO_OAUTH_TOKEN_URL": emu.token_url, "POLLER_INSTANCES_FILE": str(workdir / "instances.json"),
-                   "POLLER_HTTP_ADDR": f"127.0.0.1:{port}", "POLLER_LOG_LEVEL": "warning",
-                   "POLLER_LOG_FORMAT": "json", "POLLER_OVERLAP_SECONDS": "5",
-                   "POLLER_DELIVERY_POLL_INTERVAL": "0.5s", "POLLER_DB_POOL_SIZE": "20"}
+            env = {
+                **os.environ,
+                "DATABASE_URL": dsn_for(name),
+                "QBO_API_BASE_URL": emu.base_url,
+                "QBO_OAUTH_TOKEN_URL": emu.token_url,
+                "POLLER_INSTANCES_FILE": str(workdir / "instances.json"),
+                "POLLER_HTTP_ADDR": f"127.0.0.1:{port}",
+                "POLLER_LOG_LEVEL": "warning",
+                "POLLER_LOG_FORMAT": "json",
+                "POLLER_OVERLAP_SECONDS": "5",
+                "POLLER_DELIVERY_POLL_INTERVAL": "0.5s",
+                "POLLER_DB_POOL_SIZE": "20",
+            }
             log = open(workdir / "daemon.log", "wb")  # noqa: SIM115
-            proc = subprocess.Popen([sys.executable, "-m", "poller", "run"], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "poller", "run"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             ps = psutil.Process(proc.pid)
             try:
                 await wait_ready(port, proc)
@@ -153,7 +177,9 @@ async def bench(args: argparse.Namespace) -> None:
                 cpu0, req0, t0 = ps.cpu_times(), api_requests(emu), time.time()
                 events0 = lat.events
                 peak_rss = ps.memory_info().rss
-                driver = asyncio.create_task(drive_changes(emu, realms, args.rate, lat, t0 + args.duration))
+                driver = asyncio.create_task(
+                    drive_changes(emu, realms, args.rate, lat, t0 + args.duration)
+                )
                 while not driver.done():
                     peak_rss = max(peak_rss, ps.memory_info().rss)
                     await asyncio.sleep(0.5)
@@ -169,16 +195,28 @@ async def bench(args: argparse.Namespace) -> None:
         cycles = elapsed / args.interval
         cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         samples = sorted(lat.samples)
-        p = (lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] if samples else float("nan"))
-        print(f"instances={args.instances} resources/instance=22 interval={args.interval:g}s "
-              f"rate={args.rate:g}/s window={elapsed:.1f}s")
-        print(f"  QBO requests per instance per cycle: {(req1 - req0) / (args.instances * cycles):.2f}")
-        print(f"  changes made: {made}; events received: {lat.events - events0} "
-              f"({(lat.events - events0) / elapsed:.1f}/s); created-latency samples: {len(samples)}")
-        print(f"  change→callback latency: p50 {p(0.50):.2f}s  p99 {p(0.99):.2f}s  "
-              f"mean {statistics.fmean(samples) if samples else float('nan'):.2f}s")
-        print(f"  daemon: CPU {cpu:.1f}s over {elapsed:.0f}s ({100 * cpu / elapsed:.0f}% of a core), "
-              f"{1000 * cpu / max(cycles, 1):.0f} ms CPU per cycle, peak RSS {peak_rss / 2**20:.0f} MiB")
+        p = lambda q: (
+            samples[min(len(samples) - 1, int(q * len(samples)))] if samples else float("nan")
+        )
+        print(
+            f"instances={args.instances} resources/instance=22 interval={args.interval:g}s "
+            f"rate={args.rate:g}/s window={elapsed:.1f}s"
+        )
+        print(
+            f"  QBO requests per instance per cycle: {(req1 - req0) / (args.instances * cycles):.2f}"
+        )
+        print(
+            f"  changes made: {made}; events received: {lat.events - events0} "
+            f"({(lat.events - events0) / elapsed:.1f}/s); created-latency samples: {len(samples)}"
+        )
+        print(
+            f"  change→callback latency: p50 {p(0.50):.2f}s  p99 {p(0.99):.2f}s  "
+            f"mean {statistics.fmean(samples) if samples else float('nan'):.2f}s"
+        )
+        print(
+            f"  daemon: CPU {cpu:.1f}s over {elapsed:.0f}s ({100 * cpu / elapsed:.0f}% of a core), "
+            f"{1000 * cpu / max(cycles, 1):.0f} ms CPU per cycle, peak RSS {peak_rss / 2**20:.0f} MiB"
+        )
         print(f"  signature failures: {lat.bad}; duplicates: {receiver.duplicates}")
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,6 +10,7 @@ included), counted by wrapping asyncpg.
 
     .venv/bin/python bench/poll_cycle.py [--instances 1,100] [--cycles 5] [--no-batch-cdc]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,9 +85,20 @@ class Emulator:
         self.http = http
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "poller.emulator", "--port",
-                                      str(self.port), "--per-entity", "0"], cwd=ROOT,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "poller.emulator",
+                "--port",
+                str(self.port),
+                "--per-entity",
+                "0",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     async def ready(self) -> dict[str, Any]:
         for _ in range(200):
@@ -128,43 +140,68 @@ async def drop_database(server: str, dsn: str) -> None:
     await conn.close()
 
 
-async def add_instances(emu: Emulator, pool: asyncpg.Pool, n: int, tag: str,
-                        batch_cdc: bool, info: dict[str, Any]) -> list[tuple[int, str]]:
+async def add_instances(
+    emu: Emulator, pool: asyncpg.Pool, n: int, tag: str, batch_cdc: bool, info: dict[str, Any]
+) -> list[tuple[int, str]]:
     made = []
     for i in range(n):
         realm = (await emu.call("POST", "/realms", {"seed": i, "per_entity": 5}))["realm_id"]
         if not batch_cdc:
             await emu.call("POST", f"/realms/{realm}/cdc_in_batch", {"allowed": False})
         tokens = await emu.call("POST", "/oauth/tokens", {"realm_id": realm})
-        body = {"name": f"{tag}-{i}", "providerData": {"refreshToken": tokens["refresh_token"],
-                                                        "realmId": realm},
-                "configuration": {"oauth.api.key": info["client_id"],
-                                  "oauth.api.secret": info["client_secret"],
-                                  "event.notification.enabled": True,
-                                  "event.notification.callback.url": "http://127.0.0.1:9/h",
-                                  "event.poller.refresh_interval": "60"}}
+        body = {
+            "name": f"{tag}-{i}",
+            "providerData": {"refreshToken": tokens["refresh_token"], "realmId": realm},
+            "configuration": {
+                "oauth.api.key": info["client_id"],
+                "oauth.api.secret": info["client_secret"],
+                "event.notification.enabled": True,
+                "event.notification.callback.url": "http://127.0.0.1:9/h",
+                "event.poller.refresh_interval": "60",
+            },
+        }
         async with pool.acquire() as conn:
-            made.append(((await instance_store.upsert(conn, parse_instance(body), BOX)).instance_id,
-                         realm))
+            made.append(
+                ((await instance_store.upsert(conn, parse_instance(body), BOX)).instance_id, realm)
+            )
     return made
 
 
-def pairs_for(pool: asyncpg.Pool, client: QboClient, settings: Settings,
-              instances: list[tuple[int, str]]) -> tuple[list[InstanceCycles], list[PairPoller]]:
+def pairs_for(
+    pool: asyncpg.Pool, client: QboClient, settings: Settings, instances: list[tuple[int, str]]
+) -> tuple[list[InstanceCycles], list[PairPoller]]:
     loops, pairs = [], []
     for iid, realm in instances:
         feed = ChangeFeed(client.realm(iid, realm), overlap_s=settings.overlap_seconds)
-        cfg = InstanceConfig(iid, str(iid), 3600.0, "now", False, settings.reconcile_interval_s,
-                             settings.events_per_notification, 60.0, "bench")
+        cfg = InstanceConfig(
+            iid,
+            str(iid),
+            3600.0,
+            "now",
+            False,
+            settings.reconcile_interval_s,
+            settings.events_per_notification,
+            60.0,
+            "bench",
+        )
         cycles = InstanceCycles(pool, feed, cfg, InstanceSchedule(3600.0, 0.0), window_s=0.02)
         loops.append(cycles)
         pairs.extend(PairPoller(cycles, get(name)) for name in DEFAULT_NAMES)
     return loops, pairs
 
 
-async def measure(emu: Emulator, pool: asyncpg.Pool, settings: Settings, n: int, cycles: int,
-                  batch_cdc: bool, info: dict[str, Any]) -> None:
-    instances = await add_instances(emu, pool, n, f"b{n}{'' if batch_cdc else 'x'}", batch_cdc, info)
+async def measure(
+    emu: Emulator,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    n: int,
+    cycles: int,
+    batch_cdc: bool,
+    info: dict[str, Any],
+) -> None:
+    instances = await add_instances(
+        emu, pool, n, f"b{n}{'' if batch_cdc else 'x'}", batch_cdc, info
+    )
     async with aiohttp.ClientSession() as http:
         client = QboClient(http, settings, PgTokenStore(pool, BOX))
         loops, pairs = pairs_for(pool, client, settings, instances)
@@ -179,9 +216,9 @@ async def measure(emu: Emulator, pool: asyncpg.Pool, settings: Settings, n: int,
             trips = RoundTrips.count - trips
             return await emu.api_requests() - before, cpu, wall, trips
 
-        await cycle()                                      # first start: baselines, listings
+        await cycle()  # first start: baselines, listings
         rows = [await cycle() for _ in range(cycles)]
-        for _, realm in instances:                         # one change per instance
+        for _, realm in instances:  # one change per instance
             await emu.call("POST", f"/realms/{realm}/entities/Customer", {"DisplayName": "Bench"})
         changed = await cycle()
         stop.set()
@@ -191,11 +228,13 @@ async def measure(emu: Emulator, pool: asyncpg.Pool, settings: Settings, n: int,
     wall = sum(r[2] for r in rows) / cycles
     trips = sum(r[3] for r in rows) / (cycles * n)
     mode = "batch-CDC" if batch_cdc else "/cdc + /batch"
-    print(f"{n:>4} instance(s) x 22 resources [{mode}]: {reqs:.2f} QBO requests/instance/cycle; "
-          f"CPU {cpu * 1000:.1f} ms/cycle ({cpu / n * 1000:.2f} ms/instance), wall {wall * 1000:.0f} ms; "
-          f"DB round trips {trips:.1f}/instance/cycle; with 1 change/instance: "
-          f"{changed[0] / n:.2f} req/instance, CPU {changed[1] * 1000:.1f} ms, "
-          f"{changed[3] / n:.1f} round trips/instance")
+    print(
+        f"{n:>4} instance(s) x 22 resources [{mode}]: {reqs:.2f} QBO requests/instance/cycle; "
+        f"CPU {cpu * 1000:.1f} ms/cycle ({cpu / n * 1000:.2f} ms/instance), wall {wall * 1000:.0f} ms; "
+        f"DB round trips {trips:.1f}/instance/cycle; with 1 change/instance: "
+        f"{changed[0] / n:.2f} req/instance, CPU {changed[1] * 1000:.1f} ms, "
+        f"{changed[3] / n:.1f} round trips/instance"
+    )
 
 
 async def main() -> None:
@@ -206,16 +245,23 @@ async def main() -> None:
     args = parser.parse_args()
     logs.configure("error", "console")
     RoundTrips.install()
-    server = (os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
-              or "postgresql://postgres@127.0.0.1:5432/postgres")
+    server = (
+        os.environ.get("BENCH_DATABASE_URL")
+        or os.environ.get("DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
     dsn = await scratch_database(server)
     async with aiohttp.ClientSession() as http:
         emu = Emulator(http)
         try:
             info = await emu.ready()
-            settings = Settings(database_url=dsn, qbo_api_base_url=emu.base,
-                                qbo_oauth_token_url=f"{emu.base}/oauth2/v1/tokens/bearer",
-                                http_addr=None, replica_id="bench")
+            settings = Settings(
+                database_url=dsn,
+                qbo_api_base_url=emu.base,
+                qbo_oauth_token_url=f"{emu.base}/oauth2/v1/tokens/bearer",
+                http_addr=None,
+                replica_id="bench",
+            )
             pool = await db.create_pool(dsn, max_size=20)
             try:
                 for n in (int(x) for x in args.instances.split(",")):

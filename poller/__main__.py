@@ -1,4 +1,5 @@
 """`python -m poller` is the same as the `qbo-poller` console script."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Small asyncio helpers shared by every long-lived service (neutral: imports nothing of ours)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -3,6 +3,7 @@
 Exit codes: 0 success; 2 bad configuration or usage (one line on stderr, no traceback);
 1 any other failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,14 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qbo-poller",
-        description="Turn QuickBooks Online changes into signed HTTP callbacks.")
+        prog="qbo-poller", description="Turn QuickBooks Online changes into signed HTTP callbacks."
+    )
     parser.add_argument("--version", action="version", version=f"qbo-poller {__version__}")
-    parser.add_argument("--env-file", metavar="PATH",
-                        help="read variables from PATH instead of ./.env (real environment wins)")
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="read variables from PATH instead of ./.env (real environment wins)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("run", help="run the daemon (DATABASE_URL unset: embedded PostgreSQL)")
     sub.add_parser("migrate", help="apply pending database migrations")
@@ -36,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     _deliveries_parser(sub)
     emu = sub.add_parser("emulator", help="run the QuickBooks Online emulator", add_help=False)
     emu.add_argument("args", nargs=argparse.REMAINDER)
-    demo = sub.add_parser("demo", help="emulator + receiver + daemon, end to end, on this machine",
-                          add_help=False)
+    demo = sub.add_parser(
+        "demo", help="emulator + receiver + daemon, end to end, on this machine", add_help=False
+    )
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -60,13 +65,17 @@ def _deliveries_parser(sub: Any) -> None:
     lst.add_argument("--instance", metavar="NAME")
     lst.add_argument("--limit", type=int, default=50)
     red = dsub.add_parser(
-        "redeliver", help="deliver again: one, an instance's dead/held, or all dead",
+        "redeliver",
+        help="deliver again: one, an instance's dead/held, or all dead",
         description="Put notifications back to pending with attempts reset; each goes to its "
-                    "instance's current callback URL. A callback URL that answered 410 Gone is "
-                    "reactivated with them, releasing every notification held for it.")
+        "instance's current callback URL. A callback URL that answered 410 Gone is "
+        "reactivated with them, releasing every notification held for it.",
+    )
     group = red.add_mutually_exclusive_group(required=True)
     group.add_argument("id", nargs="?", type=int, help="one notification (held, dead or delivered)")
-    group.add_argument("--instance", metavar="NAME", help="that instance's held and dead notifications")
+    group.add_argument(
+        "--instance", metavar="NAME", help="that instance's held and dead notifications"
+    )
     group.add_argument("--all-dead", action="store_true", help="every dead notification")
 
 
@@ -75,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The emulator and demo parse their own arguments.
     if argv and argv[0] == "emulator":
         from poller.emulator.cli import main as emulator_main
+
         return emulator_main(argv[1:])
     if argv and argv[0] == "demo":
         from poller.demo import main as demo_main
+
         return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
@@ -116,9 +127,11 @@ def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
     database = "DATABASE_URL" if settings.database_url else f"embedded in {settings.data_dir}"
     print(f"configuration ok: database {database}; {len(instances)} instance(s)")
     for inst in instances:
-        print(f"  {inst.name}: realm {inst.realm_id}, {len(inst.resources)} resources, "
-              f"every {inst.refresh_interval_s / 60:g} min, events "
-              f"{'on' if inst.events_enabled else 'off'}")
+        print(
+            f"  {inst.name}: realm {inst.realm_id}, {len(inst.resources)} resources, "
+            f"every {inst.refresh_interval_s / 60:g} min, events "
+            f"{'on' if inst.events_enabled else 'off'}"
+        )
     return EXIT_OK
 
 
@@ -130,7 +143,8 @@ async def _database(settings: Settings, migrate_first: bool = True) -> AsyncIter
 
     async with contextlib.AsyncExitStack() as stack:
         dsn = settings.database_url or await stack.enter_async_context(
-            embedded_postgres(settings.data_dir))
+            embedded_postgres(settings.data_dir)
+        )
         pool = await db.create_pool(dsn, max_size=2)
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
@@ -147,14 +161,18 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
         async with contextlib.AsyncExitStack() as stack:
             dsn = settings.database_url or await stack.enter_async_context(
-                embedded_postgres(settings.data_dir))
+                embedded_postgres(settings.data_dir)
+            )
             conn = await db.connect(dsn)
             try:
                 applied = await migrate.migrate(conn)
                 version = await migrate.current_version(conn)
             finally:
                 await conn.close()
-        print(f"schema at version {version}" + (f" (applied {applied})" if applied else " (up to date)"))
+        print(
+            f"schema at version {version}"
+            + (f" (applied {applied})" if applied else " (up to date)")
+        )
         return EXIT_OK
 
     return asyncio.run(go())
@@ -188,12 +206,16 @@ def _print_instances(rows: Sequence[Any]) -> None:
     if not rows:
         print("no instances")
         return
-    print(f"{'ID':>4}  {'NAME':<24} {'REALM':<20} {'STATUS':<16} {'RES':>3} {'EVERY':>8} "
-          f"{'PENDING':>7} {'DEAD':>5}")
+    print(
+        f"{'ID':>4}  {'NAME':<24} {'REALM':<20} {'STATUS':<16} {'RES':>3} {'EVERY':>8} "
+        f"{'PENDING':>7} {'DEAD':>5}"
+    )
     for r in rows:
-        print(f"{r['id']:>4}  {r['name'][:24]:<24} {r['realm_id']:<20} {r['status']:<16} "
-              f"{len(r['resources']):>3} {r['refresh_interval_s'] / 60:>7g}m {r['pending']:>7} "
-              f"{r['dead']:>5}")
+        print(
+            f"{r['id']:>4}  {r['name'][:24]:<24} {r['realm_id']:<20} {r['status']:<16} "
+            f"{len(r['resources']):>3} {r['refresh_interval_s'] / 60:>7g}m {r['pending']:>7} "
+            f"{r['dead']:>5}"
+        )
 
 
 def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> int:

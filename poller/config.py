@@ -3,6 +3,7 @@
 Every invalid value raises `ConfigError` with one line that names the variable and the
 offending value (secrets are never echoed). The CLI turns that into exit code 2.
 """
+
 from __future__ import annotations
 
 import os
@@ -178,8 +179,9 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
 # --- loading -------------------------------------------------------------------------------
 
 
-def read_environment(env_file: str | Path | None = None,
-                     environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def read_environment(
+    env_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The process environment over the `.env` file (real environment variables win)."""
     environ = os.environ if environ is None else environ
     path = Path(env_file) if env_file else Path(".env")
@@ -200,7 +202,7 @@ class _Reader:
 
     def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
         raw = self.env.get(name)
-        if raw is None or raw.strip() == "" and name != "POLLER_HTTP_ADDR":
+        if raw is None or (raw.strip() == "" and name != "POLLER_HTTP_ADDR"):
             return default
         try:
             return parse(raw)
@@ -213,7 +215,9 @@ class _Reader:
         return raw or None
 
 
-def load_settings(env: Mapping[str, str] | None = None, env_file: str | Path | None = None) -> Settings:
+def load_settings(
+    env: Mapping[str, str] | None = None, env_file: str | Path | None = None
+) -> Settings:
     """Build the frozen Settings from `env` (default: os.environ over `.env`)."""
     if env is None:
         env = read_environment(env_file)
@@ -242,11 +246,14 @@ def load_settings(env: Mapping[str, str] | None = None, env_file: str | Path | N
         log_format=r.get("POLLER_LOG_FORMAT", _choice(LOG_FORMATS), "auto"),
         overlap_seconds=r.get("POLLER_OVERLAP_SECONDS", _int_at_least(1), 120),
         reconcile_interval_s=r.get("POLLER_RECONCILE_INTERVAL", _positive_seconds, 6 * 3600.0),
-        retry_schedule_s=r.get("POLLER_RETRY_SCHEDULE", parse_schedule,
-                               parse_schedule(DEFAULT_RETRY_SCHEDULE)),
+        retry_schedule_s=r.get(
+            "POLLER_RETRY_SCHEDULE", parse_schedule, parse_schedule(DEFAULT_RETRY_SCHEDULE)
+        ),
         delivery_timeout_s=r.get("POLLER_DELIVERY_TIMEOUT_SECONDS", _positive_seconds, 15.0),
         delivery_concurrency=r.get("POLLER_DELIVERY_CONCURRENCY", _int_at_least(1), 64),
-        delivery_per_url_concurrency=r.get("POLLER_DELIVERY_PER_URL_CONCURRENCY", _int_at_least(1), 8),
+        delivery_per_url_concurrency=r.get(
+            "POLLER_DELIVERY_PER_URL_CONCURRENCY", _int_at_least(1), 8
+        ),
         delivery_retention_s=r.get("POLLER_DELIVERY_RETENTION", _positive_seconds, 7 * 86400.0),
         delivery_poll_interval_s=r.get("POLLER_DELIVERY_POLL_INTERVAL", _positive_seconds, 1.0),
         delivery_lease_s=r.get("POLLER_DELIVERY_LEASE", _positive_seconds, 120.0),

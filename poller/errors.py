@@ -1,4 +1,5 @@
 """The daemon's own exception hierarchy (callers never import driver exceptions)."""
+
 from __future__ import annotations
 
 

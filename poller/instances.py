@@ -3,6 +3,7 @@
 Every rule of DESIGN §3 lives here; invalid bodies raise `ConfigError` with one line naming the
 instance, the key and (unless it is a secret) the value.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,10 @@ class ProviderData:
 
     def fingerprint(self) -> str:
         """Stable hash: tells whether a reloaded body carries new credentials."""
-        canonical = orjson.dumps({"realmId": self.realm_id, "code": self.code,
-                                  "refreshToken": self.refresh_token}, option=orjson.OPT_SORT_KEYS)
+        canonical = orjson.dumps(
+            {"realmId": self.realm_id, "code": self.code, "refreshToken": self.refresh_token},
+            option=orjson.OPT_SORT_KEYS,
+        )
         return hashlib.sha256(canonical).hexdigest()
 
 
@@ -162,7 +165,7 @@ def _segment_run_together(text: str, memo: dict[str, list[str] | None]) -> list[
     # Longest names first, so "bill-payments" wins over "bills" where both could start.
     for name in sorted(resources.ALL_RESOURCES, key=len, reverse=True):
         if text.startswith(name):
-            rest = _segment_run_together(text[len(name):], memo)
+            rest = _segment_run_together(text[len(name) :], memo)
             if rest is not None:
                 memo[text] = [name, *rest]
                 break
@@ -181,7 +184,9 @@ def parse_timezone(value: Any) -> str:
     try:
         ZoneInfo(value.strip())
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("unknown time zone (expected an IANA name such as Europe/Berlin)") from None
+        raise ValueError(
+            "unknown time zone (expected an IANA name such as Europe/Berlin)"
+        ) from None
     return value.strip()
 
 
@@ -205,8 +210,11 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
     client_id, client_secret = _client(config, defaults, fail)
     redirect_uri = config.get("oauth.callback.url")
     if provider.code is not None and not redirect_uri:
-        raise fail("oauth.callback.url", redirect_uri,
-                   "required with providerData.code (it is the redirect_uri of the code exchange)")
+        raise fail(
+            "oauth.callback.url",
+            redirect_uri,
+            "required with providerData.code (it is the redirect_uri of the code exchange)",
+        )
     events_enabled = _get(config, "event.notification.enabled", parse_bool_value, False, fail)
     callback_url = _callback(config, events_enabled, fail)
     return Instance(
@@ -220,13 +228,20 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
         vendor_type=_get(config, "event.vendor.type", _vendor_type, "polling", fail),
         callback_url=callback_url,
         signature_key=_signature_key(config, fail),
-        refresh_interval_s=60.0 * _get(config, "event.poller.refresh_interval",
-                                       parse_interval_minutes, DEFAULT_REFRESH_MINUTES, fail),
+        refresh_interval_s=60.0
+        * _get(
+            config,
+            "event.poller.refresh_interval",
+            parse_interval_minutes,
+            DEFAULT_REFRESH_MINUTES,
+            fail,
+        ),
         resources=_get(config, "event.poller.urls", split_resources, resources.DEFAULT_NAMES, fail),
         timezone=_get(config, "event.poller.timezone", parse_timezone, "UTC", fail),
         initial=_get(config, "event.poller.initial", _initial_mode, "now", fail),
-        deactivated_as_deleted=_get(config, "event.poller.deactivated_as_deleted",
-                                    parse_bool_value, False, fail),
+        deactivated_as_deleted=_get(
+            config, "event.poller.deactivated_as_deleted", parse_bool_value, False, fail
+        ),
         tags=_tags(body.get("tags"), fail),
         element_key=element_key,
         configuration={k: v for k, v in config.items() if k not in SECRET_CONFIG_KEYS},
@@ -259,22 +274,31 @@ def _provider(data: Any, config: Mapping[str, Any], fail: _Fail) -> ProviderData
     if auth_type in ("oauth1", "oauth1.0", "oauth") or oauth1_keys:
         key = f"providerData.{oauth1_keys[0]}" if oauth1_keys else "authentication.type"
         shown = "<hidden>" if oauth1_keys else auth_type
-        raise ConfigError(f"{fail.prefix}{key}={shown}: OAuth 1.0 is not supported: Intuit retired "
-                          f"OAuth 1.0 on {OAUTH1_RETIRED}; connect the company with OAuth 2.0 "
-                          "(providerData.code or providerData.refreshToken)")
+        raise ConfigError(
+            f"{fail.prefix}{key}={shown}: OAuth 1.0 is not supported: Intuit retired "
+            f"OAuth 1.0 on {OAUTH1_RETIRED}; connect the company with OAuth 2.0 "
+            "(providerData.code or providerData.refreshToken)"
+        )
     if auth_type != "oauth2":
         raise fail("authentication.type", auth_type, "expected oauth2")
     if not isinstance(data, dict):
-        raise fail("providerData", data, "expected an object with code (or refreshToken) and realmId")
+        raise fail(
+            "providerData", data, "expected an object with code (or refreshToken) and realmId"
+        )
     realm = data.get("realmId")
     if not isinstance(realm, (str, int)) or not str(realm).strip().isdigit():
         raise fail("providerData.realmId", realm, "expected the company's numeric realm id")
     code, refresh = data.get("code"), data.get("refreshToken")
     if not code and not refresh:
-        raise ConfigError(f"{fail.prefix}providerData: needs code (an authorization grant code) "
-                          "or refreshToken, with realmId")
-    return ProviderData(realm_id=str(realm).strip(), code=str(code) if code else None,
-                        refresh_token=None if code else str(refresh))
+        raise ConfigError(
+            f"{fail.prefix}providerData: needs code (an authorization grant code) "
+            "or refreshToken, with realmId"
+        )
+    return ProviderData(
+        realm_id=str(realm).strip(),
+        code=str(code) if code else None,
+        refresh_token=None if code else str(refresh),
+    )
 
 
 def _client(config: Mapping[str, Any], defaults: ClientDefaults, fail: _Fail) -> tuple[str, str]:
@@ -283,7 +307,9 @@ def _client(config: Mapping[str, Any], defaults: ClientDefaults, fail: _Fail) ->
     if not client_id:
         raise fail("oauth.api.key", None, "missing (and QBO_CLIENT_ID is not set)")
     if not client_secret:
-        raise ConfigError(f"{fail.prefix}oauth.api.secret: missing (and QBO_CLIENT_SECRET is not set)")
+        raise ConfigError(
+            f"{fail.prefix}oauth.api.secret: missing (and QBO_CLIENT_SECRET is not set)"
+        )
     return str(client_id), str(client_secret)
 
 
@@ -291,8 +317,11 @@ def _callback(config: Mapping[str, Any], enabled: bool, fail: _Fail) -> str | No
     url = config.get("event.notification.callback.url")
     if url is None or (isinstance(url, str) and not url.strip()):
         if enabled:
-            raise fail("event.notification.callback.url", url,
-                       "required when event.notification.enabled is true")
+            raise fail(
+                "event.notification.callback.url",
+                url,
+                "required when event.notification.enabled is true",
+            )
         return None
     try:
         return parse_callback_url(url)
@@ -343,16 +372,19 @@ def load_bodies(path: Path, source: str = "POLLER_INSTANCES_FILE") -> list[Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source}={str(path)!r}: invalid JSON at line {exc.lineno} "
-                          f"column {exc.colno}: {exc.msg}") from None
+        raise ConfigError(
+            f"{source}={str(path)!r}: invalid JSON at line {exc.lineno} "
+            f"column {exc.colno}: {exc.msg}"
+        ) from None
     bodies = data if isinstance(data, list) else [data]
     if not bodies:
         raise ConfigError(f"{source}={str(path)!r}: the array holds no instances")
     return bodies
 
 
-def load_file(path: Path, defaults: ClientDefaults | None = None,
-              source: str = "POLLER_INSTANCES_FILE") -> list[Instance]:
+def load_file(
+    path: Path, defaults: ClientDefaults | None = None, source: str = "POLLER_INSTANCES_FILE"
+) -> list[Instance]:
     """Parse and validate every instance in a file; names must be unique."""
     parsed = [parse_instance(body, defaults) for body in load_bodies(path, source)]
     seen: set[str] = set()

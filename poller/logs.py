@@ -6,6 +6,7 @@ Two layers of redaction run on every log record:
 - every registered secret value (configured secrets, instance client secrets, signature keys,
   OAuth tokens as they rotate) is masked wherever it appears inside any string.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,10 +22,20 @@ import structlog
 REDACTED = "***"
 _SECRET_KEY = re.compile(
     r"(token|secret|password|passwd|signature|authorization|api[._-]?key|auth[._-]?code|"
-    r"cookie|credential|private[._-]?key)", re.IGNORECASE)
+    r"cookie|credential|private[._-]?key)",
+    re.IGNORECASE,
+)
 # Keys that match the pattern above but hold no secret.
-_NOT_SECRET = frozenset({"signature_scheme", "signature_ok", "token_url", "token_expires_at",
-                         "token_expires_in", "tokens_refreshed"})
+_NOT_SECRET = frozenset(
+    {
+        "signature_scheme",
+        "signature_ok",
+        "token_url",
+        "token_expires_at",
+        "token_expires_in",
+        "tokens_refreshed",
+    }
+)
 _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
 
 
@@ -101,7 +112,9 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: hide secret-named keys and every registered secret value."""
     for key in list(event_dict):
         if is_secret_key(key):
@@ -124,8 +137,11 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     """Configure structlog (and route stdlib logging through the same pipeline)."""
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console
-                     else structlog.processors.JSONRenderer(serializer=_json_dumps))
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer(serializer=_json_dumps)
+    )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

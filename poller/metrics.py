@@ -4,41 +4,67 @@ Cardinality stays bounded: labels are endpoint names, HTTP status classes, event
 outcomes and resource names (fixed sets); only `instance` grows, with the number of configured
 instances (never with objects, URLs or realms' data).
 """
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-POLLS = Counter("qbo_poller_polls", "Pair polls completed, by outcome (ok, error).",
-                ["outcome"], registry=REGISTRY)
-QBO_REQUESTS = Counter("qbo_poller_qbo_requests",
-                       "Requests sent to QuickBooks, by endpoint (cdc, query, batch, token) and "
-                       "HTTP status (or 'error' for transport failures).",
-                       ["endpoint", "status"], registry=REGISTRY)
-QBO_THROTTLES = Counter("qbo_poller_qbo_throttles", "429 answers from QuickBooks.",
-                        registry=REGISTRY)
-TOKEN_REFRESHES = Counter("qbo_poller_token_refreshes", "OAuth token refreshes, by outcome.",
-                          ["outcome"], registry=REGISTRY)
-EVENTS = Counter("qbo_poller_events", "Events written to the outbox, by type.",
-                 ["type"], registry=REGISTRY)
-DELIVERIES = Counter("qbo_poller_deliveries",
-                     "Delivery attempts, by outcome (delivered, retry, held, dead).",
-                     ["outcome"], registry=REGISTRY)
-DELIVERY_LATENCY = Histogram("qbo_poller_delivery_latency_seconds",
-                             "From a notification's creation to its successful delivery.",
-                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200,
-                                      86400), registry=REGISTRY)
-OUTBOX_DEPTH = Gauge("qbo_poller_outbox_depth", "Notifications waiting for delivery.",
-                     registry=REGISTRY)
-HELD_NOTIFICATIONS = Gauge("qbo_poller_held_notifications",
-                           "Notifications held because their callback URL answered 410 Gone.",
-                           registry=REGISTRY)
-DEAD_LETTERS = Gauge("qbo_poller_dead_letters", "Notifications that exhausted their retries.",
-                     registry=REGISTRY)
-WATERMARK_LAG = Gauge("qbo_poller_watermark_lag_seconds",
-                      "Now minus the pair's watermark (QuickBooks clock).",
-                      ["instance", "resource"], registry=REGISTRY)
+POLLS = Counter(
+    "qbo_poller_polls",
+    "Pair polls completed, by outcome (ok, error).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+QBO_REQUESTS = Counter(
+    "qbo_poller_qbo_requests",
+    "Requests sent to QuickBooks, by endpoint (cdc, query, batch, token) and "
+    "HTTP status (or 'error' for transport failures).",
+    ["endpoint", "status"],
+    registry=REGISTRY,
+)
+QBO_THROTTLES = Counter(
+    "qbo_poller_qbo_throttles", "429 answers from QuickBooks.", registry=REGISTRY
+)
+TOKEN_REFRESHES = Counter(
+    "qbo_poller_token_refreshes",
+    "OAuth token refreshes, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+EVENTS = Counter(
+    "qbo_poller_events", "Events written to the outbox, by type.", ["type"], registry=REGISTRY
+)
+DELIVERIES = Counter(
+    "qbo_poller_deliveries",
+    "Delivery attempts, by outcome (delivered, retry, held, dead).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DELIVERY_LATENCY = Histogram(
+    "qbo_poller_delivery_latency_seconds",
+    "From a notification's creation to its successful delivery.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 86400),
+    registry=REGISTRY,
+)
+OUTBOX_DEPTH = Gauge(
+    "qbo_poller_outbox_depth", "Notifications waiting for delivery.", registry=REGISTRY
+)
+HELD_NOTIFICATIONS = Gauge(
+    "qbo_poller_held_notifications",
+    "Notifications held because their callback URL answered 410 Gone.",
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Gauge(
+    "qbo_poller_dead_letters", "Notifications that exhausted their retries.", registry=REGISTRY
+)
+WATERMARK_LAG = Gauge(
+    "qbo_poller_watermark_lag_seconds",
+    "Now minus the pair's watermark (QuickBooks clock).",
+    ["instance", "resource"],
+    registry=REGISTRY,
+)
 
 
 def forget_instance(name: str, resource_names: list[str]) -> None:

@@ -3,6 +3,7 @@
 `DEFAULT_RESOURCES` are the 22 resources Open Connectors polled; `EXTRA_RESOURCES` are other QBO
 entities a user may add ("you can also copy the events configuration to poll other resources").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,17 +17,17 @@ class Kind(str, Enum):
 
 
 class DeleteMode(str, Enum):
-    HARD = "hard"            # `?operation=delete`; CDC reports a tombstone
+    HARD = "hard"  # `?operation=delete`; CDC reports a tombstone
     DEACTIVATE = "deactivate"  # name lists: `Active=false`, never hard-deleted
-    NONE = "none"            # read-only tax lists
+    NONE = "none"  # read-only tax lists
 
 
 @dataclass(frozen=True)
 class Resource:
-    name: str          # the Open Connectors resource name, e.g. "bill-payments"
-    entity: str        # the QBO entity, e.g. "BillPayment"
+    name: str  # the Open Connectors resource name, e.g. "bill-payments"
+    entity: str  # the QBO entity, e.g. "BillPayment"
     kind: Kind
-    cdc: bool          # covered by /cdc (TaxCode, TaxRate, TimeActivity are not)
+    cdc: bool  # covered by /cdc (TaxCode, TaxRate, TimeActivity are not)
     delete: DeleteMode
     voidable: bool = False
 

@@ -2,6 +2,7 @@
 
 A no-op when NOTIFY_SOCKET is unset, so the same code runs outside systemd.
 """
+
 from __future__ import annotations
 
 import asyncio

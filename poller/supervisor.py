@@ -9,6 +9,7 @@ AsyncExitStack. A signal only sets the stop event; shutdown is ordinary code:
 3. the HTTP server, the client session, the pool and the embedded database close.
 A second signal skips the grace period. A service that dies makes the process exit non-zero.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -75,15 +76,26 @@ async def load_instances(pool: asyncpg.Pool, box: SecretBox, instances: Sequence
     async with pool.acquire() as conn:
         for inst in instances:
             result = await instance_store.upsert(conn, inst, box)
-            log.info("instance_loaded", instance=inst.name, instance_id=result.instance_id,
-                     action=result.action, provider_data_applied=result.credentials_replaced,
-                     resources=len(inst.resources))
+            log.info(
+                "instance_loaded",
+                instance=inst.name,
+                instance_id=result.instance_id,
+                action=result.action,
+                provider_data_applied=result.credentials_replaced,
+                resources=len(inst.resources),
+            )
 
 
 def register_instance_secrets(instances: Sequence[Instance]) -> None:
     for inst in instances:
-        logs.register_secrets([inst.client_secret, inst.signature_key, inst.provider.code,
-                               inst.provider.refresh_token])
+        logs.register_secrets(
+            [
+                inst.client_secret,
+                inst.signature_key,
+                inst.provider.code,
+                inst.provider.refresh_token,
+            ]
+        )
 
 
 class _Signals:
@@ -114,9 +126,12 @@ class _Signals:
             self.main.cancel()
 
 
-async def run(settings: Settings, instances: Sequence[Instance] = (),
-              service_factory: ServiceFactory = default_services,
-              stop: asyncio.Event | None = None) -> int:
+async def run(
+    settings: Settings,
+    instances: Sequence[Instance] = (),
+    service_factory: ServiceFactory = default_services,
+    stop: asyncio.Event | None = None,
+) -> int:
     """The daemon. Returns the process exit code."""
     stop = stop or asyncio.Event()
     notifier = Notifier()
@@ -132,11 +147,18 @@ async def run(settings: Settings, instances: Sequence[Instance] = (),
         notifier.close()
 
 
-async def _run(settings: Settings, instances: Sequence[Instance], service_factory: ServiceFactory,
-               stop: asyncio.Event, notifier: Notifier) -> int:
+async def _run(
+    settings: Settings,
+    instances: Sequence[Instance],
+    service_factory: ServiceFactory,
+    stop: asyncio.Event,
+    notifier: Notifier,
+) -> int:
     box = SecretBox(settings.secret_key)
     if not box.encrypts:
-        log.warning("secrets_stored_in_clear", hint="set POLLER_SECRET_KEY to encrypt tokens at rest")
+        log.warning(
+            "secrets_stored_in_clear", hint="set POLLER_SECRET_KEY to encrypt tokens at rest"
+        )
     log.info("daemon_starting", replica=settings.replica_id, embedded=settings.database_url is None)
     async with contextlib.AsyncExitStack() as stack:
         dsn = settings.database_url
@@ -148,12 +170,15 @@ async def _run(settings: Settings, instances: Sequence[Instance], service_factor
         await load_instances(pool, box, instances)
         http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.qbo_request_timeout_s, connect=10),
-            trust_env=False)
+            trust_env=False,
+        )
         stack.push_async_callback(http.close)
         runtime = Runtime(settings, dsn, pool, http, box, notifier)
         if settings.http_addr is not None:
             runtime.web_app = build_app(pool)
-            runtime.http_port = await stack.enter_async_context(serve(runtime.web_app, settings.http_addr))
+            runtime.http_port = await stack.enter_async_context(
+                serve(runtime.web_app, settings.http_addr)
+            )
             log.info("http_listening", address=f"{settings.http_addr.host}:{runtime.http_port}")
         services = list(service_factory(runtime))
         code = await _supervise(services, stop, notifier, settings)
@@ -178,8 +203,9 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
 
-async def _supervise(services: Sequence[Service], stop: asyncio.Event, notifier: Notifier,
-                     settings: Settings) -> int:
+async def _supervise(
+    services: Sequence[Service], stop: asyncio.Event, notifier: Notifier, settings: Settings
+) -> int:
     tasks = {asyncio.create_task(s.run(stop), name=f"service:{s.name}"): s for s in services}
     interval = watchdog_interval_s()
     if interval is not None and notifier.enabled:
@@ -222,8 +248,12 @@ def _log_death(task: asyncio.Task[None]) -> None:
     if exc is None:
         log.error("service_failed", service=task.get_name(), error="returned before stop")
     else:
-        log.error("service_failed", service=task.get_name(), error=f"{type(exc).__name__}: {exc}",
-                  exc_info=exc)
+        log.error(
+            "service_failed",
+            service=task.get_name(),
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=exc,
+        )
 
 
 async def _drain(tasks: set[asyncio.Task[None]], grace_s: float) -> None:

@@ -4,6 +4,7 @@ The server is TEST_DATABASE_URL, else DATABASE_URL, else 127.0.0.1:5432, else an
 pgserver started for the session. A migrated template database is built once per session;
 each test gets `CREATE DATABASE … TEMPLATE` (fast) and it is dropped afterwards.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +33,7 @@ def with_database(dsn: str, name: str) -> str:
 async def _reachable(dsn: str) -> bool:
     try:
         conn = await asyncpg.connect(dsn, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True

@@ -15,6 +15,7 @@ notifications) is gone, the URL is reactivated too, and every held notification 
 it: those held for that URL, of any instance (also of instances that point elsewhere now: they go
 to their new URL), and those of every instance that points at that URL now.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,21 @@ import asyncpg
 from poller.store import notifications as store
 
 EXIT_OK, EXIT_FAILED = 0, 1
-_COLUMNS = (("ID", 8, ">"), ("INSTANCE", 20, "<"), ("RESOURCE", 16, "<"), ("EVENTS", 6, ">"),
-            ("STATUS", 9, "<"), ("ATTEMPTS", 8, ">"), ("NEXT ATTEMPT", 20, "<"), ("LAST", 0, "<"))
+_COLUMNS = (
+    ("ID", 8, ">"),
+    ("INSTANCE", 20, "<"),
+    ("RESOURCE", 16, "<"),
+    ("EVENTS", 6, ">"),
+    ("STATUS", 9, "<"),
+    ("ATTEMPTS", 8, ">"),
+    ("NEXT ATTEMPT", 20, "<"),
+    ("LAST", 0, "<"),
+)
 
 
-async def run_command(pool: asyncpg.Pool, args: argparse.Namespace,
-                      out: TextIO | None = None) -> int:
+async def run_command(
+    pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO | None = None
+) -> int:
     out = out or sys.stdout
     if args.deliveries_command == "list":
         return await _list(pool, args, out)
@@ -56,8 +66,9 @@ async def _list(pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO) -> in
     found, iid = await _instance(pool, getattr(args, "instance", None))
     if not found:
         return EXIT_FAILED
-    rows = await store.listing(pool, bool(getattr(args, "dead", False)), iid,
-                               max(1, int(getattr(args, "limit", 50) or 50)))
+    rows = await store.listing(
+        pool, bool(getattr(args, "dead", False)), iid, max(1, int(getattr(args, "limit", 50) or 50))
+    )
     gone = await store.gone_endpoints(pool, iid)
     if not rows:
         print("no notifications", file=out)
@@ -77,8 +88,16 @@ def _cells(r: Any) -> list[str]:
         next_attempt, last = "on redelivery", _held(r["target_url"], r["callback_url"])
     else:
         next_attempt, last = "-", _last(r["last_status"], r["last_error"])
-    return [str(r["id"]), r["instance"], r["resource"], str(r["event_count"]), status,
-            str(r["attempts"]), next_attempt, last]
+    return [
+        str(r["id"]),
+        r["instance"],
+        r["resource"],
+        str(r["event_count"]),
+        status,
+        str(r["attempts"]),
+        next_attempt,
+        last,
+    ]
 
 
 def _held(held_for: str | None, current: str | None) -> str:
@@ -93,8 +112,11 @@ def _print_gone(gone: list[store.GoneEndpoint], out: TextIO) -> None:
     if not gone:
         return
     held = sum(g.held for g in gone)
-    print(f"gone URLs: {len(gone)} answered 410 Gone; {held} held notification(s) wait for "
-          "`qbo-poller deliveries redeliver`", file=out)
+    print(
+        f"gone URLs: {len(gone)} answered 410 Gone; {held} held notification(s) wait for "
+        "`qbo-poller deliveries redeliver`",
+        file=out,
+    )
     for g in gone:
         users = ", ".join(g.instances) if g.instances else "no instance now"
         print(f"  {g.url}  gone since {_when(g.gone_at)}  held {g.held}  ({users})", file=out)
@@ -104,7 +126,7 @@ def _line(cells: list[str]) -> str:
     parts = []
     for (_, width, align), cell in zip(_COLUMNS, cells, strict=True):
         if width:
-            cell = cell if len(cell) <= width else cell[:width - 1] + "…"
+            cell = cell if len(cell) <= width else cell[: width - 1] + "…"
             parts.append(f"{cell:{align}{width}}")
         else:
             parts.append(cell)
@@ -118,9 +140,11 @@ def _when(value: datetime | None) -> str:
 
 
 def _last(status: int | None, error: str | None) -> str:
-    shown_status = "" if status is None or (error or "").startswith(f"HTTP {status}") else str(status)
+    shown_status = (
+        "" if status is None or (error or "").startswith(f"HTTP {status}") else str(status)
+    )
     text = " ".join(p for p in (shown_status, error or "") if p)
-    text = " ".join(text.split())   # one line, whatever the receiver sent
+    text = " ".join(text.split())  # one line, whatever the receiver sent
     return text[:80] or "-"
 
 
@@ -132,16 +156,20 @@ async def _redeliver(pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO) 
                 print(f"notification {args.id} queued for redelivery", file=out)
                 _print_reactivated(done, out)
                 return EXIT_OK
-            print(f"qbo-poller: notification {args.id} not found or already pending",
-                  file=sys.stderr)
+            print(
+                f"qbo-poller: notification {args.id} not found or already pending", file=sys.stderr
+            )
             return EXIT_FAILED
         if getattr(args, "instance", None):
             found, iid = await _instance(conn, args.instance)
             if not found or iid is None:
                 return EXIT_FAILED
             done = await store.redeliver_instance(conn, iid)
-            print(f"{done.count} dead or held notification(s) of {args.instance} queued for "
-                  "redelivery", file=out)
+            print(
+                f"{done.count} dead or held notification(s) of {args.instance} queued for "
+                "redelivery",
+                file=out,
+            )
             _print_reactivated(done, out)
             return EXIT_OK
         if getattr(args, "all_dead", False):
@@ -156,5 +184,8 @@ async def _redeliver(pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO) 
 def _print_reactivated(done: store.Redelivered, out: TextIO) -> None:
     if done.endpoints:
         urls = ", ".join(done.endpoints)
-        print(f"reactivated gone URL(s) {urls}: {done.released} more held notification(s) "
-              "queued for redelivery", file=out)
+        print(
+            f"reactivated gone URL(s) {urls}: {done.released} more held notification(s) "
+            "queued for redelivery",
+            file=out,
+        )

@@ -17,6 +17,7 @@
   unfinished is cancelled and its claims released so another process (or the next start)
   retries them at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -68,8 +69,12 @@ class Response:
     duration_ms: int = 0
 
 
-def decide(response: Response, attempts_done: int, retry_schedule: Sequence[float],
-           now: datetime | None = None) -> tuple[str, float]:
+def decide(
+    response: Response,
+    attempts_done: int,
+    retry_schedule: Sequence[float],
+    now: datetime | None = None,
+) -> tuple[str, float]:
     """(outcome, retry delay): delivered on any 2xx, held on 410, else retry or dead."""
     status = response.status
     if response.error is None and status is not None and 200 <= status < 300:
@@ -113,14 +118,23 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
     no cookies kept between receivers, explicit timeouts, a per-host connection limit, and the
     filtering resolver when private addresses are denied."""
     resolver = GuardedResolver() if settings.callback_deny_private else None
-    connector = aiohttp.TCPConnector(limit=settings.delivery_concurrency,
-                                     limit_per_host=settings.delivery_per_url_concurrency,
-                                     ttl_dns_cache=30, resolver=resolver)
-    timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s,
-                                    connect=min(settings.delivery_timeout_s, 10.0))
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False,
-                                 cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
-                                 headers={"User-Agent": USER_AGENT})
+    connector = aiohttp.TCPConnector(
+        limit=settings.delivery_concurrency,
+        limit_per_host=settings.delivery_per_url_concurrency,
+        ttl_dns_cache=30,
+        resolver=resolver,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=settings.delivery_timeout_s, connect=min(settings.delivery_timeout_s, 10.0)
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+        headers={"User-Agent": USER_AGENT},
+    )
 
 
 async def _first_of(events: Sequence[asyncio.Event], timeout: float) -> bool:
@@ -162,20 +176,21 @@ class Recorder:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 await self._write(batch)
             if self._closing:
                 return
 
-    async def _write(self, batch: list[tuple[store.Claimed, store.Attempt,
-                                             asyncio.Future[bool]]]) -> None:
+    async def _write(
+        self, batch: list[tuple[store.Claimed, store.Attempt, asyncio.Future[bool]]]
+    ) -> None:
         try:
-            recorded = await store.record_many(self.pool, self.owner,
-                                               [(c, a) for c, a, _ in batch])
-        except Exception as exc:   # noqa: BLE001 — any failure must reach every waiter
+            recorded = await store.record_many(self.pool, self.owner, [(c, a) for c, a, _ in batch])
+        except Exception as exc:
             if not isinstance(exc, DB_ERRORS):
-                log.error("outcomes_write_crashed", error=f"{type(exc).__name__}: {exc}",
-                          exc_info=exc)
+                log.error(
+                    "outcomes_write_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc
+                )
                 exc = asyncpg.InterfaceError(f"recording failed: {type(exc).__name__}: {exc}")
             for _, _, future in batch:
                 if not future.done():
@@ -201,8 +216,14 @@ class Dispatcher:
 
     name = "deliver.dispatcher"
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, dsn: str, box: SecretBox,
-                 owner: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        dsn: str,
+        box: SecretBox,
+        owner: str | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.dsn = dsn
@@ -214,17 +235,17 @@ class Dispatcher:
         # query per finished delivery would cost more than the deliveries.
         self.refill_at = max(1, self.capacity // 4)
         self.lease_s = settings.delivery_lease_s
-        self.listening = asyncio.Event()   # set while LISTEN is active (tests wait on it)
+        self.listening = asyncio.Event()  # set while LISTEN is active (tests wait on it)
         self._wake = asyncio.Event()
-        self._claims: dict[int, store.Claimed] = {}   # claimed, outcome not yet recorded
-        self._tasks: set[asyncio.Task[None]] = set()   # one per delivery in flight
+        self._claims: dict[int, store.Claimed] = {}  # claimed, outcome not yet recorded
+        self._tasks: set[asyncio.Task[None]] = set()  # one per delivery in flight
         self._url_slots: dict[str, _UrlSlot] = {}
         self._keys: dict[str, str] = {}
         self._backlog = False
-        self._next_due = math.inf   # monotonic time of the earliest retry this process scheduled
+        self._next_due = math.inf  # monotonic time of the earliest retry this process scheduled
         self._listened = False
         self._http: aiohttp.ClientSession | None = None
-        self.outcomes: collections.Counter[str] = collections.Counter()   # recorded, by outcome
+        self.outcomes: collections.Counter[str] = collections.Counter()  # recorded, by outcome
         self._recorder = Recorder(pool, self.owner)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -232,12 +253,18 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         self._http = make_session(self.settings)
         recorder = asyncio.create_task(self._recorder.run(), name="deliver:record")
-        helpers = [asyncio.create_task(self._listen(stop), name="deliver:listen"),
-                   asyncio.create_task(self._renew_leases(), name="deliver:renew"),
-                   asyncio.create_task(self._wake_when(stop), name="deliver:stop-watch")]
-        log.info("dispatcher_started", owner=self.owner, concurrency=self.capacity,
-                 per_url=self.settings.delivery_per_url_concurrency,
-                 signature_scheme=self.settings.signature_scheme)
+        helpers = [
+            asyncio.create_task(self._listen(stop), name="deliver:listen"),
+            asyncio.create_task(self._renew_leases(), name="deliver:renew"),
+            asyncio.create_task(self._wake_when(stop), name="deliver:stop-watch"),
+        ]
+        log.info(
+            "dispatcher_started",
+            owner=self.owner,
+            concurrency=self.capacity,
+            per_url=self.settings.delivery_per_url_concurrency,
+            signature_scheme=self.settings.signature_scheme,
+        )
         try:
             await self._claim_loop(stop)
             await self._finish_in_flight()
@@ -281,12 +308,17 @@ class Dispatcher:
         if not ids:
             return
         try:
-            released = await asyncio.wait_for(store.release(self.pool, ids, self.owner),
-                                              RELEASE_TIMEOUT_S)
+            released = await asyncio.wait_for(
+                store.release(self.pool, ids, self.owner), RELEASE_TIMEOUT_S
+            )
             log.info("claims_released", count=released)
         except DB_ERRORS as exc:
-            log.warning("claims_release_failed", count=len(ids), error=str(exc),
-                        note="they come back when their lease expires")
+            log.warning(
+                "claims_release_failed",
+                count=len(ids),
+                error=str(exc),
+                note="they come back when their lease expires",
+            )
         self._claims.clear()
 
     async def _wake_when(self, stop: asyncio.Event) -> None:
@@ -302,7 +334,7 @@ class Dispatcher:
             if free >= (self.refill_at if self._backlog else 1):
                 want = min(free, MAX_CLAIM_BATCH)
                 got = await self._claim_batch(want)
-                if got < 0:   # database trouble: back off for a poll interval
+                if got < 0:  # database trouble: back off for a poll interval
                     await sleep_unless(stop, self.settings.delivery_poll_interval_s)
                     continue
                 self._backlog = got == want
@@ -361,8 +393,13 @@ class Dispatcher:
         for nid, url in held:
             by_url.setdefault(url, []).append(nid)
         for url, ids in by_url.items():
-            log.info("delivery_held_url_gone", url=url, count=len(ids), notification_ids=ids[:20],
-                     note="not attempted: the URL answered 410; `deliveries redeliver` resumes")
+            log.info(
+                "delivery_held_url_gone",
+                url=url,
+                count=len(ids),
+                notification_ids=ids[:20],
+                note="not attempted: the URL answered 410; `deliveries redeliver` resumes",
+            )
 
     async def _with_bodies(self, claims: list[store.Claimed]) -> list[store.Claimed]:
         """Build and store the body of every claim that has none yet (its first attempt)."""
@@ -404,8 +441,12 @@ class Dispatcher:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            log.error("delivery_crashed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}",
-                      exc_info=exc)
+            log.error(
+                "delivery_crashed",
+                task=task.get_name(),
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
         if self._backlog and self.capacity - len(self._tasks) >= self.refill_at:
             self._wake.set()
 
@@ -415,9 +456,15 @@ class Dispatcher:
             response = await self._attempt(c, url)
             outcome, delay = decide(response, c.attempts + 1, self.settings.retry_schedule_s)
             attempt = store.Attempt(
-                outcome=outcome, started_at=response.started_at or datetime.now(UTC), url=url,
-                duration_ms=response.duration_ms, status_code=response.status,
-                error=describe_failure(response), response_body=response.body, retry_in_s=delay)
+                outcome=outcome,
+                started_at=response.started_at or datetime.now(UTC),
+                url=url,
+                duration_ms=response.duration_ms,
+                status_code=response.status,
+                error=describe_failure(response),
+                response_body=response.body,
+                retry_in_s=delay,
+            )
             await self._record(c, attempt)
         except Exception:
             # A bug, not a delivery failure: stop renewing the claim so its lease runs out and
@@ -439,23 +486,27 @@ class Dispatcher:
 
     async def _post(self, url: str, event_id: str, body: bytes, key: str | None) -> Response:
         assert self._http is not None
-        headers = callback_headers(event_id, body, key, self.settings.signature_scheme,
-                                   int(time.time()))
+        headers = callback_headers(
+            event_id, body, key, self.settings.signature_scheme, int(time.time())
+        )
         started_at, t0 = datetime.now(UTC), time.monotonic()
         response = await self._send(url, body, headers)
-        return replace(response, started_at=started_at,
-                       duration_ms=int((time.monotonic() - t0) * 1000))
+        return replace(
+            response, started_at=started_at, duration_ms=int((time.monotonic() - t0) * 1000)
+        )
 
     async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         assert self._http is not None
         try:
             if self.settings.callback_deny_private:
                 check_url(url)
-            async with self._http.post(url, data=body, headers=headers,
-                                       allow_redirects=False) as resp:
+            async with self._http.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 text = await self._response_text(resp)
-                return Response(resp.status, text, resp.headers.get("Retry-After"),
-                                resp.headers.get("Location"))
+                return Response(
+                    resp.status, text, resp.headers.get("Retry-After"), resp.headers.get("Location")
+                )
         except TimeoutError:
             return Response(None, error=f"timed out after {self.settings.delivery_timeout_s:g}s")
         except CallbackRefused as exc:
@@ -509,8 +560,9 @@ class Dispatcher:
         try:
             if attempt.outcome == "held":
                 async with self.pool.acquire() as conn:
-                    recorded, newly_gone, held = await store.record_gone(conn, c, self.owner,
-                                                                         attempt)
+                    recorded, newly_gone, held = await store.record_gone(
+                        conn, c, self.owner, attempt
+                    )
             else:
                 recorded = await self._recorder.record(c, attempt)
         except DB_ERRORS as exc:
@@ -521,23 +573,38 @@ class Dispatcher:
             return
         self._claims.pop(c.id, None)
         if not recorded:
-            log.warning("delivery_claim_lost", notification_id=c.id, event_id=c.event_id,
-                        note="the lease expired and another dispatcher took it over")
+            log.warning(
+                "delivery_claim_lost",
+                notification_id=c.id,
+                event_id=c.event_id,
+                note="the lease expired and another dispatcher took it over",
+            )
             return
         self._observe(c, attempt, held)
         if newly_gone:
-            log.warning("callback_url_gone", url=attempt.url, instance_id=c.instance_id,
-                        note="410 Gone: its notifications are held without an attempt until "
-                             "`qbo-poller deliveries redeliver`")
+            log.warning(
+                "callback_url_gone",
+                url=attempt.url,
+                instance_id=c.instance_id,
+                note="410 Gone: its notifications are held without an attempt until "
+                "`qbo-poller deliveries redeliver`",
+            )
 
     def _observe(self, c: store.Claimed, attempt: store.Attempt, held: int) -> None:
         metrics.DELIVERIES.labels(outcome=attempt.outcome).inc()
         self.outcomes[attempt.outcome] += 1
-        fields = dict(notification_id=c.id, event_id=c.event_id, instance_id=c.instance_id,
-                      attempt=c.attempts + 1, status=attempt.status_code, error=attempt.error)
+        fields = dict(
+            notification_id=c.id,
+            event_id=c.event_id,
+            instance_id=c.instance_id,
+            attempt=c.attempts + 1,
+            status=attempt.status_code,
+            error=attempt.error,
+        )
         if attempt.outcome == "delivered":
             metrics.DELIVERY_LATENCY.observe(
-                max(0.0, (datetime.now(UTC) - c.created_at).total_seconds()))
+                max(0.0, (datetime.now(UTC) - c.created_at).total_seconds())
+            )
             log.debug("delivery_delivered", **fields)
         elif attempt.outcome == "retry":
             self._next_due = min(self._next_due, time.monotonic() + attempt.retry_in_s)
@@ -560,8 +627,9 @@ class Dispatcher:
             try:
                 await self._listen_once(stop)
             except DB_ERRORS as exc:
-                log.warning("outbox_listen_lost", error=f"{type(exc).__name__}: {exc}",
-                            retry_in_s=delay)
+                log.warning(
+                    "outbox_listen_lost", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay
+                )
             delay = 0.5 if self._listened else min(delay * 2, LISTEN_RETRY_MAX_S)
             if await sleep_unless(stop, delay):
                 return
@@ -574,7 +642,7 @@ class Dispatcher:
             await conn.add_listener(store.CHANNEL, self._notified)
             self._listened = True
             self.listening.set()
-            self._wake.set()   # whatever was committed while nobody listened
+            self._wake.set()  # whatever was committed while nobody listened
             while not stop.is_set() and not lost.is_set():
                 if not await _first_of([stop, lost], LISTEN_PING_S):
                     # A half-open TCP connection never reports itself: ask.

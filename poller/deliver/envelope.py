@@ -5,6 +5,7 @@ its input text byte for byte): re-serialising them would reorder keys, change nu
 escapes, and the contract promises "the QBO object exactly as QuickBooks returned it". Everything
 else is small and ours, so orjson writes it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,8 +37,8 @@ class EventRow:
 
     event_type: str
     object_id: str
-    occurred_at: datetime     # the object's LastUpdatedTime
-    raw: str                  # the QBO object (or tombstone) as stored: valid JSON text
+    occurred_at: datetime  # the object's LastUpdatedTime
+    raw: str  # the QBO object (or tombstone) as stored: valid JSON text
 
 
 @lru_cache(maxsize=256)
@@ -47,7 +48,7 @@ def _zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return None   # validated when the instance was loaded; UTC is the safe reading
+        return None  # validated when the instance was loaded; UTC is the safe reading
 
 
 def format_date(when: datetime, timezone: str = "UTC") -> str:
@@ -68,23 +69,51 @@ def _dumps(value: object) -> bytes:
     return orjson.dumps(value)
 
 
-def build_body(instance: InstanceInfo, resource: str, event_id: str,
-               events: Sequence[EventRow]) -> bytes:
+def build_body(
+    instance: InstanceInfo, resource: str, event_id: str, events: Sequence[EventRow]
+) -> bytes:
     """The callback body: one `raw[resource]` record and one `events` entry per event, in order."""
     iid = str(int(instance.id)).encode()
     raw_list = b"[" + b",".join(e.raw.encode() for e in events) + b"]"
-    normalized = _dumps([
-        {"elementKey": ELEMENT_KEY, "eventType": e.event_type, "objectType": resource,
-         "objectId": e.object_id, "date": format_date(e.occurred_at, instance.timezone)}
-        for e in events])
+    normalized = _dumps(
+        [
+            {
+                "elementKey": ELEMENT_KEY,
+                "eventType": e.event_type,
+                "objectType": resource,
+                "objectId": e.object_id,
+                "date": format_date(e.occurred_at, instance.timezone),
+            }
+            for e in events
+        ]
+    )
     resource_key = _dumps(resource)
-    return b"".join((
-        b'{"message":{"elementKey":', _dumps(ELEMENT_KEY),
-        b',"accountId":0,"companyId":0,"userId":0,"instanceId":', iid, b',"instance_id":', iid,
-        b',"instanceName":', _dumps(instance.name),
-        b',"instanceTags":', _dumps(list(instance.tags)),
-        b',"realmId":', _dumps(instance.realm_id),
-        b',"eventId":', _dumps(str(event_id)),
-        b',"raw":{"instance_id":', iid, b',"objectType":', resource_key, b",", resource_key, b":",
-        raw_list, b'},"events":', normalized, b"}}",
-    ))
+    return b"".join(
+        (
+            b'{"message":{"elementKey":',
+            _dumps(ELEMENT_KEY),
+            b',"accountId":0,"companyId":0,"userId":0,"instanceId":',
+            iid,
+            b',"instance_id":',
+            iid,
+            b',"instanceName":',
+            _dumps(instance.name),
+            b',"instanceTags":',
+            _dumps(list(instance.tags)),
+            b',"realmId":',
+            _dumps(instance.realm_id),
+            b',"eventId":',
+            _dumps(str(event_id)),
+            b',"raw":{"instance_id":',
+            iid,
+            b',"objectType":',
+            resource_key,
+            b",",
+            resource_key,
+            b":",
+            raw_list,
+            b'},"events":',
+            normalized,
+            b"}}",
+        )
+    )

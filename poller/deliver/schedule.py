@@ -4,6 +4,7 @@ A schedule of n delays allows n + 1 attempts: the first is immediate, attempt k 
 schedule[k - 1] (jittered) after attempt k failed. Jitter spreads the retries of notifications
 that failed together (an outage) so a recovering receiver is not hit by one synchronised wave.
 """
+
 from __future__ import annotations
 
 import random
@@ -27,8 +28,9 @@ def jittered(delay: float, rand: Callable[[], float] = random.random) -> float:
     return max(0.0, delay * (1.0 - JITTER + 2.0 * JITTER * rand()))
 
 
-def next_delay(schedule: Sequence[float], attempts_done: int,
-               rand: Callable[[], float] = random.random) -> float | None:
+def next_delay(
+    schedule: Sequence[float], attempts_done: int, rand: Callable[[], float] = random.random
+) -> float | None:
     """Seconds until the next attempt after `attempts_done` failures, or None: no attempts left."""
     if attempts_done < 1 or attempts_done > len(schedule):
         return None
@@ -56,9 +58,14 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
-def retry_delay(schedule: Sequence[float], attempts_done: int, status: int | None,
-                retry_after: str | None, now: datetime | None = None,
-                rand: Callable[[], float] = random.random) -> float | None:
+def retry_delay(
+    schedule: Sequence[float],
+    attempts_done: int,
+    status: int | None,
+    retry_after: str | None,
+    now: datetime | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
     """The delay before the next attempt, or None when the notification is out of attempts.
 
     For 429/503 a Retry-After longer than the jittered schedule step wins, capped at

@@ -1,4 +1,5 @@
 """The delivery services the supervisor runs: dispatcher, pruner, outbox gauges."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +29,13 @@ class Pruner:
 
     name = "deliver.pruner"
 
-    def __init__(self, pool: asyncpg.Pool, retention_s: float, interval_s: float | None = None,
-                 batch: int = store.PRUNE_BATCH) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        retention_s: float,
+        interval_s: float | None = None,
+        batch: int = store.PRUNE_BATCH,
+    ) -> None:
         self.pool = pool
         self.retention_s = retention_s
         self.interval_s = interval_s if interval_s is not None else prune_interval(retention_s)
@@ -52,7 +58,7 @@ class Pruner:
             total += deleted
             if deleted < self.batch:
                 break
-            await asyncio.sleep(0)   # let deliveries use the pool between batches
+            await asyncio.sleep(0)  # let deliveries use the pool between batches
         return total
 
 
@@ -84,6 +90,8 @@ class OutboxGauges:
 
 def services(runtime: Runtime) -> list[Service]:
     s = runtime.settings
-    return [Dispatcher(s, runtime.pool, runtime.dsn, runtime.box),
-            Pruner(runtime.pool, s.delivery_retention_s),
-            OutboxGauges(runtime.pool)]
+    return [
+        Dispatcher(s, runtime.pool, runtime.dsn, runtime.box),
+        Pruner(runtime.pool, s.delivery_retention_s),
+        OutboxGauges(runtime.pool),
+    ]

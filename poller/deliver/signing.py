@@ -9,6 +9,7 @@
 The ids are the notification's eventId (stable across retries); the timestamp is per attempt,
 so the Standard signature is recomputed on every attempt while the body stays fixed.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,7 +39,7 @@ def standard_secret(key: str) -> bytes:
     the instance was accepted with it, and a signature the receiver can reproduce beats none.
     """
     if key.startswith(WHSEC_PREFIX):
-        rest = key[len(WHSEC_PREFIX):]
+        rest = key[len(WHSEC_PREFIX) :]
         try:
             decoded = base64.b64decode(rest + "=" * (-len(rest) % 4), validate=True)
         except (binascii.Error, ValueError):
@@ -52,11 +53,15 @@ def standard_signature(secret: bytes, msg_id: str, timestamp: int, body: bytes) 
     return "v1," + _hmac_b64(secret, f"{msg_id}.{timestamp}.".encode() + body)
 
 
-def callback_headers(event_id: str, body: bytes, key: str | None, scheme: str,
-                     timestamp: int) -> dict[str, str]:
+def callback_headers(
+    event_id: str, body: bytes, key: str | None, scheme: str, timestamp: int
+) -> dict[str, str]:
     """Every header of one attempt. No signature headers when the instance has no key."""
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-               "Elements-Webhook-Id": event_id}
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Elements-Webhook-Id": event_id,
+    }
     standard = scheme in ("standard", "both")
     if standard:
         headers["webhook-id"] = event_id
@@ -66,5 +71,6 @@ def callback_headers(event_id: str, body: bytes, key: str | None, scheme: str,
             headers["Elements-Webhook-Signature"] = elements_signature(key, body)
         if standard:
             headers["webhook-signature"] = standard_signature(
-                standard_secret(key), event_id, timestamp, body)
+                standard_secret(key), event_id, timestamp, body
+            )
     return headers

@@ -7,6 +7,7 @@ literals: the URL's host when it is a literal, and every address a hostname reso
 filtering resolver on the connector, so the address checked is the address connected to — no
 DNS-rebinding window between check and connect).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -25,7 +26,7 @@ class CallbackRefused(OSError):
 
 def is_forbidden(address: str) -> bool:
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])   # drop an IPv6 zone id
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
     except ValueError:
         return True
     mapped = getattr(ip, "ipv4_mapped", None)
@@ -40,10 +41,11 @@ def check_url(url: str) -> None:
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return   # a name: the resolver checks what it resolves to
+        return  # a name: the resolver checks what it resolves to
     if is_forbidden(host):
-        raise CallbackRefused(f"callback address {host} is private or reserved "
-                              "(POLLER_CALLBACK_DENY_PRIVATE=true)")
+        raise CallbackRefused(
+            f"callback address {host} is private or reserved (POLLER_CALLBACK_DENY_PRIVATE=true)"
+        )
 
 
 class GuardedResolver(AbstractResolver):
@@ -52,14 +54,17 @@ class GuardedResolver(AbstractResolver):
     def __init__(self, inner: AbstractResolver | None = None) -> None:
         self._inner = inner or DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         allowed = [r for r in results if not is_forbidden(str(r["host"]))]
         if not allowed:
             shown = ", ".join(sorted({str(r["host"]) for r in results}))
-            raise CallbackRefused(f"callback host {host} resolves only to private or reserved "
-                                  f"addresses ({shown}; POLLER_CALLBACK_DENY_PRIVATE=true)")
+            raise CallbackRefused(
+                f"callback host {host} resolves only to private or reserved "
+                f"addresses ({shown}; POLLER_CALLBACK_DENY_PRIVATE=true)"
+            )
         return allowed
 
     async def close(self) -> None:

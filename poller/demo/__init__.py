@@ -6,6 +6,7 @@ signatures, and the daemon itself (the same supervisor `qbo-poller run` uses), p
 few seconds. Each callback event is printed as it arrives; Ctrl-C, SIGTERM or `--duration`
 ends it, and everything it started is stopped and removed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,14 +36,30 @@ REDIRECT_URI = "http://127.0.0.1/demo/oauth"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qbo-poller demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                        help="stop after SECONDS (default: run until Ctrl-C)")
-    parser.add_argument("--realms", type=int, default=3, choices=range(1, len(DEMO_REALMS) + 1),
-                        help="companies to simulate (default 3)")
-    parser.add_argument("--rate", type=float, default=2.0, metavar="PER_SECOND",
-                        help="changes per second across all companies (default 2)")
-    parser.add_argument("--interval", type=float, default=3.0, metavar="SECONDS",
-                        help="poll interval (default 3)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after SECONDS (default: run until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--realms",
+        type=int,
+        default=3,
+        choices=range(1, len(DEMO_REALMS) + 1),
+        help="companies to simulate (default 3)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=2.0,
+        metavar="PER_SECOND",
+        help="changes per second across all companies (default 2)",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=3.0, metavar="SECONDS", help="poll interval (default 3)"
+    )
     return parser
 
 
@@ -72,33 +89,52 @@ class Printer:
         signature = "signature ok" if verified else "SIGNATURE FAILED"
         for event in received.events:
             self.types[event["eventType"]] += 1
-            print(f"{time.time() - self.started:7.1f}s  {event['eventType']:<8} "
-                  f"{event['objectType']:<16} id {event['objectId']:<6} realm {message['realmId']}  "
-                  f"{signature}", file=self.out, flush=True)
+            print(
+                f"{time.time() - self.started:7.1f}s  {event['eventType']:<8} "
+                f"{event['objectType']:<16} id {event['objectId']:<6} realm {message['realmId']}  "
+                f"{signature}",
+                file=self.out,
+                flush=True,
+            )
 
     def summary(self, elapsed: float) -> None:
         total = sum(self.types.values())
         kinds = ", ".join(f"{n} {t}" for t, n in sorted(self.types.items())) or "none"
-        print(f"\nsummary: {total} events in {self.notifications} signed callbacks over "
-              f"{elapsed:.0f}s ({kinds}); signature failures: {self.bad_signatures}",
-              file=self.out, flush=True)
+        print(
+            f"\nsummary: {total} events in {self.notifications} signed callbacks over "
+            f"{elapsed:.0f}s ({kinds}); signature failures: {self.bad_signatures}",
+            file=self.out,
+            flush=True,
+        )
 
 
-def instance_body(name: str, realm: str, code: str, client_id: str, client_secret: str,
-                  callback_url: str, signature_key: str, interval_s: float) -> dict[str, object]:
+def instance_body(
+    name: str,
+    realm: str,
+    code: str,
+    client_id: str,
+    client_secret: str,
+    callback_url: str,
+    signature_key: str,
+    interval_s: float,
+) -> dict[str, object]:
     return {
         "element": {"key": "quickbooks"},
         "providerData": {"code": code, "realmId": realm},
         "configuration": {
-            "oauth.callback.url": REDIRECT_URI, "oauth.api.key": client_id,
-            "oauth.api.secret": client_secret, "authentication.type": "oauth2",
-            "event.notification.enabled": True, "event.vendor.type": "polling",
+            "oauth.callback.url": REDIRECT_URI,
+            "oauth.api.key": client_id,
+            "oauth.api.secret": client_secret,
+            "authentication.type": "oauth2",
+            "event.notification.enabled": True,
+            "event.vendor.type": "polling",
             "event.notification.callback.url": callback_url,
             "event.notification.signature.key": signature_key,
             "event.poller.refresh_interval": str(interval_s / 60),
             "event.poller.urls": "customers|invoices|payments|products|vendors|bills",
         },
-        "tags": ["demo"], "name": name,
+        "tags": ["demo"],
+        "name": name,
     }
 
 
@@ -116,17 +152,24 @@ async def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
             emu = await stack.enter_async_context(run_emulator(per_second=None))
-            realms = [emu.add_realm(r, seed=i + 1, per_entity=5) for i, r in enumerate(DEMO_REALMS[:args.realms])]
+            realms = [
+                emu.add_realm(r, seed=i + 1, per_entity=5)
+                for i, r in enumerate(DEMO_REALMS[: args.realms])
+            ]
             receiver = Receiver(on_notification=printer)
             callback_url = await stack.enter_async_context(run_receiver(receiver))
             instances = _instances(emu, realms, receiver, callback_url, args.interval)
             settings = _settings(workdir, emu)
-            print(f"qbo-poller demo: {len(realms)} companies in the emulator at {emu.base_url}, "
-                  f"callbacks to {callback_url}, polling every {args.interval:g}s. Ctrl-C to stop.",
-                  file=out, flush=True)
+            print(
+                f"qbo-poller demo: {len(realms)} companies in the emulator at {emu.base_url}, "
+                f"callbacks to {callback_url}, polling every {args.interval:g}s. Ctrl-C to stop.",
+                file=out,
+                flush=True,
+            )
             driver = ChangeDriver(emu, realms, rate=args.rate, seed=7)
-            code = await _run_until_stopped(supervisor.run(settings, instances, stop=stop),
-                                            driver, stop, args.duration)
+            code = await _run_until_stopped(
+                supervisor.run(settings, instances, stop=stop), driver, stop, args.duration
+            )
     finally:
         log_stream.close()
         printer.summary(time.time() - started)
@@ -134,16 +177,25 @@ async def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return code
 
 
-def _instances(emu: object, realms: list[str], receiver: Receiver, callback_url: str,
-               interval_s: float) -> list[Instance]:
+def _instances(
+    emu: object, realms: list[str], receiver: Receiver, callback_url: str, interval_s: float
+) -> list[Instance]:
     instances = []
     for n, realm in enumerate(realms, start=1):
         key = "whsec_" + _b64(secrets.token_bytes(24)) if n % 2 else secrets.token_urlsafe(24)
         name = f"Demo company {n}"
         receiver.keys[name] = key
         code = emu.issue_auth_code(realm, redirect_uri=REDIRECT_URI)  # type: ignore[attr-defined]
-        body = instance_body(name, realm, code, emu.client_id, emu.client_secret,  # type: ignore[attr-defined]
-                             callback_url, key, interval_s)
+        body = instance_body(
+            name,
+            realm,
+            code,
+            emu.client_id,
+            emu.client_secret,  # type: ignore[attr-defined]
+            callback_url,
+            key,
+            interval_s,
+        )
         instances.append(parse_instance(body))
     return instances
 
@@ -155,21 +207,24 @@ def _b64(raw: bytes) -> str:
 
 
 def _settings(workdir: Path, emu: object):  # type: ignore[no-untyped-def]
-    return load_settings(env={
-        "POLLER_DATA_DIR": str(workdir),
-        "QBO_API_BASE_URL": emu.base_url,  # type: ignore[attr-defined]
-        "QBO_OAUTH_TOKEN_URL": emu.token_url,  # type: ignore[attr-defined]
-        "POLLER_HTTP_ADDR": "127.0.0.1:0",
-        "POLLER_SECRET_KEY": secrets.token_urlsafe(32),
-        "POLLER_OVERLAP_SECONDS": "5",
-        "POLLER_RETRY_SCHEDULE": "1s,2s,5s,10s",
-        "POLLER_DELIVERY_POLL_INTERVAL": "0.5s",
-        "POLLER_SHUTDOWN_GRACE_SECONDS": "3",
-    })
+    return load_settings(
+        env={
+            "POLLER_DATA_DIR": str(workdir),
+            "QBO_API_BASE_URL": emu.base_url,  # type: ignore[attr-defined]
+            "QBO_OAUTH_TOKEN_URL": emu.token_url,  # type: ignore[attr-defined]
+            "POLLER_HTTP_ADDR": "127.0.0.1:0",
+            "POLLER_SECRET_KEY": secrets.token_urlsafe(32),
+            "POLLER_OVERLAP_SECONDS": "5",
+            "POLLER_RETRY_SCHEDULE": "1s,2s,5s,10s",
+            "POLLER_DELIVERY_POLL_INTERVAL": "0.5s",
+            "POLLER_SHUTDOWN_GRACE_SECONDS": "3",
+        }
+    )
 
 
-async def _run_until_stopped(daemon: object, driver: ChangeDriver, stop: asyncio.Event,
-                             duration: float | None) -> int:
+async def _run_until_stopped(
+    daemon: object, driver: ChangeDriver, stop: asyncio.Event, duration: float | None
+) -> int:
     async with asyncio.TaskGroup() as group:
         daemon_task = group.create_task(daemon, name="daemon")  # type: ignore[arg-type]
         group.create_task(driver.run(stop), name="changes")

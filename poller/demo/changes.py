@@ -4,6 +4,7 @@ Each tick picks a company and one of: create a customer, update a customer, deac
 customer, create an invoice, update an invoice, delete an invoice, create a vendor or an item.
 A refused operation (QBO would have faulted) is counted and skipped.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,10 +37,12 @@ class ChangeDriver:
 
     def step(self) -> str:
         realm = self.random.choice(self.realms)
-        name, action = self.random.choices(self._actions(), weights=[w for w, _, _ in self._table()])[0]
+        name, action = self.random.choices(
+            self._actions(), weights=[w for w, _, _ in self._table()]
+        )[0]
         try:
             action(realm)
-        except Exception:  # noqa: BLE001 - a QBO-style refusal; the demo goes on
+        except Exception:
             self.refused += 1
             return "refused"
         self.done[name] += 1
@@ -69,9 +72,14 @@ class ChangeDriver:
 
     def _create_customer(self, realm: str) -> None:
         n = self._next()
-        self.emu.create(realm, "Customer", {
-            "DisplayName": f"Demo Customer {n} {self.random.randrange(10**6)}",
-            "PrimaryEmailAddr": {"Address": f"customer{n}@example.com"}})
+        self.emu.create(
+            realm,
+            "Customer",
+            {
+                "DisplayName": f"Demo Customer {n} {self.random.randrange(10**6)}",
+                "PrimaryEmailAddr": {"Address": f"customer{n}@example.com"},
+            },
+        )
 
     def _update_customer(self, realm: str) -> None:
         customer = self._pick(realm, "Customer")
@@ -87,15 +95,27 @@ class ChangeDriver:
         customer = self._pick(realm, "Customer")
         if customer:
             amount = round(self.random.uniform(10, 900), 2)
-            self.emu.create(realm, "Invoice", {
-                "CustomerRef": {"value": customer},
-                "Line": [{"Amount": amount, "DetailType": "SalesItemLineDetail",
-                          "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}]})
+            self.emu.create(
+                realm,
+                "Invoice",
+                {
+                    "CustomerRef": {"value": customer},
+                    "Line": [
+                        {
+                            "Amount": amount,
+                            "DetailType": "SalesItemLineDetail",
+                            "SalesItemLineDetail": {"ItemRef": {"value": "1"}},
+                        }
+                    ],
+                },
+            )
 
     def _update_invoice(self, realm: str) -> None:
         invoice = self._pick(realm, "Invoice")
         if invoice:
-            self.emu.update(realm, "Invoice", {"Id": invoice, "PrivateNote": f"edit {self._next()}"})
+            self.emu.update(
+                realm, "Invoice", {"Id": invoice, "PrivateNote": f"edit {self._next()}"}
+            )
 
     def _delete_invoice(self, realm: str) -> None:
         invoice = self._pick(realm, "Invoice")
@@ -103,5 +123,8 @@ class ChangeDriver:
             self.emu.delete(realm, "Invoice", invoice)
 
     def _create_vendor(self, realm: str) -> None:
-        self.emu.create(realm, "Vendor", {"DisplayName": f"Demo Vendor {self._next()} "
-                                                         f"{self.random.randrange(10**6)}"})
+        self.emu.create(
+            realm,
+            "Vendor",
+            {"DisplayName": f"Demo Vendor {self._next()} {self.random.randrange(10**6)}"},
+        )

@@ -4,6 +4,7 @@ users writing their own (see the README).
 It records every notification (deduplicated by eventId), the time it arrived, and whether the
 `Elements-Webhook-Signature` and Standard Webhooks `webhook-signature` headers verified.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,14 +30,20 @@ def elements_signature_ok(key: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(header, "sha256=" + base64.b64encode(digest).decode())
 
 
-def standard_signature_ok(key: str, body: bytes, msg_id: str | None, timestamp: str | None,
-                          header: str | None, now: float | None = None) -> bool:
+def standard_signature_ok(
+    key: str,
+    body: bytes,
+    msg_id: str | None,
+    timestamp: str | None,
+    header: str | None,
+    now: float | None = None,
+) -> bool:
     """Standard Webhooks v1: HMAC-SHA256 over `id.timestamp.body`; `whsec_` keys are base64."""
     if not (msg_id and timestamp and header) or not timestamp.isdigit():
         return False
     if abs((now or time.time()) - int(timestamp)) > TOLERANCE_S:
         return False
-    secret = base64.b64decode(key[len("whsec_"):]) if key.startswith("whsec_") else key.encode()
+    secret = base64.b64decode(key[len("whsec_") :]) if key.startswith("whsec_") else key.encode()
     signed = f"{msg_id}.{timestamp}.".encode() + body
     expected = base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
     candidates = [part.split(",", 1)[1] for part in header.split() if part.startswith("v1,")]
@@ -82,13 +89,24 @@ class Receiver:
         key = self.key_for(message)
         headers = request.headers
         received = Received(
-            event_id=message["eventId"], arrived=time.time(), message=message,
-            elements_ok=None if key is None else elements_signature_ok(
-                key, body, headers.get("Elements-Webhook-Signature")),
-            standard_ok=None if key is None or "webhook-signature" not in headers else
-            standard_signature_ok(key, body, headers.get("webhook-id"),
-                                  headers.get("webhook-timestamp"), headers.get("webhook-signature")),
-            body=body, headers=dict(headers))
+            event_id=message["eventId"],
+            arrived=time.time(),
+            message=message,
+            elements_ok=None
+            if key is None
+            else elements_signature_ok(key, body, headers.get("Elements-Webhook-Signature")),
+            standard_ok=None
+            if key is None or "webhook-signature" not in headers
+            else standard_signature_ok(
+                key,
+                body,
+                headers.get("webhook-id"),
+                headers.get("webhook-timestamp"),
+                headers.get("webhook-signature"),
+            ),
+            body=body,
+            headers=dict(headers),
+        )
         if received.event_id in self.notifications:
             self.duplicates += 1  # at-least-once: a retry of something already received
         else:
@@ -102,8 +120,9 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
-async def run_receiver(receiver: Receiver, host: str = "127.0.0.1", port: int = 0,
-                       path: str = "/qbo-events") -> AsyncIterator[str]:
+async def run_receiver(
+    receiver: Receiver, host: str = "127.0.0.1", port: int = 0, path: str = "/qbo-events"
+) -> AsyncIterator[str]:
     """Serve `receiver` on loopback; yields the callback URL."""
     app = web.Application()
     app.router.add_post(path, receiver.handle)

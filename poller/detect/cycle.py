@@ -24,6 +24,7 @@ A pair whose request failed, or whose diff failed, is settled with its error (er
 backoff schedule) in the same statement, and retried after a bounded exponential backoff.
 `ReconnectRequired` is handed to the pair tasks, which stop the instance.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,7 +32,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -47,7 +48,7 @@ from poller.store import cursors, outbox
 from poller.store.cursors import Advance, Cursor, LeaseLost, LeaseRef, PairKey, Settle
 
 log = get_logger(__name__)
-UTC = timezone.utc
+UTC = UTC
 
 DEFAULT_WINDOW_S = 0.1
 BeforeCommit = Callable[[PairKey, PairAnswer], Awaitable[None]]
@@ -85,9 +86,16 @@ class Outcome:
 class InstanceCycles:
     """One per instance: `run` serves the cycles; pair tasks call `poll`."""
 
-    def __init__(self, pool: asyncpg.Pool, feed: ChangeFeed, cfg: InstanceConfig,
-                 schedule: InstanceSchedule, *, window_s: float = DEFAULT_WINDOW_S,
-                 before_commit: BeforeCommit | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        feed: ChangeFeed,
+        cfg: InstanceConfig,
+        schedule: InstanceSchedule,
+        *,
+        window_s: float = DEFAULT_WINDOW_S,
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
         self.pool = pool
         self.feed = feed
         self.cfg = cfg
@@ -96,12 +104,12 @@ class InstanceCycles:
         self.before_commit = before_commit
         self.cycles = 0
         self._queue: list[tuple[Resource, asyncio.Future[Outcome]]] = []
-        self._wake: asyncio.Future[None] | None = None       # set by the first `poll` of a cycle
+        self._wake: asyncio.Future[None] | None = None  # set by the first `poll` of a cycle
         self._sleepers: dict[float, tuple[asyncio.Future[bool], asyncio.TimerHandle]] = {}
         self._closed = False
-        self._token: int | None = None     # our lease token, while we believe we hold it
-        self._lease_until = 0.0            # monotonic: the lease certainly lasts until then
-        self._cursors: dict[str, tuple[Cursor, float]] = {}   # cursor, monotonic when read
+        self._token: int | None = None  # our lease token, while we believe we hold it
+        self._lease_until = 0.0  # monotonic: the lease certainly lasts until then
+        self._cursors: dict[str, tuple[Cursor, float]] = {}  # cursor, monotonic when read
         self._errors: dict[str, int] = {}  # consecutive failures per pair (for the backoff)
         self._retry_at: dict[str, float] = {}
         self._stored: dict[str, datetime] | None = None
@@ -135,8 +143,10 @@ class InstanceCycles:
         sleeper = self._sleepers.get(due)
         if sleeper is None:
             loop = asyncio.get_running_loop()
-            sleeper = self._sleepers[due] = (loop.create_future(),
-                                             loop.call_later(delay, self._wake_sleepers, due))
+            sleeper = self._sleepers[due] = (
+                loop.create_future(),
+                loop.call_later(delay, self._wake_sleepers, due),
+            )
         return await asyncio.shield(sleeper[0])
 
     def _wake_sleepers(self, due: float) -> None:
@@ -176,7 +186,7 @@ class InstanceCycles:
                     await asyncio.wait((self._wake, stopped), return_when=asyncio.FIRST_COMPLETED)
                     if stopped.done():
                         break
-                await asyncio.wait((stopped,), timeout=self.window_s)   # the coalescing window
+                await asyncio.wait((stopped,), timeout=self.window_s)  # the coalescing window
                 if stopped.done():
                     break
                 batch, self._queue = [(r, f) for r, f in self._queue if not f.done()], []
@@ -193,32 +203,38 @@ class InstanceCycles:
                 if not future.done():
                     future.set_result(False)
 
-    async def _cycle(self, stopped: asyncio.Future[Any],
-                     batch: list[tuple[Resource, asyncio.Future[Outcome]]]) -> None:
+    async def _cycle(
+        self, stopped: asyncio.Future[Any], batch: list[tuple[Resource, asyncio.Future[Outcome]]]
+    ) -> None:
         self.cycles += 1
         pairs = list({res.name: res for res, _ in batch}.values())
         try:
             outcomes = await self._serve(stopped, pairs)
         except FeedClosed as exc:
             outcomes = {res.name: Outcome(None, exc) for res in pairs}
-        except Exception as exc:  # noqa: BLE001 - the database failed us: every pair fails
+        except Exception as exc:
             self._forget()
             failed: dict[str, BaseException] = {res.name: exc for res in pairs}
             self._retry(failed)
             outcomes = self._failed(failed)
         missing = [res.name for res in pairs if res.name not in outcomes]
-        if missing:   # never leave a pair without its next due time: it would stop polling
+        if missing:  # never leave a pair without its next due time: it would stop polling
             log.error("cycle_outcome_missing", **self._ctx(), resources=missing)
         _resolve(batch, outcomes, Outcome(self.schedule.next_due(time.time())))
 
-    async def _serve(self, stopped: asyncio.Future[Any], pairs: list[Resource]) -> dict[str, Outcome]:
+    async def _serve(
+        self, stopped: asyncio.Future[Any], pairs: list[Resource]
+    ) -> dict[str, Outcome]:
         if not self._holding(pairs):
             held_until = await self._acquire()
             if held_until is not None:
                 return {res.name: Outcome(held_until) for res in pairs}
         known = [res for res in pairs if res.name in self._cursors]
-        gone: dict[str, BaseException] = {res.name: LookupError(f"pair {self.key(res.name)} is gone")
-                                          for res in pairs if res.name not in self._cursors}
+        gone: dict[str, BaseException] = {
+            res.name: LookupError(f"pair {self.key(res.name)} is gone")
+            for res in pairs
+            if res.name not in self._cursors
+        }
         self._retry(gone)
         outcomes = self._failed(gone)
         answers = await self._fetch([self._request(r) for r in known], stopped)
@@ -229,22 +245,30 @@ class InstanceCycles:
 
     def _holding(self, pairs: Sequence[Resource]) -> bool:
         """We hold the lease for long enough (half its grace left), and know every cursor."""
-        return (self._token is not None
-                and time.monotonic() < self._lease_until - self.cfg.lease_s / 2
-                and all(res.name in self._cursors for res in pairs))
+        return (
+            self._token is not None
+            and time.monotonic() < self._lease_until - self.cfg.lease_s / 2
+            and all(res.name in self._cursors for res in pairs)
+        )
 
     async def _acquire(self) -> float | None:
         """Take or renew the lease, reading every cursor. None: ours; else when to look again."""
         sent = time.monotonic()
         async with self.pool.acquire() as conn:
-            lease = await cursors.acquire(conn, self.cfg.instance_id, self.cfg.owner,
-                                          self.cfg.hold_s)
+            lease = await cursors.acquire(
+                conn, self.cfg.instance_id, self.cfg.owner, self.cfg.hold_s
+            )
         if lease.token is None:
             self._forget()
-            wait = (self.cfg.refresh_interval_s if lease.held_for_s is None
-                    else lease.held_for_s + 0.05)
-            log.debug("instance_held_elsewhere", **self._ctx(), holder=lease.holder,
-                      retry_in_s=round(wait, 3))
+            wait = (
+                self.cfg.refresh_interval_s if lease.held_for_s is None else lease.held_for_s + 0.05
+            )
+            log.debug(
+                "instance_held_elsewhere",
+                **self._ctx(),
+                holder=lease.holder,
+                retry_in_s=round(wait, 3),
+            )
             return time.time() + min(max(wait, BACKOFF_MIN_S), self.cfg.hold_s)
         if lease.token != self._token:
             log.info("instance_lease_taken", **self._ctx(), lease_term=lease.token)
@@ -266,12 +290,19 @@ class InstanceCycles:
     def _request(self, res: Resource) -> PairRequest:
         cursor, read_at = self._cursors[res.name]
         age = cursor.reconciled_age_s
-        reconcile_due = age is None or age + (time.monotonic() - read_at) >= self.cfg.reconcile_interval_s
-        return PairRequest(res, cursor.watermark if cursor.initialized else None,
-                           self.cfg.initial_mode, reconcile_due)
+        reconcile_due = (
+            age is None or age + (time.monotonic() - read_at) >= self.cfg.reconcile_interval_s
+        )
+        return PairRequest(
+            res,
+            cursor.watermark if cursor.initialized else None,
+            self.cfg.initial_mode,
+            reconcile_due,
+        )
 
-    async def _fetch(self, requests: list[PairRequest], stopped: asyncio.Future[Any]
-                     ) -> list[PairAnswer | BaseException]:
+    async def _fetch(
+        self, requests: list[PairRequest], stopped: asyncio.Future[Any]
+    ) -> list[PairAnswer | BaseException]:
         """The feed's answers, unless polling stops first (then the requests are cancelled)."""
         task = asyncio.ensure_future(self.feed.answer(requests))
         try:
@@ -287,8 +318,9 @@ class InstanceCycles:
 
     # -- 3, 4. diff and commit --
 
-    async def _commit(self, answered: list[tuple[Resource, PairAnswer | BaseException]]
-                      ) -> dict[str, Outcome]:
+    async def _commit(
+        self, answered: list[tuple[Resource, PairAnswer | BaseException]]
+    ) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
         failed: dict[str, BaseException] = {}
         good: list[tuple[Resource, PairAnswer]] = []
@@ -302,9 +334,15 @@ class InstanceCycles:
         good = await self._before_commit(good, failed)
         if not good and not failed:
             return outcomes
-        wanted = {res.name: (None if answer.complete else
-                             sorted({str(o["Id"]) for o in answer.objects if "Id" in o}))
-                  for res, answer in good if answer.complete or answer.objects}
+        wanted = {
+            res.name: (
+                None
+                if answer.complete
+                else sorted({str(o["Id"]) for o in answer.objects if "Id" in o})
+            )
+            for res, answer in good
+            if answer.complete or answer.objects
+        }
         try:
             async with self.pool.acquire() as conn:
                 previous = await self._load(conn, wanted, failed)
@@ -316,8 +354,9 @@ class InstanceCycles:
             self._forget()
             log.info("instance_lease_lost", **self._ctx(), detail=str(exc))
             retry = self.schedule.next_due(time.time())
-            return outcomes | {res.name: Outcome(retry, exc) for res, _ in answered
-                               if res.name not in outcomes}
+            return outcomes | {
+                res.name: Outcome(retry, exc) for res, _ in answered if res.name not in outcomes
+            }
         self._lease_until = sent + self.cfg.hold_s
         for name, cursor in written.items():
             self._cursors[name] = (cursor, sent)
@@ -325,15 +364,17 @@ class InstanceCycles:
         succeeded = [(res, answer) for res, answer in good if res.name not in refused]
         qbo_now = self.feed.qbo_now()
         for res, answer in succeeded:
-            outcomes[res.name] = self._succeeded(res, answer, stats.get(res.name, outbox.NO_WRITES),
-                                                 qbo_now)
+            outcomes[res.name] = self._succeeded(
+                res, answer, stats.get(res.name, outbox.NO_WRITES), qbo_now
+            )
         if succeeded:
             metrics.POLLS.labels("ok").inc(len(succeeded))
         outcomes.update(self._failed(failed))
         return outcomes
 
-    async def _before_commit(self, good: list[tuple[Resource, PairAnswer]],
-                             failed: dict[str, BaseException]) -> list[tuple[Resource, PairAnswer]]:
+    async def _before_commit(
+        self, good: list[tuple[Resource, PairAnswer]], failed: dict[str, BaseException]
+    ) -> list[tuple[Resource, PairAnswer]]:
         """The test hook between QBO's answer and the commit: a pair it fails is not written."""
         if self.before_commit is None:
             return good
@@ -341,14 +382,18 @@ class InstanceCycles:
         for res, answer in good:
             try:
                 await self.before_commit(self.key(res.name), answer)
-            except Exception as exc:  # noqa: BLE001 - as a crash of that pair's poll
+            except Exception as exc:
                 failed[res.name] = exc
             else:
                 kept.append((res, answer))
         return kept
 
-    async def _load(self, conn: asyncpg.Connection, wanted: dict[str, list[str] | None],
-                    failed: dict[str, BaseException]) -> dict[str, dict[str, diff_mod.SnapshotRow]]:
+    async def _load(
+        self,
+        conn: asyncpg.Connection,
+        wanted: dict[str, list[str] | None],
+        failed: dict[str, BaseException],
+    ) -> dict[str, dict[str, diff_mod.SnapshotRow]]:
         """The snapshot rows of all the pairs; should the database refuse the read (an object
         id it cannot hold), each pair is read alone, and a pair refused again fails alone."""
         try:
@@ -362,16 +407,21 @@ class InstanceCycles:
         previous: dict[str, dict[str, diff_mod.SnapshotRow]] = {}
         for name, ids in wanted.items():
             try:
-                previous.update(await outbox.load_snapshots(conn, self.cfg.instance_id, {name: ids}))
+                previous.update(
+                    await outbox.load_snapshots(conn, self.cfg.instance_id, {name: ids})
+                )
             except asyncpg.PostgresError as exc:
                 if conn.is_closed():
                     raise
                 failed[name] = exc
         return previous
 
-    def _diff(self, good: list[tuple[Resource, PairAnswer]],
-              previous: dict[str, dict[str, diff_mod.SnapshotRow]], failed: dict[str, BaseException]
-              ) -> tuple[list[outbox.PairWrite], list[Settle], list[tuple[Resource, PairAnswer]]]:
+    def _diff(
+        self,
+        good: list[tuple[Resource, PairAnswer]],
+        previous: dict[str, dict[str, diff_mod.SnapshotRow]],
+        failed: dict[str, BaseException],
+    ) -> tuple[list[outbox.PairWrite], list[Settle], list[tuple[Resource, PairAnswer]]]:
         writes: list[outbox.PairWrite] = []
         settles: list[Settle] = []
         kept: list[tuple[Resource, PairAnswer]] = []
@@ -381,17 +431,25 @@ class InstanceCycles:
             cursor, _ = self._cursors[res.name]
             if answer.objects or answer.complete:
                 try:
-                    result = diff_mod.diff(previous.get(res.name, {}), answer.objects,
-                                           self._context(res, cursor, answer))
-                except Exception as exc:  # noqa: BLE001 - a bad object fails its pair only
+                    result = diff_mod.diff(
+                        previous.get(res.name, {}),
+                        answer.objects,
+                        self._context(res, cursor, answer),
+                    )
+                except Exception as exc:
                     failed[res.name] = exc
                     continue
                 writes.append(outbox.PairWrite(res.name, result.snapshots, result.events))
             kept.append((res, answer))
-            settles.append(Settle(res.name, _at(self.schedule.next_due(answer.cycle_started)),
-                                  Advance(answer.time,
-                                          None if cursor.initialized else answer.time,
-                                          answer.complete)))
+            settles.append(
+                Settle(
+                    res.name,
+                    _at(self.schedule.next_due(answer.cycle_started)),
+                    Advance(
+                        answer.time, None if cursor.initialized else answer.time, answer.complete
+                    ),
+                )
+            )
         return writes, settles, kept
 
     def _context(self, res: Resource, cursor: Cursor, answer: PairAnswer) -> diff_mod.PairContext:
@@ -403,11 +461,12 @@ class InstanceCycles:
             is_list=res.is_list,
             record_only=first and not backfill,
             complete=answer.complete,
-            observed_at=answer.time)
+            observed_at=answer.time,
+        )
 
-    async def _write(self, conn: asyncpg.Connection, writes: list[outbox.PairWrite],
-                     settles: list[Settle]
-                     ) -> tuple[dict[str, outbox.WriteStats], dict[str, Cursor], dict[str, Exception]]:
+    async def _write(
+        self, conn: asyncpg.Connection, writes: list[outbox.PairWrite], settles: list[Settle]
+    ) -> tuple[dict[str, outbox.WriteStats], dict[str, Cursor], dict[str, Exception]]:
         """`outbox.commit` of the whole cycle. Should the database refuse one pair's rows,
         each pair is committed alone instead, so that the others still go on."""
         lease = self._lease()
@@ -425,7 +484,9 @@ class InstanceCycles:
             if s.resource not in alone:
                 continue
             try:
-                one_stats, one_written = await outbox.commit(conn, lease, [alone[s.resource]], [s], per)
+                one_stats, one_written = await outbox.commit(
+                    conn, lease, [alone[s.resource]], [s], per
+                )
             except asyncpg.PostgresError as exc:
                 if conn.is_closed():
                     raise
@@ -454,26 +515,37 @@ class InstanceCycles:
     def _error_settles(self, failed: dict[str, BaseException]) -> list[Settle]:
         """Failed pairs, as settled: the error counted, the next try after the backoff."""
         self._retry(failed)
-        return [Settle(name, _at(self._retry_at[name]), error=f"{type(exc).__name__}: {exc}")
-                for name, exc in failed.items()]
+        return [
+            Settle(name, _at(self._retry_at[name]), error=f"{type(exc).__name__}: {exc}")
+            for name, exc in failed.items()
+        ]
 
     # -- outcomes --
 
-    def _succeeded(self, res: Resource, answer: PairAnswer, stats: outbox.WriteStats,
-                   qbo_now: datetime) -> Outcome:
+    def _succeeded(
+        self, res: Resource, answer: PairAnswer, stats: outbox.WriteStats, qbo_now: datetime
+    ) -> Outcome:
         self._errors[res.name] = 0
         for kind, n in stats.by_type.items():
             metrics.EVENTS.labels(kind).inc(n)
         gauge = self._lag_gauges.get(res.name)
         if gauge is None:
             gauge = self._lag_gauges[res.name] = metrics.WATERMARK_LAG.labels(
-                self.cfg.instance_name, res.name)
+                self.cfg.instance_name, res.name
+            )
         gauge.set(max((qbo_now - answer.time).total_seconds(), 0))
         if stats.events or answer.mode is not Mode.INCREMENTAL:
-            log.info("pair_polled", **self._ctx(), resource=res.name, mode=answer.mode.value,
-                     objects=len(answer.objects), events=stats.events,
-                     duplicates=stats.duplicates, notifications=stats.notifications,
-                     watermark=answer.time.isoformat())
+            log.info(
+                "pair_polled",
+                **self._ctx(),
+                resource=res.name,
+                mode=answer.mode.value,
+                objects=len(answer.objects),
+                events=stats.events,
+                duplicates=stats.duplicates,
+                notifications=stats.notifications,
+                watermark=answer.time.isoformat(),
+            )
         return Outcome(self.schedule.next_due(answer.cycle_started))
 
     def _failed(self, failed: dict[str, BaseException]) -> dict[str, Outcome]:
@@ -485,12 +557,17 @@ class InstanceCycles:
             by_error.setdefault(id(exc), (exc, []))[1].append(name)
         for exc, names in by_error.values():
             fields: dict[str, Any] = self._ctx() | {
-                "resources": names, "error": f"{type(exc).__name__}: {exc}",
+                "resources": names,
+                "error": f"{type(exc).__name__}: {exc}",
                 "errors": max(self._errors.get(n, 1) for n in names),
-                "retry_in_s": round(min(self._retry_at[n] for n in names) - time.time(), 3)}
+                "retry_in_s": round(min(self._retry_at[n] for n in names) - time.time(), 3),
+            }
             if isinstance(exc, QboError):
-                log.warning("pair_poll_failed", **fields,
-                            intuit_tid=exc.fault.intuit_tid if exc.fault else None)
+                log.warning(
+                    "pair_poll_failed",
+                    **fields,
+                    intuit_tid=exc.fault.intuit_tid if exc.fault else None,
+                )
             else:
                 log.error("pair_poll_failed", **fields, exc_info=exc)
         return {name: Outcome(self._retry_at[name], exc) for name, exc in failed.items()}
@@ -503,11 +580,14 @@ def _at(wall: float) -> datetime:
     return datetime.fromtimestamp(wall, UTC)
 
 
-def _resolve(batch: Sequence[tuple[Resource, asyncio.Future[Outcome]]],
-             outcomes: dict[str, Outcome], default: Outcome) -> None:
+def _resolve(
+    batch: Sequence[tuple[Resource, asyncio.Future[Outcome]]],
+    outcomes: dict[str, Outcome],
+    default: Outcome,
+) -> None:
     for res, future in batch:
         if not future.done():
             future.set_result(outcomes.get(res.name, default))
 
 
-__all__ = ["InstanceCycles", "InstanceConfig", "Outcome", "BeforeCommit", "DEFAULT_WINDOW_S"]
+__all__ = ["DEFAULT_WINDOW_S", "BeforeCommit", "InstanceConfig", "InstanceCycles", "Outcome"]

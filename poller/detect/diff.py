@@ -15,6 +15,7 @@ A pure function: no I/O, no clock. Rules:
 - events are ordered by LastUpdatedTime, then Id.
 Timestamps carry offsets; they are compared as instants.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -27,7 +28,7 @@ from poller.detect import timestamps
 QboObject = dict[str, Any]
 
 CREATED, UPDATED, DELETED = "CREATED", "UPDATED", "DELETED"
-DELETED_VERSION = "deleted"   # events.version of a tombstone (it has no SyncToken)
+DELETED_VERSION = "deleted"  # events.version of a tombstone (it has no SyncToken)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ class SnapshotRow:
     """What we keep per object (table object_snapshots)."""
 
     object_id: str
-    sync_token: str | None      # None once deleted
+    sync_token: str | None  # None once deleted
     last_updated: datetime
     active: bool | None = None  # name lists only
     deleted: bool = False
@@ -60,10 +61,10 @@ class PairContext:
 @dataclass(frozen=True, slots=True)
 class Event:
     object_id: str
-    version: str                # SyncToken, or "deleted" for a tombstone
+    version: str  # SyncToken, or "deleted" for a tombstone
     event_type: str
-    occurred_at: datetime       # LastUpdatedTime (deletion time for a tombstone)
-    raw: QboObject              # the object as QBO returned it, or the tombstone
+    occurred_at: datetime  # LastUpdatedTime (deletion time for a tombstone)
+    raw: QboObject  # the object as QBO returned it, or the tombstone
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +95,17 @@ def is_tombstone(obj: Mapping[str, Any]) -> bool:
 
 def tombstone(object_id: str, deleted_at: datetime) -> QboObject:
     """A tombstone shaped like QBO's CDC ones, for deletes found by set difference."""
-    return {"domain": "QBO", "status": "Deleted", "Id": object_id,
-            "MetaData": {"LastUpdatedTime": timestamps.to_qbo(deleted_at)}}
+    return {
+        "domain": "QBO",
+        "status": "Deleted",
+        "Id": object_id,
+        "MetaData": {"LastUpdatedTime": timestamps.to_qbo(deleted_at)},
+    }
 
 
-def diff(previous: Mapping[str, SnapshotRow], fetched: Iterable[QboObject],
-         ctx: PairContext) -> DiffResult:
+def diff(
+    previous: Mapping[str, SnapshotRow], fetched: Iterable[QboObject], ctx: PairContext
+) -> DiffResult:
     """Events owed for `fetched` given what the snapshot held (see the module docstring)."""
     latest = fold(fetched, ctx.observed_at)
     if ctx.complete:
@@ -108,7 +114,11 @@ def diff(previous: Mapping[str, SnapshotRow], fetched: Iterable[QboObject],
     snapshots: list[SnapshotRow] = []
     for version in latest.values():
         prev = previous.get(version.object_id)
-        step = _tombstone_step(prev, version, ctx) if version.tombstone else _live_step(prev, version, ctx)
+        step = (
+            _tombstone_step(prev, version, ctx)
+            if version.tombstone
+            else _live_step(prev, version, ctx)
+        )
         if step is None:
             continue
         event, snapshot = step
@@ -140,12 +150,14 @@ def _parse(obj: QboObject, observed_at: datetime | None) -> _Version | None:
     if updated is None:
         return None
     token = obj.get("SyncToken")
-    return _Version(obj, str(object_id), is_tombstone(obj), updated,
-                    None if token is None else str(token))
+    return _Version(
+        obj, str(object_id), is_tombstone(obj), updated, None if token is None else str(token)
+    )
 
 
-def _missing_as_tombstones(previous: Mapping[str, SnapshotRow], listed: Mapping[str, _Version],
-                           ctx: PairContext) -> dict[str, _Version]:
+def _missing_as_tombstones(
+    previous: Mapping[str, SnapshotRow], listed: Mapping[str, _Version], ctx: PairContext
+) -> dict[str, _Version]:
     """Snapshot objects a complete listing lacks were hard-deleted (or merged away)."""
     if ctx.observed_at is None:
         raise ValueError("a complete listing needs observed_at (QBO's time) to date deletes")
@@ -153,45 +165,54 @@ def _missing_as_tombstones(previous: Mapping[str, SnapshotRow], listed: Mapping[
     for object_id, row in previous.items():
         if row.deleted or object_id in listed:
             continue
-        gone[object_id] = _Version(tombstone(object_id, ctx.observed_at), object_id, True,
-                                   timestamps.to_second(ctx.observed_at), None)
+        gone[object_id] = _Version(
+            tombstone(object_id, ctx.observed_at),
+            object_id,
+            True,
+            timestamps.to_second(ctx.observed_at),
+            None,
+        )
     return gone
 
 
-def _tombstone_step(prev: SnapshotRow | None, version: _Version,
-                    ctx: PairContext) -> tuple[Event | None, SnapshotRow] | None:
+def _tombstone_step(
+    prev: SnapshotRow | None, version: _Version, ctx: PairContext
+) -> tuple[Event | None, SnapshotRow] | None:
     if prev is not None and prev.deleted:
         return None
     snapshot = SnapshotRow(version.object_id, None, version.last_updated, None, True)
     if ctx.record_only:
         return None, snapshot
     if prev is None and _before_baseline(version.last_updated, ctx):
-        return None          # deleted before we started watching: not ours to report
+        return None  # deleted before we started watching: not ours to report
     event = Event(version.object_id, DELETED_VERSION, DELETED, version.last_updated, version.obj)
     return event, snapshot
 
 
-def _live_step(prev: SnapshotRow | None, version: _Version,
-               ctx: PairContext) -> tuple[Event | None, SnapshotRow] | None:
+def _live_step(
+    prev: SnapshotRow | None, version: _Version, ctx: PairContext
+) -> tuple[Event | None, SnapshotRow] | None:
     if prev is not None and (prev.deleted or not _newer(version.sync_token, prev.sync_token)):
-        return None          # already seen (overlap), stale, or a copy of a deleted object
+        return None  # already seen (overlap), stale, or a copy of a deleted object
     active = _active(version.obj) if ctx.is_list else None
     snapshot = SnapshotRow(version.object_id, version.sync_token, version.last_updated, active)
     if ctx.record_only or (prev is None and _before_baseline(version.last_updated, ctx)):
         return None, snapshot
     kind = _event_type(prev, version, active, ctx)
-    event = Event(version.object_id, version.sync_token or "", kind, version.last_updated,
-                  version.obj)
+    event = Event(
+        version.object_id, version.sync_token or "", kind, version.last_updated, version.obj
+    )
     return event, snapshot
 
 
-def _event_type(prev: SnapshotRow | None, version: _Version, active: bool | None,
-                ctx: PairContext) -> str:
+def _event_type(
+    prev: SnapshotRow | None, version: _Version, active: bool | None, ctx: PairContext
+) -> str:
     if ctx.baseline is None and prev is None:
-        return CREATED       # backfill: every existing object, inactive ones too
+        return CREATED  # backfill: every existing object, inactive ones too
     was_active = prev.active if prev is not None else None
     if ctx.is_list and ctx.deactivated_as_deleted and active is False and was_active is not False:
-        return DELETED       # a name list's "delete" is Active=false
+        return DELETED  # a name list's "delete" is Active=false
     if prev is None:
         created = timestamps.create_time(version.obj)
         if created is not None and created >= _baseline_s(ctx):

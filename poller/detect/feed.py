@@ -31,6 +31,7 @@ next round. Special cases (DESIGN §5):
   moving `from` to the last LastUpdatedTime seen and dropping versions already seen
   (STARTPOSITION only to step through one timestamp); `Active IN (true,false)` for list entities.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,36 +63,36 @@ from poller.resources import DeleteMode, Resource
 log = get_logger(__name__)
 T = TypeVar("T")
 
-CDC_CAP = 1000                         # objects per CDC answer (reference §1.2)
-CDC_WINDOW = timedelta(days=30)        # QBO refuses changedSince older than this
-CDC_MAX_AGE = timedelta(days=29)       # beyond this we reconcile by query instead
-PAGE_SIZE = 1000                       # MAXRESULTS limit (reference §2.3)
+CDC_CAP = 1000  # objects per CDC answer (reference §1.2)
+CDC_WINDOW = timedelta(days=30)  # QBO refuses changedSince older than this
+CDC_MAX_AGE = timedelta(days=29)  # beyond this we reconcile by query instead
+PAGE_SIZE = 1000  # MAXRESULTS limit (reference §2.3)
 BATCH_MAX_ITEMS = 30
-BATCH_CDC_RETRY_S = 3600.0             # re-probe a realm that refused CDCQuery after this
-MAX_PAGES = 100_000                    # a runaway guard, never reached by a sane company
+BATCH_CDC_RETRY_S = 3600.0  # re-probe a realm that refused CDCQuery after this
+MAX_PAGES = 100_000  # a runaway guard, never reached by a sane company
 
 
 class Mode(str, Enum):
-    INCREMENTAL = "incremental"   # changes since watermark − overlap
-    INITIAL = "initial"           # first answer of a `now` pair: only QBO's time matters
-    LISTING = "listing"           # every object (backfill, reconcile, cap fallback)
+    INCREMENTAL = "incremental"  # changes since watermark − overlap
+    INITIAL = "initial"  # first answer of a `now` pair: only QBO's time matters
+    LISTING = "listing"  # every object (backfill, reconcile, cap fallback)
 
 
 @dataclass(frozen=True, slots=True)
 class PairRequest:
     resource: Resource
-    watermark: datetime | None    # None: the pair has never been polled
-    initial_mode: str = "now"     # "now" | "backfill"
-    reconcile_due: bool = False   # non-CDC entities with hard deletes: full re-listing due
+    watermark: datetime | None  # None: the pair has never been polled
+    initial_mode: str = "now"  # "now" | "backfill"
+    reconcile_due: bool = False  # non-CDC entities with hard deletes: full re-listing due
 
 
 @dataclass(frozen=True, slots=True)
 class PairAnswer:
     mode: Mode
     objects: list[QboObject]
-    time: datetime                # QBO's clock: the pair's new watermark
-    complete: bool                # `objects` are every live object: missing ones were deleted
-    cycle_started: float          # wall clock (time.time()) when the cycle began
+    time: datetime  # QBO's clock: the pair's new watermark
+    complete: bool  # `objects` are every live object: missing ones were deleted
+    cycle_started: float  # wall clock (time.time()) when the cycle began
 
 
 class FeedClosed(Exception):
@@ -133,16 +134,19 @@ def is_window_error(error: BaseException | Fault) -> bool:
     return "older than" in text.lower()
 
 
-def query_statement(resource: Resource, since: datetime, start: int = 1,
-                    page_size: int = PAGE_SIZE) -> str:
+def query_statement(
+    resource: Resource, since: datetime, start: int = 1, page_size: int = PAGE_SIZE
+) -> str:
     """`select * from E where [Active IN (true,false) and] LastUpdatedTime >= 'T' ...`.
 
     Built only from the resource table and a timestamp we format: never from input.
     """
     where = ["Active IN (true,false)"] if resource.is_list else []
     where.append(f"MetaData.LastUpdatedTime >= '{timestamps.to_qbo(since)}'")
-    statement = (f"select * from {resource.entity} where {' and '.join(where)} "
-                 f"ORDERBY MetaData.LastUpdatedTime")
+    statement = (
+        f"select * from {resource.entity} where {' and '.join(where)} "
+        f"ORDERBY MetaData.LastUpdatedTime"
+    )
     if start > 1:
         statement += f" STARTPOSITION {start}"
     return statement + f" MAXRESULTS {page_size}"
@@ -168,7 +172,7 @@ class _Job:
 @dataclass(eq=False)
 class _CdcEntry:
     pending: _Pending
-    mode: Mode                    # INCREMENTAL or INITIAL
+    mode: Mode  # INCREMENTAL or INITIAL
     since: datetime
 
     @property
@@ -179,7 +183,7 @@ class _CdcEntry:
 @dataclass(eq=False)
 class _CdcJob(_Job):
     entries: list[_CdcEntry]
-    direct: bool = False          # send to /cdc rather than inside a batch
+    direct: bool = False  # send to /cdc rather than inside a batch
 
     @property
     def since(self) -> datetime:
@@ -199,7 +203,7 @@ class _QueryJob(_Job):
     pending: _Pending
     mode: Mode
     since: datetime
-    complete: bool                # a full listing: the set difference applies
+    complete: bool  # a full listing: the set difference applies
     page_size: int = PAGE_SIZE
     cursor: datetime = field(init=False)
     start: int = 1
@@ -216,7 +220,9 @@ class _QueryJob(_Job):
         return self.pending.request.resource
 
     def item(self, bid: str) -> QueryItem:
-        return QueryItem(bid, query_statement(self.resource, self.cursor, self.start, self.page_size))
+        return QueryItem(
+            bid, query_statement(self.resource, self.cursor, self.start, self.page_size)
+        )
 
     def pendings(self) -> list[_Pending]:
         return [self.pending]
@@ -257,16 +263,23 @@ def _token(obj: QboObject) -> str | None:
 class ChangeFeed:
     """One per instance: answers its pairs' requests, one `answer` call per cycle."""
 
-    def __init__(self, realm: RealmApi, *, overlap_s: float,
-                 batch_cdc: BatchCdcMemory | None = None, cdc_cap: int = CDC_CAP,
-                 page_size: int = PAGE_SIZE, name: str = "") -> None:
+    def __init__(
+        self,
+        realm: RealmApi,
+        *,
+        overlap_s: float,
+        batch_cdc: BatchCdcMemory | None = None,
+        cdc_cap: int = CDC_CAP,
+        page_size: int = PAGE_SIZE,
+        name: str = "",
+    ) -> None:
         self.realm = realm
         self.overlap = timedelta(seconds=overlap_s)
         self.batch_cdc = batch_cdc or BatchCdcMemory()
         self.cdc_cap = cdc_cap
         self.page_size = page_size
         self.name = name or realm.realm_id
-        self._qbo_clock: tuple[datetime, float] | None = None   # (QBO time, monotonic) last seen
+        self._qbo_clock: tuple[datetime, float] | None = None  # (QBO time, monotonic) last seen
         self.cycles = 0
 
     async def answer(self, requests: Sequence[PairRequest]) -> list[PairAnswer | BaseException]:
@@ -278,9 +291,13 @@ class ChangeFeed:
         batch = [_Pending(r, loop.create_future()) for r in requests]
         try:
             await self.serve(batch)
-        except Exception as exc:   # every pair got it too; logged once here
-            log.error("feed_cycle_failed", feed=self.name, error=f"{type(exc).__name__}: {exc}",
-                      exc_info=exc)
+        except Exception as exc:  # every pair got it too; logged once here
+            log.error(
+                "feed_cycle_failed",
+                feed=self.name,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
         finally:
             outcomes = [_settled(p.future, self.name) for p in batch]
         return outcomes
@@ -300,7 +317,7 @@ class ChangeFeed:
             jobs = self._plan(batch)
             while jobs:
                 jobs = await self._round(jobs, started)
-        except BaseException as exc:   # never leave a pair waiting, whatever happened
+        except BaseException as exc:  # never leave a pair waiting, whatever happened
             for pending in batch:
                 pending.fail(exc if isinstance(exc, Exception) else FeedClosed(self.name))
             raise
@@ -336,8 +353,13 @@ class ChangeFeed:
         # Judged by QBO's clock only: before the first answer, CDC is tried and QBO's own
         # refusal ("older than fixed days") decides (see _replan_after_window_error).
         if res.cdc and self._qbo_clock is not None and now - req.watermark > CDC_MAX_AGE:
-            log.info("cdc_window_exceeded", feed=self.name, resource=res.name,
-                     watermark=req.watermark.isoformat(), action="full reconciliation by query")
+            log.info(
+                "cdc_window_exceeded",
+                feed=self.name,
+                resource=res.name,
+                watermark=req.watermark.isoformat(),
+                action="full reconciliation by query",
+            )
             return self._listing(pending)
         if not res.cdc and req.reconcile_due and res.delete == DeleteMode.HARD:
             return self._listing(pending)
@@ -349,15 +371,19 @@ class ChangeFeed:
         return _QueryJob(pending, mode, since, complete=False, page_size=self.page_size)
 
     def _listing(self, pending: _Pending) -> _Job:
-        return _QueryJob(pending, Mode.LISTING, timestamps.EPOCH, complete=True,
-                         page_size=self.page_size)
+        return _QueryJob(
+            pending, Mode.LISTING, timestamps.EPOCH, complete=True, page_size=self.page_size
+        )
 
     # -- one round --
 
     async def _round(self, jobs: list[_Job], started: float) -> list[_Job]:
         cdc_jobs = [j for j in jobs if isinstance(j, _CdcJob)]
-        use_batch_cdc = (self.batch_cdc.allowed(self.realm.realm_id) and len(jobs) >= 2
-                         and not any(j.direct for j in cdc_jobs))
+        use_batch_cdc = (
+            self.batch_cdc.allowed(self.realm.realm_id)
+            and len(jobs) >= 2
+            and not any(j.direct for j in cdc_jobs)
+        )
         direct = [] if use_batch_cdc else cdc_jobs
         batched = [j for j in jobs if j not in direct]
         if len(batched) == 1 and isinstance(batched[0], _CdcJob):
@@ -366,7 +392,7 @@ class ChangeFeed:
         if len(batched) == 1:
             calls.append(self._send_query(batched[0]))
         for chunk_start in range(0, len(batched) if len(batched) > 1 else 0, BATCH_MAX_ITEMS):
-            calls.append(self._send_batch(batched[chunk_start:chunk_start + BATCH_MAX_ITEMS]))
+            calls.append(self._send_batch(batched[chunk_start : chunk_start + BATCH_MAX_ITEMS]))
         outcomes = [o for group in await asyncio.gather(*calls) for o in group]
         follow: list[_Job] = []
         for job, answer, via_batch in outcomes:
@@ -410,7 +436,9 @@ class ChangeFeed:
         if not job.accept(answer):
             return [job]
         assert job.first_time is not None
-        job.pending.resolve(PairAnswer(job.mode, job.objects, job.first_time, job.complete, started))
+        job.pending.resolve(
+            PairAnswer(job.mode, job.objects, job.first_time, job.complete, started)
+        )
         return []
 
     def _handle_cdc(self, job: _CdcJob, answer: Any, via_batch: bool, started: float) -> list[_Job]:
@@ -429,9 +457,13 @@ class ChangeFeed:
         if via_batch:
             # The realm's batch refused (or garbled) the CDCQuery item: remember, use /cdc.
             fault = error.fault
-            log.info("batch_cdc_refused", feed=self.name, realm=self.realm.realm_id,
-                     fault=f"{fault.type} {fault.code} {fault.message}".strip() if fault else str(error),
-                     action="falling back to /cdc + /batch")
+            log.info(
+                "batch_cdc_refused",
+                feed=self.name,
+                realm=self.realm.realm_id,
+                fault=f"{fault.type} {fault.code} {fault.message}".strip() if fault else str(error),
+                action="falling back to /cdc + /batch",
+            )
             self.batch_cdc.refuse(self.realm.realm_id)
             job.direct = True
             return [job]
@@ -447,8 +479,9 @@ class ChangeFeed:
         follow: list[_Job] = []
         for entry in job.entries:
             if entry.mode == Mode.INITIAL:
-                planned: _CdcEntry | _Job = _CdcEntry(entry.pending, Mode.INITIAL,
-                                                      self.qbo_now() - self.overlap)
+                planned: _CdcEntry | _Job = _CdcEntry(
+                    entry.pending, Mode.INITIAL, self.qbo_now() - self.overlap
+                )
             else:
                 planned = self._plan_one(entry.pending, force_listing=entry.since <= oldest)
             if isinstance(planned, _CdcEntry):
@@ -464,8 +497,12 @@ class ChangeFeed:
         initial = [e for e in job.entries if e.mode == Mode.INITIAL]
         self._deliver_cdc(initial, answer, started)
         rest = [e for e in job.entries if e.mode != Mode.INITIAL]
-        log.info("cdc_cap_reached", feed=self.name, count=answer.count,
-                 entities=[e.resource.entity for e in rest])
+        log.info(
+            "cdc_cap_reached",
+            feed=self.name,
+            count=answer.count,
+            entities=[e.resource.entity for e in rest],
+        )
         if len(rest) > 1:
             return [_CdcJob([e], direct=job.direct) for e in rest]
         return [self._cap_fallback(e) for e in rest]
@@ -475,8 +512,9 @@ class ChangeFeed:
         res = entry.resource
         if res.delete == DeleteMode.HARD:
             return self._listing(entry.pending)
-        return _QueryJob(entry.pending, Mode.INCREMENTAL, entry.since, complete=False,
-                         page_size=self.page_size)
+        return _QueryJob(
+            entry.pending, Mode.INCREMENTAL, entry.since, complete=False, page_size=self.page_size
+        )
 
     def _deliver_cdc(self, entries: Sequence[_CdcEntry], answer: CdcResult, started: float) -> None:
         by_entity = {name.lower(): objs for name, objs in answer.objects.items()}
@@ -532,5 +570,13 @@ def _settled(future: asyncio.Future[PairAnswer], name: str) -> PairAnswer | Base
     return future.result() if error is None else error
 
 
-__all__ = ["ChangeFeed", "PairRequest", "PairAnswer", "Mode", "FeedClosed", "BatchCdcMemory",
-           "query_statement", "is_window_error"]
+__all__ = [
+    "BatchCdcMemory",
+    "ChangeFeed",
+    "FeedClosed",
+    "Mode",
+    "PairAnswer",
+    "PairRequest",
+    "is_window_error",
+    "query_statement",
+]

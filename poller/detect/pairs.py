@@ -8,6 +8,7 @@ once for the pairs that failed together) after a failure, when the lease lapses 
 replica holds the instance. `ReconnectRequired` is
 handed to the instance, which stops.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,12 @@ from poller.store.cursors import PairKey
 class PairPoller:
     """The task of one pair: `run` until stop; `poll_once` is one poll."""
 
-    def __init__(self, cycles: InstanceCycles, resource: Resource,
-                 on_reconnect: Callable[[ReconnectRequired], None] | None = None) -> None:
+    def __init__(
+        self,
+        cycles: InstanceCycles,
+        resource: Resource,
+        on_reconnect: Callable[[ReconnectRequired], None] | None = None,
+    ) -> None:
         self.cycles = cycles
         self.resource = resource
         self.on_reconnect = on_reconnect

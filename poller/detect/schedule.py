@@ -1,4 +1,5 @@
 """When pairs are due: an instance's shared grid, and the backoff of a failing pair."""
+
 from __future__ import annotations
 
 import math
@@ -6,9 +7,9 @@ import random
 import time
 from datetime import datetime
 
-BACKOFF_CAP_S = 600.0          # a failing pair is retried at least every 10 minutes
+BACKOFF_CAP_S = 600.0  # a failing pair is retried at least every 10 minutes
 BACKOFF_MIN_S = 0.05
-INITIAL_SPREAD_CAP_S = 30.0    # first polls of instances spread over up to this long
+INITIAL_SPREAD_CAP_S = 30.0  # first polls of instances spread over up to this long
 
 
 class InstanceSchedule:

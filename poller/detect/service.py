@@ -6,6 +6,7 @@ daemon restart. Every task lives in a TaskGroup: an instance's cycle loop and pa
 instance's group, the instances in the service's group. An instance that loses its OAuth grant
 (`ReconnectRequired`) is marked `needs_reconnect` and stops; the others go on.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,10 +43,10 @@ class PollerOptions:
     """Knobs with daemon defaults; tests shorten them."""
 
     rescan_s: float = RESCAN_S
-    window_s: float = DEFAULT_WINDOW_S          # coalescing window of a cycle (capped by interval/4)
+    window_s: float = DEFAULT_WINDOW_S  # coalescing window of a cycle (capped by interval/4)
     cdc_cap: int = 1000
     page_size: int = 1000
-    initial_spread_s: float | None = None      # None: min(interval, 30 s)
+    initial_spread_s: float | None = None  # None: min(interval, 30 s)
     before_commit: BeforeCommit | None = None  # test hook: runs between QBO's answer and commit
 
 
@@ -61,8 +62,13 @@ class _Running:
 class PollerService:
     name = "poller"
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, realm_factory: RealmFactory,
-                 options: PollerOptions | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        realm_factory: RealmFactory,
+        options: PollerOptions | None = None,
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.realm_factory = realm_factory
@@ -98,8 +104,12 @@ class PollerService:
             if run.task is None or run.task.done():
                 del self.running[instance_id]
             elif inst is None or inst.config_version != run.instance.config_version:
-                log.info("instance_stopping", instance=run.instance.name, instance_id=instance_id,
-                         reason="removed or paused" if inst is None else "configuration changed")
+                log.info(
+                    "instance_stopping",
+                    instance=run.instance.name,
+                    instance_id=instance_id,
+                    reason="removed or paused" if inst is None else "configuration changed",
+                )
                 run.stop.set()
         for instance_id, inst in wanted.items():
             current = self.running.get(instance_id)
@@ -110,8 +120,9 @@ class PollerService:
                 # would share the lease owner and both believe they hold it.
                 self._start(group, inst, current.task)
 
-    def _start(self, group: asyncio.TaskGroup, inst: PollableInstance,
-               previous: asyncio.Task[None] | None) -> None:
+    def _start(
+        self, group: asyncio.TaskGroup, inst: PollableInstance, previous: asyncio.Task[None] | None
+    ) -> None:
         run = _Running(inst, asyncio.Event())
         run.task = group.create_task(self._instance(run, previous), name=f"instance:{inst.id}")
         self.running[inst.id] = run
@@ -123,9 +134,14 @@ class PollerService:
         inst = run.instance
         try:
             await self._run_instance(run)
-        except Exception as exc:  # noqa: BLE001 - isolate instances; the rescan restarts it
-            log.error("instance_failed", instance=inst.name, instance_id=inst.id,
-                      error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        except Exception as exc:
+            log.error(
+                "instance_failed",
+                instance=inst.name,
+                instance_id=inst.id,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
             await sleep_unless(run.stop, RESTART_BACKOFF_S)
         finally:
             metrics.forget_instance(inst.name, list(inst.resources))
@@ -134,13 +150,22 @@ class PollerService:
         inst = run.instance
         realm = self.realm_factory(inst.id, inst.realm_id)
         interval = inst.refresh_interval_s
-        feed = ChangeFeed(realm, overlap_s=self.settings.overlap_seconds,
-                          batch_cdc=self.batch_cdc, cdc_cap=self.options.cdc_cap,
-                          page_size=self.options.page_size, name=inst.name)
-        cycles = InstanceCycles(self.pool, feed, self._instance_config(inst),
-                                InstanceSchedule(interval, self.options.initial_spread_s),
-                                window_s=min(self.options.window_s, interval / 4),
-                                before_commit=self.options.before_commit)
+        feed = ChangeFeed(
+            realm,
+            overlap_s=self.settings.overlap_seconds,
+            batch_cdc=self.batch_cdc,
+            cdc_cap=self.options.cdc_cap,
+            page_size=self.options.page_size,
+            name=inst.name,
+        )
+        cycles = InstanceCycles(
+            self.pool,
+            feed,
+            self._instance_config(inst),
+            InstanceSchedule(interval, self.options.initial_spread_s),
+            window_s=min(self.options.window_s, interval / 4),
+            before_commit=self.options.before_commit,
+        )
         lost: list[ReconnectRequired] = []
 
         def reconnect(exc: ReconnectRequired) -> None:
@@ -149,13 +174,21 @@ class PollerService:
 
         run.cycles = cycles
         run.pairs = [PairPoller(cycles, res, reconnect) for res in self._resources(inst)]
-        log.info("instance_polling", instance=inst.name, instance_id=inst.id, realm_id=inst.realm_id,
-                 pairs=len(run.pairs), refresh_interval_s=interval)
+        log.info(
+            "instance_polling",
+            instance=inst.name,
+            instance_id=inst.id,
+            realm_id=inst.realm_id,
+            pairs=len(run.pairs),
+            refresh_interval_s=interval,
+        )
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(cycles.run(run.stop), name=f"cycles:{inst.id}")
                 for pair in run.pairs:
-                    group.create_task(pair.run(run.stop), name=f"pair:{inst.id}:{pair.resource.name}")
+                    group.create_task(
+                        pair.run(run.stop), name=f"pair:{inst.id}:{pair.resource.name}"
+                    )
             if lost:
                 await self._needs_reconnect(inst, lost[0])
         finally:
@@ -172,13 +205,26 @@ class PollerService:
 
     def _instance_config(self, inst: PollableInstance) -> InstanceConfig:
         s = self.settings
-        return InstanceConfig(inst.id, inst.name, inst.refresh_interval_s, inst.initial_mode,
-                              inst.deactivated_as_deleted, s.reconcile_interval_s,
-                              s.events_per_notification, s.pair_lease_s, s.replica_id)
+        return InstanceConfig(
+            inst.id,
+            inst.name,
+            inst.refresh_interval_s,
+            inst.initial_mode,
+            inst.deactivated_as_deleted,
+            s.reconcile_interval_s,
+            s.events_per_notification,
+            s.pair_lease_s,
+            s.replica_id,
+        )
 
     async def _needs_reconnect(self, inst: PollableInstance, exc: ReconnectRequired) -> None:
-        log.error("instance_needs_reconnect", instance=inst.name, instance_id=inst.id,
-                  error=str(exc), action="polling stopped until the company is reconnected")
+        log.error(
+            "instance_needs_reconnect",
+            instance=inst.name,
+            instance_id=inst.id,
+            error=str(exc),
+            action="polling stopped until the company is reconnected",
+        )
         try:
             async with self.pool.acquire() as conn:
                 await cursors.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")

@@ -5,14 +5,15 @@ QBO writes `MetaData` times at second precision in US Pacific with an offset
 UTC (reference §1.1, §8.4). So everything we send carries an offset, and everything we read
 without one is taken as Pacific.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
-UTC = timezone.utc
+UTC = UTC
 # Before any QBO company existed: the lower bound of a full listing by LastUpdatedTime.
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 

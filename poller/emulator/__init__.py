@@ -82,10 +82,10 @@ from .handle import run_emulator
 from .oauth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_REDIRECT_URI
 
 __all__ = [
-    "Clock",
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
     "DEFAULT_REDIRECT_URI",
+    "Clock",
     "Emulator",
     "QBOFault",
     "create_app",

@@ -21,8 +21,8 @@ import asyncio
 import re
 import secrets
 import time
-from typing import Any
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -34,7 +34,9 @@ from .oauth import TokenError
 
 EMULATOR_KEY = web.AppKey("qbo_emulator", Emulator)
 # RequestKey is aiohttp >= 3.12; a plain string key works everywhere else.
-_BODY_KEY: Any = web.RequestKey("qbo_json_body", object) if hasattr(web, "RequestKey") else "qbo_json_body"
+_BODY_KEY: Any = (
+    web.RequestKey("qbo_json_body", object) if hasattr(web, "RequestKey") else "qbo_json_body"
+)
 JSON_OK = "application/json;charset=utf-8"
 JSON_FAULT = "application/json"
 XML = "application/xml"
@@ -60,7 +62,10 @@ def create_app(emulator: Emulator) -> web.Application:
     r.add_route("POST", "/v2/oauth2/tokens/revoke", handle_revoke, name="revoke_v2")
     r.add_route("GET", "/.well-known/openid_configuration", handle_discovery, name="discovery")
     r.add_route(
-        "GET", "/.well-known/openid_sandbox_configuration", handle_discovery, name="discovery_sandbox"
+        "GET",
+        "/.well-known/openid_sandbox_configuration",
+        handle_discovery,
+        name="discovery_sandbox",
     )
     r.add_route("GET", "/connect/oauth2", handle_authorize, name="authorize")
     control.add_routes(app)
@@ -94,7 +99,13 @@ def new_tid() -> str:
 
 
 # --------------------------------------------------------------- middleware
-_API_ENDPOINT = {"query": "query", "query_post": "query", "cdc": "cdc", "batch": "batch", "read": "read"}
+_API_ENDPOINT = {
+    "query": "query",
+    "query_post": "query",
+    "cdc": "cdc",
+    "batch": "batch",
+    "read": "read",
+}
 
 
 @web.middleware
@@ -106,7 +117,9 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         if request.path.startswith("/v3/"):
             resp = await _api(request, handler, emu, route)
         elif route in ("token", "revoke", "revoke_v2"):
-            resp = await _with_faults(request, handler, emu, "token" if route == "token" else "revoke", None)
+            resp = await _with_faults(
+                request, handler, emu, "token" if route == "token" else "revoke", None
+            )
         else:
             resp = await handler(request)
     except web.HTTPException as exc:  # redirects, 404/405 outside the API
@@ -181,7 +194,9 @@ def _authenticate(request: web.Request, emu: Emulator, realm: str | None) -> web
         )
     if check.reason == "missing" or emu.expired_token_fault == "xml":
         return web.Response(
-            body=faults.auth_fault_xml(emu.now_time()), status=401, headers={**headers, "Content-Type": XML}
+            body=faults.auth_fault_xml(emu.now_time()),
+            status=401,
+            headers={**headers, "Content-Type": XML},
         )
     detail = {
         "malformed": "Malformed bearer token: too short or too long",
@@ -288,7 +303,9 @@ async def handle_query(request: web.Request, emu: Emulator) -> web.StreamRespons
 @_qbo
 async def handle_cdc(request: web.Request, emu: Emulator) -> web.StreamResponse:
     params = {k.lower(): v for k, v in request.query.items()}
-    body = emu.api_cdc(request.match_info["realm"], params.get("entities"), params.get("changedsince"))
+    body = emu.api_cdc(
+        request.match_info["realm"], params.get("entities"), params.get("changedsince")
+    )
     return json_response(body, emu)
 
 
@@ -352,7 +369,9 @@ async def handle_token(request: web.Request) -> web.StreamResponse:
     emu = _emu(request)
     form = {k: str(v) for k, v in (await request.post()).items()}
     emu.count_request(_realm_of_grant(emu, form), "token")
-    include_hard = request.headers.get("x-include-refresh-token-hard-expires-in", "").lower() == "true"
+    include_hard = (
+        request.headers.get("x-include-refresh-token-hard-expires-in", "").lower() == "true"
+    )
     try:
         body, _ = emu.oauth.token_request(
             form, request.headers.get("Authorization"), include_hard=include_hard
@@ -425,4 +444,4 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(f"{redirect_uri}{sep}{urlencode(params)}")
 
 
-__all__ = ["create_app", "EMULATOR_KEY"]
+__all__ = ["EMULATOR_KEY", "create_app"]

@@ -64,7 +64,9 @@ def parse_entities(text: str | None) -> list[str]:
     return names
 
 
-def parse_changed_since(text: str | None, now: datetime, window_days: float = CDC_WINDOW_DAYS) -> datetime:
+def parse_changed_since(
+    text: str | None, now: datetime, window_days: float = CDC_WINDOW_DAYS
+) -> datetime:
     if not text:
         raise faults.required_param("changedSince")
     try:
@@ -80,7 +82,9 @@ def parse_changed_since(text: str | None, now: datetime, window_days: float = CD
     return since
 
 
-def collect(realm: Realm, entities: list[str], since: datetime, cap: int = CDC_MAX_OBJECTS) -> list[Group]:
+def collect(
+    realm: Realm, entities: list[str], since: datetime, cap: int = CDC_MAX_OBJECTS
+) -> list[Group]:
     """The groups of a CDC answer, truncated to ``cap`` objects in total."""
     since_epoch = int(since.timestamp() // 1)
     budget = cap

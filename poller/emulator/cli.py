@@ -19,7 +19,9 @@ DEFAULT_REALM = "9130350000000001"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qbo-poller emulator", description="Serve a QuickBooks Online emulator.")
+    p = argparse.ArgumentParser(
+        prog="qbo-poller emulator", description="Serve a QuickBooks Online emulator."
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks one)")
     p.add_argument(
@@ -30,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"realm (company) id; repeatable (default {DEFAULT_REALM})",
     )
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--per-entity", type=int, default=20, help="objects per entity per realm (default 20)")
+    p.add_argument(
+        "--per-entity", type=int, default=20, help="objects per entity per realm (default 20)"
+    )
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="OAuth client id")
     p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET, help="OAuth client secret")
     p.add_argument(
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="always",
         help="when refresh tokens rotate (default always)",
     )
-    p.add_argument("--no-limits", action="store_true", help="disable the 500/min, 10/s, 10-in-flight limits")
+    p.add_argument(
+        "--no-limits", action="store_true", help="disable the 500/min, 10/s, 10-in-flight limits"
+    )
     return p
 
 
@@ -63,7 +69,9 @@ async def _serve(args: argparse.Namespace) -> int:
         server = run_emulator(args.host, args.port, **options)
         emu = await server.__aenter__()
     except OSError as exc:
-        print(f"qbo-poller emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(
+            f"qbo-poller emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
         return 1
     try:
         stop = asyncio.Event()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import date, datetime, timedelta, timezone, UTC
+from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
@@ -25,11 +25,11 @@ UTC = UTC
 __all__ = [
     "PACIFIC",
     "Clock",
+    "TimestampError",
+    "format_epoch_meta",
     "format_meta",
     "format_time",
-    "format_epoch_meta",
     "parse_timestamp",
-    "TimestampError",
 ]
 
 
@@ -170,7 +170,9 @@ def parse_timestamp(text: str) -> datetime:
             naive = datetime(d.year, d.month, d.day)
         else:
             frac = (m["frac"] or "0")[:6].ljust(6, "0")
-            naive = datetime(d.year, d.month, d.day, int(m["h"]), int(m["m"]), int(m["s"] or 0), int(frac))
+            naive = datetime(
+                d.year, d.month, d.day, int(m["h"]), int(m["m"]), int(m["s"] or 0), int(frac)
+            )
     except ValueError as exc:
         raise TimestampError(f"not a timestamp: {text!r}") from exc
     tz = m["tz"]

@@ -33,8 +33,8 @@ POST   /_emulator/oauth/expire                     {realm_id?}  expire access to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -197,7 +197,10 @@ def read(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
 
 def _update(request: web.Request, emu: Emulator, body: dict[str, Any], sparse: bool) -> Any:
     return emu.update(
-        _m(request, "realm"), _m(request, "entity"), {**body, "Id": _m(request, "id")}, sparse=sparse
+        _m(request, "realm"),
+        _m(request, "entity"),
+        {**body, "Id": _m(request, "id")},
+        sparse=sparse,
     )
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
-from collections.abc import Iterable
 
 import orjson
 
@@ -136,7 +136,11 @@ class Emulator:
         history_days: float = 60.0,
     ) -> str:
         """Create a company (idempotent) and optionally fill it; returns its id."""
-        rid = str(realm_id) if realm_id is not None else str(9130350000000000 + secrets.randbelow(10**9))
+        rid = (
+            str(realm_id)
+            if realm_id is not None
+            else str(9130350000000000 + secrets.randbelow(10**9))
+        )
         if rid not in self.realms:
             self.realms[rid] = Realm(rid, self.clock)
         if per_entity:
@@ -174,7 +178,11 @@ class Emulator:
         self, realm_id: str, entity: str, obj: dict[str, Any], *, sparse: bool = True
     ) -> dict[str, Any]:
         """Update by ``obj["Id"]``; the SyncToken is checked only if ``obj`` has one."""
-        return self.realm(realm_id).update(_entity(entity), obj, sparse=sparse, check_token=False).copy()
+        return (
+            self.realm(realm_id)
+            .update(_entity(entity), obj, sparse=sparse, check_token=False)
+            .copy()
+        )
 
     def delete(self, realm_id: str, entity: str, obj_id: str | int) -> dict[str, Any]:
         """Delete as QBO would for that entity: a hard delete (returns the
@@ -191,7 +199,11 @@ class Emulator:
 
     def reactivate(self, realm_id: str, entity: str, obj_id: str | int) -> dict[str, Any]:
         body = {"Id": str(obj_id), "Active": True}
-        return self.realm(realm_id).update(_entity(entity), body, sparse=True, check_token=False).copy()
+        return (
+            self.realm(realm_id)
+            .update(_entity(entity), body, sparse=True, check_token=False)
+            .copy()
+        )
 
     def void(self, realm_id: str, entity: str, obj_id: str | int) -> dict[str, Any]:
         return self.realm(realm_id).void(_entity(entity), str(obj_id)).copy()
@@ -232,7 +244,9 @@ class Emulator:
     ) -> str:
         """A single-use authorization code for ``realm_id`` (created if new)."""
         self.add_realm(realm_id)
-        return self.oauth.issue_code(str(realm_id), client_id or self.default_client_id, redirect_uri, scope)
+        return self.oauth.issue_code(
+            str(realm_id), client_id or self.default_client_id, redirect_uri, scope
+        )
 
     def issue_tokens(self, realm_id: str, client_id: str | None = None) -> dict[str, Any]:
         """A connected company's token response (refresh + access token), no code dance."""
@@ -374,10 +388,17 @@ class Emulator:
         result = query_mod.run(statement, lambda name: realm.tables.get(name) if name else None)
         return {"QueryResponse": query_body(result), "time": self.now_time()}
 
-    def api_cdc(self, realm_id: str, entities: str | None, changed_since: str | None) -> dict[str, Any]:
-        return {"CDCResponse": [self.cdc_body(realm_id, entities, changed_since)], "time": self.now_time()}
+    def api_cdc(
+        self, realm_id: str, entities: str | None, changed_since: str | None
+    ) -> dict[str, Any]:
+        return {
+            "CDCResponse": [self.cdc_body(realm_id, entities, changed_since)],
+            "time": self.now_time(),
+        }
 
-    def cdc_body(self, realm_id: str, entities: str | None, changed_since: str | None) -> dict[str, Any]:
+    def cdc_body(
+        self, realm_id: str, entities: str | None, changed_since: str | None
+    ) -> dict[str, Any]:
         realm = self.realm(realm_id)
         names = cdc_mod.parse_entities(entities)
         since = cdc_mod.parse_changed_since(changed_since, self.clock.now(), self.cdc_window_days)
@@ -396,7 +417,12 @@ class Emulator:
         return {name: orjson.Fragment(rec.json()), "time": self.now_time()}
 
     def api_write(
-        self, realm_id: str, entity: str, body: Any, operation: str | None = None, include: str | None = None
+        self,
+        realm_id: str,
+        entity: str,
+        body: Any,
+        operation: str | None = None,
+        include: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """POST /v3/company/{realm}/{entity}: (counter name, response body)."""
         name = _api_entity(entity)

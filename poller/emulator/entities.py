@@ -19,10 +19,10 @@ Facts (reference §1.2, §3, §4; DESIGN §3):
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from datetime import datetime, timedelta, UTC
-from typing import Any
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -78,7 +78,9 @@ ENTITIES: dict[str, EntityFacts] = {
     for f in [
         # name lists
         _F("Account", NAME_LIST, name_field="Name", sub_flag="SubAccount"),
-        _F("Class", NAME_LIST, name_field="Name", sub_flag="SubClass", first_id=5000000000000000001),
+        _F(
+            "Class", NAME_LIST, name_field="Name", sub_flag="SubClass", first_id=5000000000000000001
+        ),
         _F("CompanyCurrency", NAME_LIST, name_field="Code"),
         _F("Customer", NAME_LIST, name_field="DisplayName", name_group="party", sub_flag="Job"),
         _F("Department", NAME_LIST, name_field="Name", sub_flag="SubDepartment"),
@@ -95,7 +97,14 @@ ENTITIES: dict[str, EntityFacts] = {
         _F("CreditMemo", TRANSACTION, doc_number=True, sales_form=True, party_ref="CustomerRef"),
         _F("Deposit", TRANSACTION),
         _F("Estimate", TRANSACTION, doc_number=True, sales_form=True, party_ref="CustomerRef"),
-        _F("Invoice", TRANSACTION, voidable=True, doc_number=True, sales_form=True, party_ref="CustomerRef"),
+        _F(
+            "Invoice",
+            TRANSACTION,
+            voidable=True,
+            doc_number=True,
+            sales_form=True,
+            party_ref="CustomerRef",
+        ),
         _F("JournalEntry", TRANSACTION),
         _F("Payment", TRANSACTION, voidable=True, party_ref="CustomerRef"),
         _F("Purchase", TRANSACTION),
@@ -177,7 +186,12 @@ CREATE_DEFAULTS: dict[str, dict[str, Any]] = {
         **_SALES,
     },
     "SalesReceipt": {**_SALES, "PrintStatus": "NotSet", "EmailStatus": "NotSet", "Balance": 0},
-    "Estimate": {**_SALES, "TxnStatus": "Pending", "PrintStatus": "NotSet", "EmailStatus": "NotSet"},
+    "Estimate": {
+        **_SALES,
+        "TxnStatus": "Pending",
+        "PrintStatus": "NotSet",
+        "EmailStatus": "NotSet",
+    },
     "CreditMemo": {**_SALES, "PrintStatus": "NotSet", "EmailStatus": "NotSet"},
     "RefundReceipt": {**_SALES, "PrintStatus": "NotSet", "Balance": 0},
 }
@@ -691,7 +705,9 @@ class Generator:
 
     def _fill_Bill(self, obj: dict[str, Any], index: int, created: int) -> None:
         self._fill_vendor_txn(obj, created)
-        obj["DueDate"] = (datetime.fromisoformat(obj["TxnDate"]) + timedelta(days=30)).date().isoformat()
+        obj["DueDate"] = (
+            (datetime.fromisoformat(obj["TxnDate"]) + timedelta(days=30)).date().isoformat()
+        )
         obj["Balance"] = obj["TotalAmt"] if self.rng.random() < 0.5 else 0
         obj.pop("LinkedTxn", None)
 

@@ -71,7 +71,9 @@ def stale_object() -> QBOFault:
 
 
 def object_not_found(deleted: bool = False) -> QBOFault:
-    return QBOFault("610", "Object Not Found", _NOT_FOUND_DELETED if deleted else _NOT_FOUND_INACTIVE)
+    return QBOFault(
+        "610", "Object Not Found", _NOT_FOUND_DELETED if deleted else _NOT_FOUND_INACTIVE
+    )
 
 
 def required_param(name: str) -> QBOFault:
@@ -126,7 +128,9 @@ def invalid_request_body(detail: str) -> QBOFault:
 
 
 def business_validation(detail: str) -> QBOFault:
-    return QBOFault("6000", "A business validation error has occurred while processing your request", detail)
+    return QBOFault(
+        "6000", "A business validation error has occurred while processing your request", detail
+    )
 
 
 # -- gateway (auth) faults ----------------------------------------------------
@@ -165,7 +169,11 @@ def auth_failed_json(detail: str, epoch_ms: int) -> dict[str, Any]:
 
 def authorization_failed_json(epoch_ms: int) -> dict[str, Any]:
     return gateway_fault(
-        "3100", "message=AuthorizationFailed; errorCode=003100; statusCode=403", None, "SERVICE", epoch_ms
+        "3100",
+        "message=AuthorizationFailed; errorCode=003100; statusCode=403",
+        None,
+        "SERVICE",
+        epoch_ms,
     )
 
 
@@ -174,7 +182,9 @@ _XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
 _NS = "http://schema.intuit.com/finance/v3"
 
 
-def _xml_fault(time: str, fault_type: str, code: str, message: str, detail: str, *, decl: bool) -> bytes:
+def _xml_fault(
+    time: str, fault_type: str, code: str, message: str, detail: str, *, decl: bool
+) -> bytes:
     body = (
         f'<IntuitResponse time="{time}" xmlns="{_NS}">\n'
         f'  <Fault type="{fault_type}">\n'
@@ -200,7 +210,9 @@ def throttle_xml(time: str) -> bytes:
     )
 
 
-def system_fault_xml(time: str, detail: str = "System Failure Error: An unexpected error occurred") -> bytes:
+def system_fault_xml(
+    time: str, detail: str = "System Failure Error: An unexpected error occurred"
+) -> bytes:
     """samples/responses/fault_system_10000.xml."""
     return _xml_fault(
         time,

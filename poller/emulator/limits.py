@@ -175,7 +175,9 @@ class FaultInjector:
             raise ValueError("probability must be between 0 and 1")
         if kind == "error" and not 500 <= status <= 599:
             raise ValueError("status must be a 5xx code")
-        rule = FaultRule(next(self._ids), kind, endpoint, realm, count, probability, seconds, status)
+        rule = FaultRule(
+            next(self._ids), kind, endpoint, realm, count, probability, seconds, status
+        )
         self.rules.append(rule)
         return rule.id
 

@@ -145,7 +145,9 @@ class OAuthServer:
         self.chains.clear()
 
     # -- issuing outside the HTTP flow ---------------------------------------
-    def issue_code(self, realm: str, client_id: str, redirect_uri: str, scope: str = ACCOUNTING_SCOPE) -> str:
+    def issue_code(
+        self, realm: str, client_id: str, redirect_uri: str, scope: str = ACCOUNTING_SCOPE
+    ) -> str:
         self._known_client(client_id)
         code = "AB11" + _rand(46)
         self.codes[code] = AuthCode(
@@ -153,7 +155,9 @@ class OAuthServer:
         )
         return code
 
-    def issue_tokens(self, realm: str, client_id: str, scope: str = ACCOUNTING_SCOPE) -> dict[str, Any]:
+    def issue_tokens(
+        self, realm: str, client_id: str, scope: str = ACCOUNTING_SCOPE
+    ) -> dict[str, Any]:
         """A connected company: a fresh chain, as if the code dance had happened."""
         self._known_client(client_id)
         chain = self._new_chain(realm, client_id, scope)
@@ -312,7 +316,9 @@ class OAuthServer:
         self.access_tokens[value] = token
         return token
 
-    def _token_body(self, chain: Chain, refresh: RefreshToken, include_hard: bool) -> dict[str, Any]:
+    def _token_body(
+        self, chain: Chain, refresh: RefreshToken, include_hard: bool
+    ) -> dict[str, Any]:
         access = self._new_access(chain)
         now = self._now()
         body: dict[str, Any] = {
@@ -323,7 +329,11 @@ class OAuthServer:
             "access_token": access.value,
         }
         if include_hard:
-            body["x_refresh_token_hard_expires_in"] = max(round(chain.created + HARD_CAP_SECONDS - now), 0)
+            body["x_refresh_token_hard_expires_in"] = max(
+                round(chain.created + HARD_CAP_SECONDS - now), 0
+            )
         if "openid" in chain.scope.split():
-            body["id_token"] = f"eyJraWQiOiJlbXVsYXRvciIsImFsZyI6IlJTMjU2In0.{_b64url(200)}.{_b64url(128)}"
+            body["id_token"] = (
+                f"eyJraWQiOiJlbXVsYXRvciIsImFsZyI6IlJTMjU2In0.{_b64url(200)}.{_b64url(128)}"
+            )
         return body

@@ -25,9 +25,9 @@ case-insensitive; a ``Ref`` property (``CustomerRef``) compares by its
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable, Iterable
 
 from . import faults
 from .clock import TimestampError, parse_timestamp
@@ -481,7 +481,9 @@ def execute(query: Query, table_for: Callable[[str], Table | None]) -> Result:
             f"value {query.max_results} is too large. Max allowed value is {MAX_RESULTS_LIMIT}"
         )
     predicates = [_predicate(table, c) for c in query.where]
-    hide_inactive = table.facts.is_name_list and not any(c.path.lower() == "active" for c in query.where)
+    hide_inactive = table.facts.is_name_list and not any(
+        c.path.lower() == "active" for c in query.where
+    )
     rows: Iterable[Record] = _candidates(table, query.where)
     if hide_inactive:
         rows = (r for r in rows if r.obj.get("Active", True) is not False)  # type: ignore[union-attr]

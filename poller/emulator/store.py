@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, UTC
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -27,12 +27,12 @@ from .entities import (
     CREATE_DEFAULTS,
     DELETED_SUFFIX_TEXT,
     ENTITIES,
+    GENERATION_ORDER,
+    MONEY_KEYS,
     READ_ONLY_FIELDS,
     TEMPLATES,
     EntityFacts,
     Generator,
-    GENERATION_ORDER,
-    MONEY_KEYS,
     canonical_entity,
     json_default,
     money,
@@ -128,7 +128,8 @@ class Table:
     def _compact(self) -> None:
         """Drop superseded entries (O(n), amortised over the writes that made them)."""
         self.log = sorted(
-            (r.updated, r.seq, r.id) for r in itertools.chain(self.live.values(), self.tombstones.values())
+            (r.updated, r.seq, r.id)
+            for r in itertools.chain(self.live.values(), self.tombstones.values())
         )
 
     def changed_since(self, since: int) -> tuple[list[Record], list[Record]]:
@@ -220,7 +221,10 @@ class Realm:
         obj.update(
             Id=obj_id,
             SyncToken="0",
-            MetaData={"CreateTime": format_epoch_meta(now), "LastUpdatedTime": format_epoch_meta(now)},
+            MetaData={
+                "CreateTime": format_epoch_meta(now),
+                "LastUpdatedTime": format_epoch_meta(now),
+            },
             domain="QBO",
             sparse=False,
         )
@@ -233,7 +237,9 @@ class Realm:
         table.log_change(rec)
         return rec
 
-    def update(self, entity: str, body: dict[str, Any], *, sparse: bool, check_token: bool = True) -> Record:
+    def update(
+        self, entity: str, body: dict[str, Any], *, sparse: bool, check_token: bool = True
+    ) -> Record:
         """Full or sparse update.  ``check_token`` enforces the SyncToken rule
         (5010 Stale Object); the control API may skip it."""
         table = self.table(entity)
@@ -316,7 +322,9 @@ class Realm:
         new = orjson.loads(rec.json())
         _zero_amounts(new)
         note = new.get("PrivateNote")
-        new["PrivateNote"] = "Voided" if not note or note.startswith("Voided") else f"Voided - {note}"
+        new["PrivateNote"] = (
+            "Voided" if not note or note.startswith("Voided") else f"Voided - {note}"
+        )
         self._commit(table, rec, new, self._now())
         return rec
 
@@ -419,7 +427,9 @@ class Realm:
 
     def _name_defaults(self, facts: EntityFacts, obj: dict[str, Any], creating: bool) -> None:
         if facts.name_group == "party" and not obj.get("DisplayName"):
-            parts = [obj.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName", "Suffix")]
+            parts = [
+                obj.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName", "Suffix")
+            ]
             derived = " ".join(p for p in parts if p) or obj.get("CompanyName") or ""
             if derived:
                 obj["DisplayName"] = derived
@@ -454,7 +464,9 @@ class Realm:
         if not facts.is_name_list or facts.name in ("CompanyCurrency", "TaxCode", "TaxRate"):
             return
         was, now_active = old.get("Active", True), new.get("Active", True)
-        fields = [f for f in (facts.name_field, "FullyQualifiedName") if f and isinstance(new.get(f), str)]
+        fields = [
+            f for f in (facts.name_field, "FullyQualifiedName") if f and isinstance(new.get(f), str)
+        ]
         if was is not False and now_active is False:
             for f in fields:
                 if not new[f].endswith(DELETED_SUFFIX_TEXT):
@@ -494,7 +506,11 @@ class Realm:
 
     # Name uniqueness among *active* rows (Customer/Vendor/Employee share one space).
     def _name_key(self, facts: EntityFacts, obj: dict[str, Any]) -> tuple[str, str] | None:
-        if not facts.name_field or facts.name in ("TaxCode", "TaxRate") or obj.get("Active") is False:
+        if (
+            not facts.name_field
+            or facts.name in ("TaxCode", "TaxRate")
+            or obj.get("Active") is False
+        ):
             return None
         value = obj.get("FullyQualifiedName") or obj.get(facts.name_field)
         if not isinstance(value, str) or not value:
@@ -507,7 +523,11 @@ class Realm:
             return
         holder = self.names.get(key)
         if holder is not None and holder != (facts.name, own_id):
-            what = "customer, vendor or employee" if facts.name_group == "party" else facts.name.lower()
+            what = (
+                "customer, vendor or employee"
+                if facts.name_group == "party"
+                else facts.name.lower()
+            )
             raise faults.duplicate_name(what)
 
     def _claim_name(self, facts: EntityFacts, obj: dict[str, Any], obj_id: str) -> None:
@@ -582,7 +602,9 @@ def _sales_totals(obj: dict[str, Any], entity: str) -> None:
     # Id and LineNum lead each line, as QBO writes them.
     items = [_order_like(ln, {"Id": 0, "LineNum": 0}) for ln in items]
     subtotal = _line_sum(items)
-    obj["Line"] = items + [{"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}]
+    obj["Line"] = items + [
+        {"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}
+    ]
     tax = obj.setdefault("TxnTaxDetail", {"TotalTax": 0})
     total_tax = tax.get("TotalTax", 0) if isinstance(tax, dict) else 0
     obj["TotalAmt"] = money(float(subtotal) + float(total_tax or 0))

@@ -13,7 +13,7 @@ import orjson
 
 _RAW: dict[str, str] = {}
 
-_RAW['Account'] = r'''{
+_RAW["Account"] = r"""{
  "Name": "Accounts Receivable_ae079",
  "SubAccount": false,
  "Description": "Updated @ 2015-09-10T11:15:59-05:00",
@@ -36,9 +36,9 @@ _RAW['Account'] = r'''{
   "CreateTime": "2015-09-10T05:23:47-07:00",
   "LastUpdatedTime": "2015-09-10T12:44:57-07:00"
  }
-}'''
+}"""
 
-_RAW['Bill'] = r'''{
+_RAW["Bill"] = r"""{
  "SyncToken": "2",
  "domain": "QBO",
  "APAccountRef": {
@@ -94,9 +94,9 @@ _RAW['Bill'] = r'''{
   "CreateTime": "2014-11-06T15:37:25-08:00",
   "LastUpdatedTime": "2015-02-09T10:11:11-08:00"
  }
-}'''
+}"""
 
-_RAW['BillPayment'] = r'''{
+_RAW["BillPayment"] = r"""{
  "SyncToken": "0",
  "domain": "QBO",
  "VendorRef": {
@@ -131,9 +131,9 @@ _RAW['BillPayment'] = r'''{
   "CreateTime": "2015-07-14T12:34:04-07:00",
   "LastUpdatedTime": "2015-07-14T12:34:04-07:00"
  }
-}'''
+}"""
 
-_RAW['Class'] = r'''{
+_RAW["Class"] = r"""{
  "Name": "Adidas",
  "SubClass": false,
  "FullyQualifiedName": "Adidas",
@@ -146,9 +146,9 @@ _RAW['Class'] = r'''{
   "CreateTime": "2018-10-31T05:19:54-07:00",
   "LastUpdatedTime": "2018-10-31T05:19:54-07:00"
  }
-}'''
+}"""
 
-_RAW['CompanyCurrency'] = r'''{
+_RAW["CompanyCurrency"] = r"""{
  "SyncToken": "0",
  "domain": "QBO",
  "Code": "EUR",
@@ -160,9 +160,9 @@ _RAW['CompanyCurrency'] = r'''{
   "CreateTime": "2015-06-05T13:59:42-07:00",
   "LastUpdatedTime": "2015-06-05T13:59:42-07:00"
  }
-}'''
+}"""
 
-_RAW['CreditMemo'] = r'''{
+_RAW["CreditMemo"] = r"""{
  "TxnDate": "2014-09-02",
  "domain": "QBO",
  "PrintStatus": "NeedToPrint",
@@ -241,9 +241,9 @@ _RAW['CreditMemo'] = r'''{
   "Address": "Birds@Intuit.com"
  },
  "Id": "73"
-}'''
+}"""
 
-_RAW['Customer'] = r'''{
+_RAW["Customer"] = r"""{
  "Taxable": true,
  "BillAddr": {
   "Id": "6",
@@ -296,9 +296,9 @@ _RAW['Customer'] = r'''{
  "DefaultTaxCodeRef": {
   "value": "2"
  }
-}'''
+}"""
 
-_RAW['Department'] = r'''{
+_RAW["Department"] = r"""{
  "Name": "Bebe Rexha",
  "SubDepartment": false,
  "FullyQualifiedName": "Bebe Rexha",
@@ -311,9 +311,9 @@ _RAW['Department'] = r'''{
   "CreateTime": "2019-02-22T23:26:31-08:00",
   "LastUpdatedTime": "2019-02-22T23:26:31-08:00"
  }
-}'''
+}"""
 
-_RAW['Deposit'] = r'''{
+_RAW["Deposit"] = r"""{
  "DepositToAccountRef": {
   "value": "411",
   "name": "BankAccount98ab4"
@@ -360,9 +360,9 @@ _RAW['Deposit'] = r'''{
    }
   }
  ]
-}'''
+}"""
 
-_RAW['Employee'] = r'''{
+_RAW["Employee"] = r"""{
  "BillableTime": false,
  "BirthDate": "1984-10-02",
  "HiredDate": "2015-09-08",
@@ -382,9 +382,9 @@ _RAW['Employee'] = r'''{
  "PrimaryPhone": {
   "FreeFormNumber": "(540) 555-9645"
  }
-}'''
+}"""
 
-_RAW['Estimate'] = r'''{
+_RAW["Estimate"] = r"""{
  "domain": "QBO",
  "sparse": false,
  "Id": "48",
@@ -530,9 +530,9 @@ _RAW['Estimate'] = r'''{
  "DeliveryInfo": {
   "DeliveryType": "Email"
  }
-}'''
+}"""
 
-_RAW['Invoice'] = r'''{
+_RAW["Invoice"] = r"""{
  "AllowIPNPayment": false,
  "AllowOnlinePayment": false,
  "AllowOnlineCreditCardPayment": false,
@@ -612,9 +612,9 @@ _RAW['Invoice'] = r'''{
  "PrintStatus": "NeedToPrint",
  "EmailStatus": "NotSet",
  "Balance": 100.0
-}'''
+}"""
 
-_RAW['Item'] = r'''{
+_RAW["Item"] = r"""{
  "Name": "Pump",
  "Description": "Fountain Pump",
  "Active": true,
@@ -647,9 +647,9 @@ _RAW['Item'] = r'''{
   "CreateTime": "2017-01-28T10:46:45-08:00",
   "LastUpdatedTime": "2017-01-31T13:16:17-08:00"
  }
-}'''
+}"""
 
-_RAW['JournalEntry'] = r'''{
+_RAW["JournalEntry"] = r"""{
  "Adjustment": false,
  "domain": "QBO",
  "sparse": false,
@@ -766,9 +766,9 @@ _RAW['JournalEntry'] = r'''{
   }
  ],
  "TxnTaxDetail": {}
-}'''
+}"""
 
-_RAW['Payment'] = r'''{
+_RAW["Payment"] = r"""{
  "SyncToken": "0",
  "domain": "QBO",
  "DepositToAccountRef": {
@@ -842,9 +842,9 @@ _RAW['Payment'] = r'''{
   "CreateTime": "2015-01-16T15:08:12-08:00",
   "LastUpdatedTime": "2015-01-16T15:08:12-08:00"
  }
-}'''
+}"""
 
-_RAW['PaymentMethod'] = r'''{
+_RAW["PaymentMethod"] = r"""{
  "SyncToken": "0",
  "domain": "QBO",
  "Name": "Diners Club",
@@ -856,9 +856,9 @@ _RAW['PaymentMethod'] = r'''{
   "CreateTime": "2014-09-11T14:42:05-07:00",
   "LastUpdatedTime": "2014-09-11T14:42:05-07:00"
  }
-}'''
+}"""
 
-_RAW['Purchase'] = r'''{
+_RAW["Purchase"] = r"""{
  "AccountRef": {
   "value": "142",
   "name": "Personal"
@@ -939,9 +939,9 @@ _RAW['Purchase'] = r'''{
    }
   }
  ]
-}'''
+}"""
 
-_RAW['PurchaseOrder'] = r'''{
+_RAW["PurchaseOrder"] = r"""{
  "DocNumber": "1005",
  "SyncToken": "0",
  "POEmail": {
@@ -1022,9 +1022,9 @@ _RAW['PurchaseOrder'] = r'''{
   "CreateTime": "2015-07-28T16:01:47-07:00",
   "LastUpdatedTime": "2015-07-28T16:01:47-07:00"
  }
-}'''
+}"""
 
-_RAW['RefundReceipt'] = r'''{
+_RAW["RefundReceipt"] = r"""{
  "DocNumber": "1020",
  "SyncToken": "0",
  "domain": "QBO",
@@ -1110,9 +1110,9 @@ _RAW['RefundReceipt'] = r'''{
   "CreateTime": "2014-09-17T15:35:07-07:00",
   "LastUpdatedTime": "2014-09-17T15:35:07-07:00"
  }
-}'''
+}"""
 
-_RAW['SalesReceipt'] = r'''{
+_RAW["SalesReceipt"] = r"""{
  "domain": "QBO",
  "sparse": false,
  "Id": "17",
@@ -1171,9 +1171,9 @@ _RAW['SalesReceipt'] = r'''{
   "value": "4",
   "name": "Undeposited Funds"
  }
-}'''
+}"""
 
-_RAW['TaxCode'] = r'''{
+_RAW["TaxCode"] = r"""{
  "SyncToken": "0",
  "domain": "QBO",
  "TaxGroup": true,
@@ -1202,9 +1202,9 @@ _RAW['TaxCode'] = r'''{
    }
   ]
  }
-}'''
+}"""
 
-_RAW['TaxRate'] = r'''{
+_RAW["TaxRate"] = r"""{
  "RateValue": 2,
  "AgencyRef": {
   "value": "1"
@@ -1222,9 +1222,9 @@ _RAW['TaxRate'] = r'''{
  },
  "Id": "2",
  "Description": "Sales Tax"
-}'''
+}"""
 
-_RAW['Term'] = r'''{
+_RAW["Term"] = r"""{
  "SyncToken": "0",
  "domain": "QBO",
  "Name": "Net 60",
@@ -1239,9 +1239,9 @@ _RAW['Term'] = r'''{
   "CreateTime": "2014-09-11T14:41:49-07:00",
   "LastUpdatedTime": "2014-09-11T14:41:49-07:00"
  }
-}'''
+}"""
 
-_RAW['TimeActivity'] = r'''{
+_RAW["TimeActivity"] = r"""{
  "TxnDate": "2014-09-17",
  "domain": "QBO",
  "NameOf": "Employee",
@@ -1273,9 +1273,9 @@ _RAW['TimeActivity'] = r'''{
   "CreateTime": "2014-09-17T11:55:25-07:00",
   "LastUpdatedTime": "2014-09-18T13:45:12-07:00"
  }
-}'''
+}"""
 
-_RAW['Transfer'] = r'''{
+_RAW["Transfer"] = r"""{
  "SyncToken": "0",
  "domain": "QBO",
  "TxnDate": "2015-02-06",
@@ -1294,9 +1294,9 @@ _RAW['Transfer'] = r'''{
   "CreateTime": "2015-02-06T11:06:12-08:00",
   "LastUpdatedTime": "2015-02-06T11:06:12-08:00"
  }
-}'''
+}"""
 
-_RAW['Vendor'] = r'''{
+_RAW["Vendor"] = r"""{
  "BillAddr": {
   "Id": "32",
   "Line1": "P.O. Box 5",
@@ -1340,9 +1340,9 @@ _RAW['Vendor'] = r'''{
  "WebAddr": {
   "URI": "http://BrosnahanInsuranceAgency.org"
  }
-}'''
+}"""
 
-_RAW['VendorCredit'] = r'''{
+_RAW["VendorCredit"] = r"""{
  "SyncToken": "0",
  "domain": "QBO",
  "VendorRef": {
@@ -1385,7 +1385,7 @@ _RAW['VendorCredit'] = r'''{
   "CreateTime": "2015-07-28T14:13:30-07:00",
   "LastUpdatedTime": "2015-07-28T14:13:30-07:00"
  }
-}'''
+}"""
 
 TEMPLATES: dict[str, dict] = {name: orjson.loads(text) for name, text in _RAW.items()}
 

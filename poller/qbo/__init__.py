@@ -7,6 +7,7 @@
     api = client.realm(instance_id, realm_id)                       # a types.RealmApi
     result = await api.cdc(("Customer", "Invoice"), since)          # since: aware datetime
 """
+
 from poller.qbo.auth import Credentials, OAuthClient, TokenManager, TokenSet, TokenStore
 from poller.qbo.client import QboClient, RealmClient, RetryPolicy
 from poller.qbo.limiter import LimiterConfig, RealmLimiter

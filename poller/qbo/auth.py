@@ -14,6 +14,7 @@ Rules this module exists to keep:
 
 PostgreSQL stays behind the `TokenStore` protocol (implemented in `poller.store.tokens`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,7 @@ import base64
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import aiohttp
@@ -42,10 +43,10 @@ from poller.qbo.types import (
 
 log = get_logger("poller.qbo.auth")
 
-UTC = timezone.utc
-DEFAULT_REFRESH_MARGIN_S = 300.0       # refresh when less than 5 minutes are left
-DEFAULT_ACCESS_LIFETIME_S = 3600       # Intuit's `expires_in` when a body leaves it out
-TOKEN_ATTEMPTS = 3                     # for failures where the request surely did no harm
+UTC = UTC
+DEFAULT_REFRESH_MARGIN_S = 300.0  # refresh when less than 5 minutes are left
+DEFAULT_ACCESS_LIFETIME_S = 3600  # Intuit's `expires_in` when a body leaves it out
+TOKEN_ATTEMPTS = 3  # for failures where the request surely did no harm
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -150,9 +151,14 @@ def _token_set(body: Any, now: datetime, previous_refresh: str | None) -> TokenS
 
     access_expires = after("expires_in", DEFAULT_ACCESS_LIFETIME_S)
     assert access_expires is not None
-    return TokenSet(body["access_token"], refresh, access_expires,
-                    after("x_refresh_token_expires_in"), after("x_refresh_token_hard_expires_in"),
-                    now)
+    return TokenSet(
+        body["access_token"],
+        refresh,
+        access_expires,
+        after("x_refresh_token_expires_in"),
+        after("x_refresh_token_hard_expires_in"),
+        now,
+    )
 
 
 class OAuthClient:
@@ -164,26 +170,39 @@ class OAuthClient:
         self.revoke_url = settings.qbo_oauth_revoke_url
         self.timeout = aiohttp.ClientTimeout(total=settings.qbo_request_timeout_s)
 
-    async def exchange_code(self, client_id: str, client_secret: str, code: str,
-                            redirect_uri: str | None, now: datetime) -> TokenSet:
+    async def exchange_code(
+        self, client_id: str, client_secret: str, code: str, redirect_uri: str | None, now: datetime
+    ) -> TokenSet:
         """One attempt only: a code must never be sent twice (see `TokenManager`)."""
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri or ""}
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri or "",
+        }
         body = await self._post_token(client_id, client_secret, form, retry=False)
         return _token_set(body, now, None)
 
-    async def refresh(self, client_id: str, client_secret: str, refresh_token: str,
-                      now: datetime) -> TokenSet:
+    async def refresh(
+        self, client_id: str, client_secret: str, refresh_token: str, now: datetime
+    ) -> TokenSet:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         body = await self._post_token(client_id, client_secret, form, retry=True)
         return _token_set(body, now, refresh_token)
 
     async def revoke(self, client_id: str, client_secret: str, token: str) -> None:
         """Revoke an access or refresh token (Intuit then disconnects the whole grant)."""
-        headers = {"Authorization": _basic(client_id, client_secret),
-                   "Accept": "application/json", "Content-Type": "application/json"}
+        headers = {
+            "Authorization": _basic(client_id, client_secret),
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
         try:
-            async with self.session.post(self.revoke_url, data=orjson.dumps({"token": token}),
-                                         headers=headers, timeout=self.timeout) as resp:
+            async with self.session.post(
+                self.revoke_url,
+                data=orjson.dumps({"token": token}),
+                headers=headers,
+                timeout=self.timeout,
+            ) as resp:
                 await resp.read()
                 metrics.QBO_REQUESTS.labels("revoke", str(resp.status)).inc()
                 if resp.status >= 400:
@@ -192,12 +211,15 @@ class OAuthClient:
             metrics.QBO_REQUESTS.labels("revoke", "error").inc()
             raise TransportError(f"revoke failed: {type(exc).__name__}") from None
 
-    async def _post_token(self, client_id: str, client_secret: str, form: dict[str, str],
-                          retry: bool) -> Any:
-        headers = {"Authorization": _basic(client_id, client_secret),
-                   "Accept": "application/json",
-                   "Content-Type": "application/x-www-form-urlencoded",
-                   "x-include-refresh-token-hard-expires-in": "true"}
+    async def _post_token(
+        self, client_id: str, client_secret: str, form: dict[str, str], retry: bool
+    ) -> Any:
+        headers = {
+            "Authorization": _basic(client_id, client_secret),
+            "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "x-include-refresh-token-hard-expires-in": "true",
+        }
         attempts = TOKEN_ATTEMPTS if retry else 1
         for attempt in range(1, attempts + 1):
             try:
@@ -205,21 +227,23 @@ class OAuthClient:
             except _Retryable as exc:
                 if attempt == attempts:
                     raise exc.error from None
-                await asyncio.sleep(0.1 * 2 ** attempt)
+                await asyncio.sleep(0.1 * 2**attempt)
         raise AssertionError("unreachable")
 
     async def _post_once(self, headers: dict[str, str], form: dict[str, str]) -> Any:
         try:
-            async with self.session.post(self.token_url, data=form, headers=headers,
-                                         timeout=self.timeout) as resp:
+            async with self.session.post(
+                self.token_url, data=form, headers=headers, timeout=self.timeout
+            ) as resp:
                 raw = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers
         except aiohttp.ClientConnectorError as exc:
             # The connection never opened, so the grant was not sent: safe to try again.
             metrics.QBO_REQUESTS.labels("token", "error").inc()
-            raise _Retryable(TransportError(f"token endpoint unreachable: {type(exc).__name__}",
-                                            None)) from None
+            raise _Retryable(
+                TransportError(f"token endpoint unreachable: {type(exc).__name__}", None)
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Sent, maybe processed: a refresh may have rotated, a code may be spent.
             metrics.QBO_REQUESTS.labels("token", "error").inc()
@@ -232,7 +256,9 @@ class OAuthClient:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise MalformedResponse(f"token endpoint answered HTTP {status} with a non-JSON body") from None
+            raise MalformedResponse(
+                f"token endpoint answered HTTP {status} with a non-JSON body"
+            ) from None
 
 
 class _Retryable(Exception):
@@ -253,8 +279,9 @@ def _token_error(status: int, raw: bytes, headers: Any) -> QboError:
     error = body.get("error", "") if isinstance(body, dict) else ""
     description = body.get("error_description", "") if isinstance(body, dict) else ""
     tid = headers.get("intuit_tid") or headers.get("intuit-tid")
-    fault = Fault(type="OAuth", code=str(error), message=str(description), status=status,
-                  intuit_tid=tid)
+    fault = Fault(
+        type="OAuth", code=str(error), message=str(description), status=status, intuit_tid=tid
+    )
     text = f"token endpoint answered HTTP {status} {error}".strip()
     if description:
         text += f" ({description})"
@@ -286,17 +313,23 @@ class TokenManager:
     emulator's clock so that simulated days pass).
     """
 
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings, store: TokenStore,
-                 *, oauth: OAuthClient | None = None,
-                 clock: Callable[[], datetime] = _utcnow,
-                 refresh_margin_s: float = DEFAULT_REFRESH_MARGIN_S) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        store: TokenStore,
+        *,
+        oauth: OAuthClient | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        refresh_margin_s: float = DEFAULT_REFRESH_MARGIN_S,
+    ) -> None:
         self.store = store
         self.oauth = oauth or OAuthClient(session, settings)
         self.clock = clock
         self.margin = timedelta(seconds=refresh_margin_s)
         self._cache: dict[int, _Cached] = {}
         self._locks: dict[int, asyncio.Lock] = {}
-        self.renewals = 0    # token endpoint calls made by this manager (tests, benchmarks)
+        self.renewals = 0  # token endpoint calls made by this manager (tests, benchmarks)
 
     def _lock(self, instance_id: int) -> asyncio.Lock:
         lock = self._locks.get(instance_id)
@@ -330,9 +363,14 @@ class TokenManager:
             if creds is None:
                 raise ReconnectRequired(f"instance {instance_id} has no OAuth credentials")
             _refuse_if_disconnected(creds)
-            if creds.auth_code is None and creds.access_token and self._fresh(
-                    creds.access_expires_at, self.margin):
-                return self._remember(creds.instance_id, creds.access_token, creds.access_expires_at)
+            if (
+                creds.auth_code is None
+                and creds.access_token
+                and self._fresh(creds.access_expires_at, self.margin)
+            ):
+                return self._remember(
+                    creds.instance_id, creds.access_token, creds.access_expires_at
+                )
             return await self._renew_shielded(instance_id, rejected=None)
 
     async def refresh_rejected(self, instance_id: int, realm_id: str, rejected: str) -> str:
@@ -340,7 +378,7 @@ class TokenManager:
         async with self._lock(instance_id):
             token = self._cached(instance_id, not_this=rejected)
             if token:
-                return token   # another coroutine of this process already refreshed
+                return token  # another coroutine of this process already refreshed
             self.forget(instance_id)
             return await self._renew_shielded(instance_id, rejected=rejected)
 
@@ -365,10 +403,14 @@ class TokenManager:
                 raise ReconnectRequired(f"instance {instance_id} has no OAuth credentials")
             creds = locked.credentials
             _refuse_if_disconnected(creds)
-            reusable = (creds.auth_code is None and creds.access_token
-                        and creds.access_token != rejected
-                        and self._fresh(creds.access_expires_at,
-                                        self.margin if rejected is None else timedelta(0)))
+            reusable = (
+                creds.auth_code is None
+                and creds.access_token
+                and creds.access_token != rejected
+                and self._fresh(
+                    creds.access_expires_at, self.margin if rejected is None else timedelta(0)
+                )
+            )
             if reusable:
                 metrics.TOKEN_REFRESHES.labels("reused").inc()
                 log.debug("oauth_token_reused", instance_id=instance_id, realm_id=creds.realm_id)
@@ -380,21 +422,33 @@ class TokenManager:
             except InvalidGrant as exc:
                 reason = _reconnect_reason(creds, str(exc))
                 tid = exc.fault.intuit_tid if exc.fault else None
-                reconnect = (creds, reason, await locked.mark_needs_reconnect(reason),
-                             "invalid_grant", tid)
+                reconnect = (
+                    creds,
+                    reason,
+                    await locked.mark_needs_reconnect(reason),
+                    "invalid_grant",
+                    tid,
+                )
                 if creds.auth_code:
                     await locked.clear_code()
                 failure = InvalidGrant(reason, exc.fault)
             except AmbiguousTokenFailure:
                 if not creds.auth_code:
-                    raise      # a refresh: keep the stored token, the next attempt will tell
+                    raise  # a refresh: keep the stored token, the next attempt will tell
                 # The code may have been spent by the request that got no answer; sending it
                 # again could poison the grant. Give it up and ask for a reconnect instead.
-                reason = ("the authorization code exchange got no answer and the code may be "
-                          "spent (codes are single-use); reconnect the company")
+                reason = (
+                    "the authorization code exchange got no answer and the code may be "
+                    "spent (codes are single-use); reconnect the company"
+                )
                 await locked.clear_code()
-                reconnect = (creds, reason, await locked.mark_needs_reconnect(reason),
-                             "code_lost", None)
+                reconnect = (
+                    creds,
+                    reason,
+                    await locked.mark_needs_reconnect(reason),
+                    "code_lost",
+                    None,
+                )
                 failure = ReconnectRequired(reason)
         # Committed: the new refresh token is durable before anything uses the access token.
         if reconnect is not None:
@@ -402,9 +456,14 @@ class TokenManager:
             self.forget(instance_id)
             metrics.TOKEN_REFRESHES.labels(outcome).inc()
             if changed:
-                log.warning("instance_needs_reconnect", instance_id=creds.instance_id,
-                            instance=creds.instance_name, realm_id=creds.realm_id, reason=reason,
-                            intuit_tid=tid)
+                log.warning(
+                    "instance_needs_reconnect",
+                    instance_id=creds.instance_id,
+                    instance=creds.instance_name,
+                    realm_id=creds.realm_id,
+                    reason=reason,
+                    intuit_tid=tid,
+                )
         if failure is not None:
             raise failure
         assert tokens is not None
@@ -418,11 +477,13 @@ class TokenManager:
         self.renewals += 1
         try:
             if creds.auth_code:
-                return await self.oauth.exchange_code(creds.client_id, creds.client_secret,
-                                                      creds.auth_code, creds.redirect_uri, now)
+                return await self.oauth.exchange_code(
+                    creds.client_id, creds.client_secret, creds.auth_code, creds.redirect_uri, now
+                )
             assert creds.refresh_token is not None
-            return await self.oauth.refresh(creds.client_id, creds.client_secret,
-                                            creds.refresh_token, now)
+            return await self.oauth.refresh(
+                creds.client_id, creds.client_secret, creds.refresh_token, now
+            )
         except InvalidGrant:
             raise
         except QboError:
@@ -433,9 +494,13 @@ class TokenManager:
         outcome = "exchanged" if creds.auth_code else "refreshed"
         metrics.TOKEN_REFRESHES.labels(outcome).inc()
         register_secret(tokens.refresh_token, slot=f"refresh:{creds.instance_id}")
-        log.info("oauth_tokens_" + outcome, instance_id=creds.instance_id, realm_id=creds.realm_id,
-                 token_expires_at=tokens.access_expires_at.isoformat(),
-                 refresh_rotated=tokens.refresh_token != creds.refresh_token)
+        log.info(
+            "oauth_tokens_" + outcome,
+            instance_id=creds.instance_id,
+            realm_id=creds.realm_id,
+            token_expires_at=tokens.access_expires_at.isoformat(),
+            refresh_rotated=tokens.refresh_token != creds.refresh_token,
+        )
         return self._remember(creds.instance_id, tokens.access_token, tokens.access_expires_at)
 
     def _remember(self, instance_id: int, token: str, expires_at: datetime | None) -> str:

@@ -11,6 +11,7 @@ typed errors:
   that realm; the request is retried after the pause, a bounded number of times;
 - other 4xx and faults inside a 200: raised at once as the matching typed error.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,16 +52,16 @@ log = get_logger("poller.qbo.client")
 
 T = TypeVar("T")
 
-MAX_BATCH_ITEMS = 30          # Intuit's batch limit (reference §2.3.1)
-POST_QUERY_ABOVE = 1500       # statements longer than this go in a POST body, not the URL
+MAX_BATCH_ITEMS = 30  # Intuit's batch limit (reference §2.3.1)
+POST_QUERY_ABOVE = 1500  # statements longer than this go in a POST body, not the URL
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 4            # tries for 5xx, transport failures and malformed bodies
-    base_delay_s: float = 0.5        # first backoff; doubles per attempt, with jitter
+    max_attempts: int = 4  # tries for 5xx, transport failures and malformed bodies
+    base_delay_s: float = 0.5  # first backoff; doubles per attempt, with jitter
     max_delay_s: float = 15.0
-    max_throttle_waits: int = 3      # 429s waited out before ThrottledError surfaces
+    max_throttle_waits: int = 3  # 429s waited out before ThrottledError surfaces
 
     def delay(self, failures: int) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random, never zero."""
@@ -109,10 +110,16 @@ class QboClient:
     """One per process. `token_store` is the PostgreSQL `TokenStore` (the client then manages
     OAuth itself through a `TokenManager`), or anything implementing `AccessTokens`."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings,
-                 token_store: TokenStore | AccessTokens, *,
-                 limits: LimiterConfig | None = None, retry: RetryPolicy | None = None,
-                 token_clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        token_store: TokenStore | AccessTokens,
+        *,
+        limits: LimiterConfig | None = None,
+        retry: RetryPolicy | None = None,
+        token_clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.session = session
         self.settings = settings
         self.base_url = settings.qbo_api_base_url.rstrip("/")
@@ -121,7 +128,7 @@ class QboClient:
         self.limiter = RealmLimiter(limits)
         self.retry = retry or RetryPolicy()
         if hasattr(token_store, "access_token"):
-            self.tokens: AccessTokens = token_store   # type: ignore[assignment]
+            self.tokens: AccessTokens = token_store  # type: ignore[assignment]
         else:
             kwargs = {"clock": token_clock} if token_clock else {}
             self.tokens = TokenManager(session, settings, token_store, **kwargs)  # type: ignore[arg-type]
@@ -140,10 +147,19 @@ class QboClient:
 
     # --- the request loop ---------------------------------------------------------------------
 
-    async def call(self, instance_id: int, realm_id: str, endpoint: str, method: str,
-                   path: str, parse_body: Callable[[Any, str | None], T], *,
-                   params: dict[str, str] | None = None, body: bytes | None = None,
-                   content_type: str | None = None) -> T:
+    async def call(
+        self,
+        instance_id: int,
+        realm_id: str,
+        endpoint: str,
+        method: str,
+        path: str,
+        parse_body: Callable[[Any, str | None], T],
+        *,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> T:
         """Send one logical request (with its retries) and parse the answer."""
         url = f"{self.base_url}/v3/company/{realm_id}/{path}"
         query = {**(params or {}), "minorversion": self.minor_version}
@@ -152,63 +168,108 @@ class QboClient:
         refreshed = False
         while True:
             try:
-                answer = await self._send(realm_id, endpoint, method, url, query, body,
-                                          content_type, token)
+                answer = await self._send(
+                    realm_id, endpoint, method, url, query, body, content_type, token
+                )
                 return self._interpret(answer, parse_body, realm_id, endpoint)
             except _Unauthorized as exc:
                 if refreshed:
                     self._log_failure(realm_id, endpoint, exc.answer, exc.fault, failures + 1)
                     raise AuthenticationError(
-                        "QBO refused a freshly refreshed access token", exc.fault) from None
+                        "QBO refused a freshly refreshed access token", exc.fault
+                    ) from None
                 refreshed = True
-                log.info("qbo_token_rejected", realm_id=realm_id, endpoint=endpoint,
-                         intuit_tid=exc.answer.intuit_tid)
+                log.info(
+                    "qbo_token_rejected",
+                    realm_id=realm_id,
+                    endpoint=endpoint,
+                    intuit_tid=exc.answer.intuit_tid,
+                )
                 token = await self.tokens.refresh_rejected(instance_id, realm_id, token)
             except _Throttled as exc:
                 throttles += 1
                 metrics.QBO_THROTTLES.inc()
                 pause = self.limiter.pause(realm_id, exc.retry_after)
-                log.warning("qbo_throttled", realm_id=realm_id, endpoint=endpoint,
-                            pause_s=pause, intuit_tid=exc.answer.intuit_tid, attempt=throttles)
+                log.warning(
+                    "qbo_throttled",
+                    realm_id=realm_id,
+                    endpoint=endpoint,
+                    pause_s=pause,
+                    intuit_tid=exc.answer.intuit_tid,
+                    attempt=throttles,
+                )
                 if throttles > self.retry.max_throttle_waits:
-                    raise ThrottledError(f"throttled {throttles} times in a row", exc.fault) from None
+                    raise ThrottledError(
+                        f"throttled {throttles} times in a row", exc.fault
+                    ) from None
                 # No sleep here: the limiter holds the next attempt until the pause ends.
             except _Retry as exc:
                 failures += 1
                 if failures >= self.retry.max_attempts:
-                    log.warning("qbo_request_failed", realm_id=realm_id, endpoint=endpoint,
-                                error=str(exc.error), attempts=failures,
-                                intuit_tid=exc.error.fault.intuit_tid if exc.error.fault else None)
+                    log.warning(
+                        "qbo_request_failed",
+                        realm_id=realm_id,
+                        endpoint=endpoint,
+                        error=str(exc.error),
+                        attempts=failures,
+                        intuit_tid=exc.error.fault.intuit_tid if exc.error.fault else None,
+                    )
                     raise exc.error from None
                 delay = self.retry.delay(failures)
-                log.info("qbo_request_retry", realm_id=realm_id, endpoint=endpoint,
-                         error=str(exc.error), attempt=failures, delay_s=round(delay, 3),
-                         intuit_tid=exc.error.fault.intuit_tid if exc.error.fault else None)
+                log.info(
+                    "qbo_request_retry",
+                    realm_id=realm_id,
+                    endpoint=endpoint,
+                    error=str(exc.error),
+                    attempt=failures,
+                    delay_s=round(delay, 3),
+                    intuit_tid=exc.error.fault.intuit_tid if exc.error.fault else None,
+                )
                 await asyncio.sleep(delay)
 
-    async def _send(self, realm_id: str, endpoint: str, method: str, url: str,
-                    query: dict[str, str], body: bytes | None, content_type: str | None,
-                    token: str) -> _Answer:
+    async def _send(
+        self,
+        realm_id: str,
+        endpoint: str,
+        method: str,
+        url: str,
+        query: dict[str, str],
+        body: bytes | None,
+        content_type: str | None,
+        token: str,
+    ) -> _Answer:
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         if content_type:
             headers["Content-Type"] = content_type
         async with self.limiter.slot(realm_id):
             self._sent[(realm_id, endpoint)] += 1
             try:
-                async with self.session.request(method, url, params=query, data=body,
-                                                headers=headers, timeout=self.timeout,
-                                                allow_redirects=False) as resp:
+                async with self.session.request(
+                    method,
+                    url,
+                    params=query,
+                    data=body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                ) as resp:
                     raw = await resp.read()
                     answer = _Answer(resp.status, raw, resp.headers, _intuit_tid(resp.headers))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 metrics.QBO_REQUESTS.labels(endpoint, "error").inc()
-                raise _Retry(TransportError(f"{endpoint} request failed: "
-                                            f"{type(exc).__name__}")) from None
+                raise _Retry(
+                    TransportError(f"{endpoint} request failed: {type(exc).__name__}")
+                ) from None
         metrics.QBO_REQUESTS.labels(endpoint, str(answer.status)).inc()
         return answer
 
-    def _interpret(self, answer: _Answer, parse_body: Callable[[Any, str | None], T],
-                   realm_id: str, endpoint: str) -> T:
+    def _interpret(
+        self,
+        answer: _Answer,
+        parse_body: Callable[[Any, str | None], T],
+        realm_id: str,
+        endpoint: str,
+    ) -> T:
         """Classify one HTTP answer: return the parsed result or raise a control exception."""
         status = answer.status
         fault = parse_fault(answer.body, status, answer.intuit_tid)
@@ -217,8 +278,11 @@ class QboClient:
         if status == 401 or (fault is not None and error_class(None, fault) is AuthenticationError):
             raise _Unauthorized(answer, fault)
         if status >= 500 or (fault is not None and error_class(None, fault) is ServerError):
-            raise _Retry(error_for(status, fault) if fault else
-                         ServerError(f"HTTP {status}", _bare_fault(answer)))
+            raise _Retry(
+                error_for(status, fault)
+                if fault
+                else ServerError(f"HTTP {status}", _bare_fault(answer))
+            )
         if status >= 400 or fault is not None:
             error = error_for(status, fault) if fault else error_for(status, _bare_fault(answer))
             self._log_failure(realm_id, endpoint, answer, fault, 1)
@@ -228,22 +292,37 @@ class QboClient:
         try:
             return parse_body(parse.loads_verbatim(answer.body), answer.intuit_tid)
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, IndexError) as exc:
-            raise _Retry(MalformedResponse(f"unreadable QBO answer: {type(exc).__name__}",
-                                           _bare_fault(answer))) from None
+            raise _Retry(
+                MalformedResponse(
+                    f"unreadable QBO answer: {type(exc).__name__}", _bare_fault(answer)
+                )
+            ) from None
 
-    def _log_failure(self, realm_id: str, endpoint: str, answer: _Answer, fault: Fault | None,
-                     attempts: int) -> None:
-        log.warning("qbo_request_failed", realm_id=realm_id, endpoint=endpoint,
-                    status=answer.status, fault_type=fault.type if fault else None,
-                    fault_code=fault.code if fault else None,
-                    fault_message=fault.message if fault else None,
-                    attempts=attempts, intuit_tid=answer.intuit_tid)
+    def _log_failure(
+        self, realm_id: str, endpoint: str, answer: _Answer, fault: Fault | None, attempts: int
+    ) -> None:
+        log.warning(
+            "qbo_request_failed",
+            realm_id=realm_id,
+            endpoint=endpoint,
+            status=answer.status,
+            fault_type=fault.type if fault else None,
+            fault_code=fault.code if fault else None,
+            fault_message=fault.message if fault else None,
+            attempts=attempts,
+            intuit_tid=answer.intuit_tid,
+        )
 
 
 def _bare_fault(answer: _Answer) -> Fault:
     """A Fault for an answer that carried none, so `intuit_tid` still reaches the caller."""
-    return Fault(type="", code="", message=f"HTTP {answer.status}", status=answer.status,
-                 intuit_tid=answer.intuit_tid)
+    return Fault(
+        type="",
+        code="",
+        message=f"HTTP {answer.status}",
+        status=answer.status,
+        intuit_tid=answer.intuit_tid,
+    )
 
 
 class _Unauthorized(Exception):
@@ -272,20 +351,42 @@ class RealmClient:
     async def cdc(self, entities: tuple[str, ...], changed_since: datetime) -> CdcResult:
         """`GET /cdc?entities=A,B&changedSince=<ts with offset>`."""
         params = {"entities": ",".join(entities), "changedSince": format_qbo_time(changed_since)}
-        return await self.client.call(self.instance_id, self.realm_id, "cdc", "GET", "cdc",
-                                      lambda doc, _tid: parse.parse_cdc(doc), params=params)
+        return await self.client.call(
+            self.instance_id,
+            self.realm_id,
+            "cdc",
+            "GET",
+            "cdc",
+            lambda doc, _tid: parse.parse_cdc(doc),
+            params=params,
+        )
 
     async def query(self, statement: str) -> QueryResult:
         """`GET /query?query=…`; a long statement goes as a POST `application/text` body."""
+
         def parse_body(doc: Any, _tid: str | None) -> QueryResult:
             return parse.parse_query(doc, statement)
 
         if len(statement) > POST_QUERY_ABOVE:
-            return await self.client.call(self.instance_id, self.realm_id, "query", "POST",
-                                          "query", parse_body, body=statement.encode(),
-                                          content_type="application/text")
-        return await self.client.call(self.instance_id, self.realm_id, "query", "GET", "query",
-                                      parse_body, params={"query": statement})
+            return await self.client.call(
+                self.instance_id,
+                self.realm_id,
+                "query",
+                "POST",
+                "query",
+                parse_body,
+                body=statement.encode(),
+                content_type="application/text",
+            )
+        return await self.client.call(
+            self.instance_id,
+            self.realm_id,
+            "query",
+            "GET",
+            "query",
+            parse_body,
+            params={"query": statement},
+        )
 
     async def batch(self, items: list[BatchItem]) -> BatchResult:
         """`POST /batch` with up to 30 `Query`/`CDCQuery` items; answers keyed by bId."""
@@ -295,6 +396,12 @@ class RealmClient:
             raise ValueError("batch item bIds must be unique")
         body = orjson.dumps(parse.batch_request(items))
         return await self.client.call(
-            self.instance_id, self.realm_id, "batch", "POST", "batch",
+            self.instance_id,
+            self.realm_id,
+            "batch",
+            "POST",
+            "batch",
             lambda doc, tid: parse.parse_batch(doc, items, tid),
-            body=body, content_type="application/json")
+            body=body,
+            content_type="application/json",
+        )

@@ -7,6 +7,7 @@ QuickBooks answers errors in three shapes (reference §5.2, samples/responses/fa
 - throttling and system failures: XML `<IntuitResponse><Fault type><Error code>...`, even when
   JSON was asked for. A 200 can carry a Fault too, so bodies are always inspected.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -48,8 +49,9 @@ def _ci_get(obj: dict[str, Any], key: str) -> Any:
     return None
 
 
-def fault_from_object(fault: Any, status: int | None = None,
-                      intuit_tid: str | None = None) -> Fault | None:
+def fault_from_object(
+    fault: Any, status: int | None = None, intuit_tid: str | None = None
+) -> Fault | None:
     """A JSON `Fault` object (the value under the `Fault` key, as in batch items) → Fault.
 
     Only the first Error is kept: QBO puts the one that matters first, and several errors
@@ -69,8 +71,9 @@ def fault_from_object(fault: Any, status: int | None = None,
     )
 
 
-def fault_from_json(doc: Any, status: int | None = None,
-                    intuit_tid: str | None = None) -> Fault | None:
+def fault_from_json(
+    doc: Any, status: int | None = None, intuit_tid: str | None = None
+) -> Fault | None:
     """A whole decoded JSON body → its Fault, or None when it carries none."""
     if not isinstance(doc, dict):
         return None
@@ -78,18 +81,22 @@ def fault_from_json(doc: Any, status: int | None = None,
 
 
 def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]   # drop the `{http://schema.intuit.com/finance/v3}` namespace
+    return tag.rsplit("}", 1)[-1]  # drop the `{http://schema.intuit.com/finance/v3}` namespace
 
 
-def fault_from_xml(body: bytes, status: int | None = None,
-                   intuit_tid: str | None = None) -> Fault | None:
+def fault_from_xml(
+    body: bytes, status: int | None = None, intuit_tid: str | None = None
+) -> Fault | None:
     """`<IntuitResponse><Fault type><Error code><Message/><Detail/>` → Fault (None if absent)."""
     try:
         root = ET.fromstring(body)
     except ET.ParseError:
         return None
-    fault = root if _local(root.tag) == "Fault" else next(
-        (el for el in root.iter() if _local(el.tag) == "Fault"), None)
+    fault = (
+        root
+        if _local(root.tag) == "Fault"
+        else next((el for el in root.iter() if _local(el.tag) == "Fault"), None)
+    )
     if fault is None:
         return None
     error = next((el for el in fault if _local(el.tag) == "Error"), None)
@@ -102,16 +109,23 @@ def fault_from_xml(body: bytes, status: int | None = None,
                 message = (child.text or "").strip()
             elif _local(child.tag) == "Detail":
                 detail = (child.text or "").strip()
-    return Fault(type=fault.get("type", ""), code=code, message=message, detail=detail,
-                 status=status, intuit_tid=intuit_tid)
+    return Fault(
+        type=fault.get("type", ""),
+        code=code,
+        message=message,
+        detail=detail,
+        status=status,
+        intuit_tid=intuit_tid,
+    )
 
 
 def looks_like_xml(body: bytes) -> bool:
     return body.lstrip()[:1] == b"<"
 
 
-def parse_fault(body: bytes, status: int | None = None,
-                intuit_tid: str | None = None) -> Fault | None:
+def parse_fault(
+    body: bytes, status: int | None = None, intuit_tid: str | None = None
+) -> Fault | None:
     """Any QBO body (JSON upper/lower case, or XML) → its Fault, or None.
 
     Decides by the body, not by Content-Type: throttle answers are XML whatever was asked for
@@ -156,7 +170,10 @@ def describe(status: int | None, fault: Fault | None) -> str:
     """One line for an exception message; holds no secret (fault text never echoes tokens)."""
     if fault is None:
         return f"HTTP {status}" if status is not None else "QBO error"
-    parts = [f"HTTP {status}" if status is not None else "fault", f"{fault.type} {fault.code}".strip()]
+    parts = [
+        f"HTTP {status}" if status is not None else "fault",
+        f"{fault.type} {fault.code}".strip(),
+    ]
     if fault.message:
         parts.append(fault.message)
     if fault.detail and fault.detail != fault.message:

@@ -4,6 +4,7 @@ Per realm: a sliding window (500 requests per 60 s), a burst limit (10 per secon
 requests in flight (10). A 429 pauses only that realm, for `Retry-After` or 60 s; other realms
 keep going. Everything is asyncio sleeps until a computed instant: no polling loops.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class LimiterConfig:
-    per_window: int = 500          # requests per `window_s` (Intuit: 500/min per realm)
+    per_window: int = 500  # requests per `window_s` (Intuit: 500/min per realm)
     window_s: float = 60.0
-    per_second: int = 10           # requests per `second_s` (Intuit: 10/s per realm and app)
+    per_second: int = 10  # requests per `second_s` (Intuit: 10/s per realm and app)
     second_s: float = 1.0
-    max_in_flight: int = 10        # concurrent requests (Intuit: >10 concurrent → 429)
+    max_in_flight: int = 10  # concurrent requests (Intuit: >10 concurrent → 429)
     throttle_pause_s: float = 60.0  # a 429 without Retry-After: Intuit says wait 60 s
     # Requests reach Intuit a little after they leave here, not all equally late: windows are
     # held this much longer so jitter on the wire cannot turn 10 starts into 11 arrivals.
@@ -55,15 +56,16 @@ class _RealmState:
         self.minute = _Window(config.per_window, config.window_s + config.margin_s)
         self.second = _Window(config.per_second, config.second_s + config.margin_s)
         self.paused_until = 0.0
-        self.resume = asyncio.Event()   # set when a pause is extended: wake the sleeper
+        self.resume = asyncio.Event()  # set when a pause is extended: wake the sleeper
         self.started = 0
 
 
 class RealmLimiter:
     """One limiter for the whole process; state per realm, created on first use."""
 
-    def __init__(self, config: LimiterConfig | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, config: LimiterConfig | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
         self.config = config or LimiterConfig()
         self._clock = clock
         self._realms: dict[str, _RealmState] = {}
@@ -89,7 +91,9 @@ class RealmLimiter:
         async with state.admission:
             while True:
                 now = self._now()
-                delay = max(state.paused_until - now, state.minute.wait(now), state.second.wait(now))
+                delay = max(
+                    state.paused_until - now, state.minute.wait(now), state.second.wait(now)
+                )
                 if delay <= 0:
                     state.minute.record(now)
                     state.second.record(now)

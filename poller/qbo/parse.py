@@ -4,6 +4,7 @@ Any shape QBO does not send raises `ValueError`/`KeyError`/`TypeError`; the clie
 into `MalformedResponse` (after a retry). Objects are passed through untouched: callbacks carry
 them exactly as QuickBooks wrote them.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,9 +83,13 @@ def query_from(response: Any, statement: str, time: Any) -> QueryResult:
     lists = _entity_lists(response)
     entity, rows = lists[0] if lists else (entity_of(statement), [])
     total = response.get("totalCount")
-    return QueryResult(time=time, entity=entity, rows=rows,
-                       start_position=int(response.get("startPosition", 1)),
-                       total_count=int(total) if total is not None else None)
+    return QueryResult(
+        time=time,
+        entity=entity,
+        rows=rows,
+        start_position=int(response.get("startPosition", 1)),
+        total_count=int(total) if total is not None else None,
+    )
 
 
 def parse_query(doc: Any, statement: str) -> QueryResult:
@@ -99,21 +104,32 @@ def batch_request(items: list[BatchItem]) -> dict[str, Any]:
         if isinstance(item, QueryItem):
             out.append({"bId": item.bid, "Query": item.statement})
         else:
-            out.append({"bId": item.bid, "CDCQuery": {
-                "Entities": ",".join(item.entities),
-                "ChangedSince": format_qbo_time(item.changed_since)}})
+            out.append(
+                {
+                    "bId": item.bid,
+                    "CDCQuery": {
+                        "Entities": ",".join(item.entities),
+                        "ChangedSince": format_qbo_time(item.changed_since),
+                    },
+                }
+            )
     return {"BatchItemRequest": out}
 
 
 def _missing(bid: str, intuit_tid: str | None) -> Fault:
     # Not QBO's words: an item QBO left unanswered is reported like a refused one, so the
     # caller's fallback (e.g. CDC through /cdc) covers it.
-    return Fault(type="MissingAnswer", code="", message=f"no answer for batch item {bid!r}",
-                 intuit_tid=intuit_tid)
+    return Fault(
+        type="MissingAnswer",
+        code="",
+        message=f"no answer for batch item {bid!r}",
+        intuit_tid=intuit_tid,
+    )
 
 
-def _answer(entry: dict[str, Any], item: BatchItem, time: Any,
-            intuit_tid: str | None) -> BatchAnswer:
+def _answer(
+    entry: dict[str, Any], item: BatchItem, time: Any, intuit_tid: str | None
+) -> BatchAnswer:
     fault = entry.get("Fault", entry.get("fault"))
     if fault is not None:
         parsed = fault_from_object(fault, None, intuit_tid)
@@ -139,7 +155,7 @@ def parse_batch(doc: Any, items: list[BatchItem], intuit_tid: str | None = None)
         bid = str(entry.get("bId", ""))
         item = by_bid.get(bid)
         if item is None:
-            continue   # not an item we sent (we only send reads): nothing to report it to
+            continue  # not an item we sent (we only send reads): nothing to report it to
         answers[bid] = _answer(entry, item, time, intuit_tid)
     for bid in by_bid:
         answers.setdefault(bid, _missing(bid, intuit_tid))

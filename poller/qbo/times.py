@@ -5,11 +5,12 @@ second precision, the gateway's fault `time` as epoch milliseconds, and some sam
 Whatever we send carries an explicit offset: a bare timestamp is read as US Pacific time by QBO
 (reference §1.1, §8.4).
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def parse_qbo_time(value: object) -> datetime:
@@ -21,14 +22,14 @@ def parse_qbo_time(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError("not a timestamp")
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000.0, UTC)   # gateway faults: epoch ms
+        return datetime.fromtimestamp(value / 1000.0, UTC)  # gateway faults: epoch ms
     if not isinstance(value, str) or not value:
         raise ValueError("not a timestamp")
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     if len(text) >= 5 and text[-5] in "+-" and text[-3] != ":" and text[-4:].isdigit():
-        text = text[:-2] + ":" + text[-2:]   # `-0700` (webhook style) → `-07:00`
+        text = text[:-2] + ":" + text[-2:]  # `-0700` (webhook style) → `-07:00`
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without an offset: {value!r}")

@@ -1,4 +1,5 @@
 """What the QBO client returns and raises: the contract between `qbo` and `detect`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ class CdcResult:
     """A CDC answer. `time` is QBO's own clock (the next watermark comes from it)."""
 
     time: datetime
-    objects: dict[str, list[QboObject]]   # entity name as QBO spells it → objects, in order
-    count: int                             # objects across all entities (1000 = maybe truncated)
+    objects: dict[str, list[QboObject]]  # entity name as QBO spells it → objects, in order
+    count: int  # objects across all entities (1000 = maybe truncated)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class QueryResult:
     entity: str
     rows: list[QboObject]
     start_position: int = 1
-    total_count: int | None = None         # COUNT(*) answers only
+    total_count: int | None = None  # COUNT(*) answers only
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ BatchAnswer = QueryResult | CdcResult | Fault
 @dataclass(frozen=True)
 class BatchResult:
     time: datetime
-    answers: dict[str, BatchAnswer] = field(default_factory=dict)   # bId → answer
+    answers: dict[str, BatchAnswer] = field(default_factory=dict)  # bId → answer
 
 
 class QboError(Exception):

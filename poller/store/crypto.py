@@ -4,6 +4,7 @@ With `POLLER_SECRET_KEY` set, values are stored as `fernet:<token>`; without it 
 `plain:<value>` (the daemon warns once at start-up). Reading accepts both, so setting a key
 later encrypts values as they are next written.
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,21 +37,26 @@ class SecretBox:
         if stored is None:
             return None
         if stored.startswith(_PLAIN):
-            return stored[len(_PLAIN):]
+            return stored[len(_PLAIN) :]
         if stored.startswith(_FERNET):
             if self._fernet is None:
-                raise ConfigError("POLLER_SECRET_KEY=<unset>: the database holds encrypted "
-                                  "secrets; set the key they were written with")
+                raise ConfigError(
+                    "POLLER_SECRET_KEY=<unset>: the database holds encrypted "
+                    "secrets; set the key they were written with"
+                )
             try:
-                return self._fernet.decrypt(stored[len(_FERNET):].encode()).decode()
+                return self._fernet.decrypt(stored[len(_FERNET) :].encode()).decode()
             except InvalidToken:
-                raise ConfigError("POLLER_SECRET_KEY=<hidden>: cannot decrypt stored secrets "
-                                  "(the key differs from the one they were written with)") from None
+                raise ConfigError(
+                    "POLLER_SECRET_KEY=<hidden>: cannot decrypt stored secrets "
+                    "(the key differs from the one they were written with)"
+                ) from None
         raise ValueError("unrecognised stored secret format")
 
 
 def _derive(secret_key: str) -> bytes:
     """Any passphrase of ≥16 characters → a Fernet key (HKDF-SHA256, fixed context)."""
-    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"qbo-poller/at-rest/v1",
-               info=b"fernet").derive(secret_key.encode())
+    raw = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"qbo-poller/at-rest/v1", info=b"fernet"
+    ).derive(secret_key.encode())
     return base64.urlsafe_b64encode(raw)

@@ -6,6 +6,7 @@ bumps the lease token. `settle` ends a cycle: it writes every polled pair's curs
 the lease, in one statement fenced by that token — inside the cycle's transaction when there
 is anything else to write — so a replica that lost the instance mid-cycle cannot commit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ class Cursor:
     watermark: datetime | None
     baseline: datetime | None
     initialized: bool
-    reconciled_age_s: float | None    # seconds since the last full listing (None: never)
+    reconciled_age_s: float | None  # seconds since the last full listing (None: never)
     consecutive_errors: int
     next_due_at: datetime
 
@@ -58,9 +59,9 @@ class LeaseRef:
 class Lease:
     """What `acquire` found."""
 
-    token: int | None                 # ours (the fencing token); None: held elsewhere
+    token: int | None  # ours (the fencing token); None: held elsewhere
     holder: str | None
-    held_for_s: float | None          # held elsewhere: seconds until it lapses
+    held_for_s: float | None  # held elsewhere: seconds until it lapses
     cursors: dict[str, Cursor]
 
 
@@ -68,9 +69,9 @@ class Lease:
 class Advance:
     """What a successful poll writes to its cursor."""
 
-    watermark: datetime          # QBO `time` of the answer (never moves backwards)
-    baseline: datetime | None    # set once, by the pair's first answer
-    reconciled: bool             # the answer was a full listing
+    watermark: datetime  # QBO `time` of the answer (never moves backwards)
+    baseline: datetime | None  # set once, by the pair's first answer
+    reconciled: bool  # the answer was a full listing
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +98,30 @@ class PollableInstance:
 
 async def pollable_instances(conn: asyncpg.Connection) -> list[PollableInstance]:
     rows = await conn.fetch(Q["pollable_instances"])
-    return [PollableInstance(r["id"], r["name"], r["realm_id"], r["refresh_interval_s"],
-                             r["initial_mode"], r["deactivated_as_deleted"], r["config_version"],
-                             tuple(r["resources"])) for r in rows]
+    return [
+        PollableInstance(
+            r["id"],
+            r["name"],
+            r["realm_id"],
+            r["refresh_interval_s"],
+            r["initial_mode"],
+            r["deactivated_as_deleted"],
+            r["config_version"],
+            tuple(r["resources"]),
+        )
+        for r in rows
+    ]
 
 
 def _cursor(row: asyncpg.Record) -> Cursor:
-    return Cursor(row["watermark"], row["baseline"], row["initialized"], row["reconciled_age_s"],
-                  row["consecutive_errors"], row["next_due_at"])
+    return Cursor(
+        row["watermark"],
+        row["baseline"],
+        row["initialized"],
+        row["reconciled_age_s"],
+        row["consecutive_errors"],
+        row["next_due_at"],
+    )
 
 
 async def acquire(conn: asyncpg.Connection, instance_id: int, owner: str, hold_s: float) -> Lease:
@@ -118,24 +135,33 @@ async def acquire(conn: asyncpg.Connection, instance_id: int, owner: str, hold_s
     return Lease(token, owner, None, {r["resource"]: _cursor(r) for r in rows if r["resource"]})
 
 
-async def settle(conn: asyncpg.Connection, lease: LeaseRef,
-                 settles: Sequence[Settle]) -> dict[str, Cursor]:
+async def settle(
+    conn: asyncpg.Connection, lease: LeaseRef, settles: Sequence[Settle]
+) -> dict[str, Cursor]:
     """The fenced end of a cycle (see module docstring): the pairs' cursors as written.
 
     Raises LeaseLost when the token is no longer current (nothing was written).
     """
     ok = [s.advance is not None for s in settles]
     rows = await conn.fetch(
-        Q["settle"], lease.instance_id, lease.owner, lease.token, float(lease.hold_s),
-        [s.resource for s in settles], ok,
+        Q["settle"],
+        lease.instance_id,
+        lease.owner,
+        lease.token,
+        float(lease.hold_s),
+        [s.resource for s in settles],
+        ok,
         [s.advance.watermark if s.advance else None for s in settles],
         [s.advance.baseline if s.advance else None for s in settles],
         [s.advance.reconciled if s.advance else False for s in settles],
         [s.next_due_at for s in settles],
-        [None if s.error is None else s.error[:1000] for s in settles])
+        [None if s.error is None else s.error[:1000] for s in settles],
+    )
     if not rows and settles:
-        raise LeaseLost(f"instance {lease.instance_id}: lease token {lease.token} is no longer "
-                        f"held by {lease.owner}")
+        raise LeaseLost(
+            f"instance {lease.instance_id}: lease token {lease.token} is no longer "
+            f"held by {lease.owner}"
+        )
     return {r["resource"]: _cursor(r) for r in rows}
 
 
@@ -151,6 +177,7 @@ async def schedule(conn: asyncpg.Connection, instance_id: int) -> dict[str, date
 
 async def mark_needs_reconnect(conn: asyncpg.Connection, instance_id: int, reason: str) -> bool:
     """The OAuth grant is gone: stop polling the instance until it is reconnected."""
-    status = await conn.execute(Q["set_instance_status"], instance_id, "needs_reconnect",
-                                reason[:500])
+    status = await conn.execute(
+        Q["set_instance_status"], instance_id, "needs_reconnect", reason[:500]
+    )
     return status == "UPDATE 1"

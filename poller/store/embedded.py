@@ -3,6 +3,7 @@
 It lives in `<POLLER_DATA_DIR>/pgdata`, listens only on a unix socket, and is stopped when
 the owner exits the context (pgserver also stops it at interpreter exit as a last resort).
 """
+
 from __future__ import annotations
 
 import asyncio

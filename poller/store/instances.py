@@ -3,6 +3,7 @@
 Stored credentials win over a file (DESIGN §3): `providerData` replaces the stored tokens only
 when the instance is new or when its fingerprint differs from what was last loaded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ Q = queries("instances")
 @dataclass(frozen=True)
 class UpsertResult:
     instance_id: int
-    action: str                 # "created", "updated" or "unchanged"
+    action: str  # "created", "updated" or "unchanged"
     credentials_replaced: bool
 
 
@@ -37,13 +38,21 @@ def _status(inst: Instance, previous: str | None, credentials_replaced: bool) ->
 
 def _row_values(inst: Instance, box: SecretBox) -> dict[str, Any]:
     return {
-        "element_key": inst.element_key, "realm_id": inst.realm_id, "client_id": inst.client_id,
-        "client_secret_enc": box.seal(inst.client_secret), "redirect_uri": inst.redirect_uri,
-        "events_enabled": inst.events_enabled, "vendor_type": inst.vendor_type,
-        "callback_url": inst.callback_url, "signature_key_enc": box.seal(inst.signature_key),
-        "refresh_interval_s": inst.refresh_interval_s, "resources": list(inst.resources),
-        "timezone": inst.timezone, "initial_mode": inst.initial,
-        "deactivated_as_deleted": inst.deactivated_as_deleted, "tags": list(inst.tags),
+        "element_key": inst.element_key,
+        "realm_id": inst.realm_id,
+        "client_id": inst.client_id,
+        "client_secret_enc": box.seal(inst.client_secret),
+        "redirect_uri": inst.redirect_uri,
+        "events_enabled": inst.events_enabled,
+        "vendor_type": inst.vendor_type,
+        "callback_url": inst.callback_url,
+        "signature_key_enc": box.seal(inst.signature_key),
+        "refresh_interval_s": inst.refresh_interval_s,
+        "resources": list(inst.resources),
+        "timezone": inst.timezone,
+        "initial_mode": inst.initial,
+        "deactivated_as_deleted": inst.deactivated_as_deleted,
+        "tags": list(inst.tags),
         "configuration": inst.public_configuration(),
         "provider_fingerprint": inst.provider.fingerprint(),
     }
@@ -54,8 +63,9 @@ def _unchanged(existing: asyncpg.Record, inst: Instance, box: SecretBox) -> bool
     new = _row_values(inst, box)
     for key, value in new.items():
         if key.endswith("_enc"):
-            if box.open(existing[key]) != (inst.client_secret if key == "client_secret_enc"
-                                           else inst.signature_key):
+            if box.open(existing[key]) != (
+                inst.client_secret if key == "client_secret_enc" else inst.signature_key
+            ):
                 return False
         elif key == "element_key":
             continue
@@ -75,18 +85,35 @@ async def upsert(conn: asyncpg.Connection, inst: Instance, box: SecretBox) -> Up
 async def _insert(conn: asyncpg.Connection, inst: Instance, box: SecretBox) -> UpsertResult:
     v = _row_values(inst, box)
     instance_id = await conn.fetchval(
-        Q["insert"], inst.name, v["element_key"], v["realm_id"], _status(inst, None, True),
-        v["client_id"], v["client_secret_enc"], v["redirect_uri"], v["events_enabled"],
-        v["vendor_type"], v["callback_url"], v["signature_key_enc"], v["refresh_interval_s"],
-        v["resources"], v["timezone"], v["initial_mode"], v["deactivated_as_deleted"], v["tags"],
-        v["configuration"], v["provider_fingerprint"])
+        Q["insert"],
+        inst.name,
+        v["element_key"],
+        v["realm_id"],
+        _status(inst, None, True),
+        v["client_id"],
+        v["client_secret_enc"],
+        v["redirect_uri"],
+        v["events_enabled"],
+        v["vendor_type"],
+        v["callback_url"],
+        v["signature_key_enc"],
+        v["refresh_interval_s"],
+        v["resources"],
+        v["timezone"],
+        v["initial_mode"],
+        v["deactivated_as_deleted"],
+        v["tags"],
+        v["configuration"],
+        v["provider_fingerprint"],
+    )
     await _replace_credentials(conn, instance_id, inst, box)
     await _sync_pairs(conn, instance_id, inst)
     return UpsertResult(instance_id, "created", True)
 
 
-async def _update(conn: asyncpg.Connection, existing: asyncpg.Record, inst: Instance,
-                  box: SecretBox) -> UpsertResult:
+async def _update(
+    conn: asyncpg.Connection, existing: asyncpg.Record, inst: Instance, box: SecretBox
+) -> UpsertResult:
     instance_id = existing["id"]
     replace = existing["provider_fingerprint"] != inst.provider.fingerprint()
     if not replace and _unchanged(existing, inst, box):
@@ -95,11 +122,28 @@ async def _update(conn: asyncpg.Connection, existing: asyncpg.Record, inst: Inst
     status = _status(inst, existing["status"], replace)
     reason = None if status in ("active", "disabled") else "kept from before the reload"
     await conn.execute(
-        Q["update"], instance_id, v["element_key"], v["realm_id"], status, reason, v["client_id"],
-        v["client_secret_enc"], v["redirect_uri"], v["events_enabled"], v["vendor_type"],
-        v["callback_url"], v["signature_key_enc"], v["refresh_interval_s"], v["resources"],
-        v["timezone"], v["initial_mode"], v["deactivated_as_deleted"], v["tags"],
-        v["configuration"], v["provider_fingerprint"])
+        Q["update"],
+        instance_id,
+        v["element_key"],
+        v["realm_id"],
+        status,
+        reason,
+        v["client_id"],
+        v["client_secret_enc"],
+        v["redirect_uri"],
+        v["events_enabled"],
+        v["vendor_type"],
+        v["callback_url"],
+        v["signature_key_enc"],
+        v["refresh_interval_s"],
+        v["resources"],
+        v["timezone"],
+        v["initial_mode"],
+        v["deactivated_as_deleted"],
+        v["tags"],
+        v["configuration"],
+        v["provider_fingerprint"],
+    )
     if replace:
         if existing["realm_id"] != inst.realm_id:
             # Another company: watermarks and snapshots of the old realm mean nothing here.
@@ -109,10 +153,16 @@ async def _update(conn: asyncpg.Connection, existing: asyncpg.Record, inst: Inst
     return UpsertResult(instance_id, "updated", replace)
 
 
-async def _replace_credentials(conn: asyncpg.Connection, instance_id: int, inst: Instance,
-                               box: SecretBox) -> None:
-    await conn.execute(Q["upsert_credentials"], instance_id, inst.realm_id,
-                       box.seal(inst.provider.code), box.seal(inst.provider.refresh_token))
+async def _replace_credentials(
+    conn: asyncpg.Connection, instance_id: int, inst: Instance, box: SecretBox
+) -> None:
+    await conn.execute(
+        Q["upsert_credentials"],
+        instance_id,
+        inst.realm_id,
+        box.seal(inst.provider.code),
+        box.seal(inst.provider.refresh_token),
+    )
 
 
 async def _sync_pairs(conn: asyncpg.Connection, instance_id: int, inst: Instance) -> None:
@@ -130,7 +180,8 @@ async def remove(conn: asyncpg.Connection, name: str) -> bool:
     return await conn.fetchval(Q["remove"], name) is not None
 
 
-async def set_status(conn: asyncpg.Connection, instance_id: int, status: str,
-                     reason: str | None) -> bool:
+async def set_status(
+    conn: asyncpg.Connection, instance_id: int, status: str, reason: str | None
+) -> bool:
     result = await conn.execute(Q["set_status"], instance_id, status, reason)
     return result.endswith(" 1")

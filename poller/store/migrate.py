@@ -3,6 +3,7 @@
 Files are `migrations/NNNN_name.sql`. Each pending file runs in its own transaction and is
 recorded in `schema_migrations`. `run` refuses a schema newer than this build knows.
 """
+
 from __future__ import annotations
 
 import re
@@ -82,12 +83,16 @@ async def check_current(conn: asyncpg.Connection) -> int:
     latest = latest_version()
     _refuse_newer(version, latest)
     if version < latest:
-        raise SchemaError(f"database schema is at version {version}, this build needs {latest}: "
-                          "run `qbo-poller migrate` (or set POLLER_AUTO_MIGRATE=true)")
+        raise SchemaError(
+            f"database schema is at version {version}, this build needs {latest}: "
+            "run `qbo-poller migrate` (or set POLLER_AUTO_MIGRATE=true)"
+        )
     return version
 
 
 def _refuse_newer(version: int, latest: int) -> None:
     if version > latest:
-        raise SchemaError(f"database schema is at version {version}, newer than this build knows "
-                          f"({latest}): upgrade qbo-poller")
+        raise SchemaError(
+            f"database schema is at version {version}, newer than this build knows "
+            f"({latest}): upgrade qbo-poller"
+        )

@@ -10,6 +10,7 @@ it) in the transaction that records the attempt; while it is gone the claim hold
 notification to it without an attempt; redelivering a notification whose instance points at a
 gone URL reactivates the URL and releases everything held for it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,8 +39,8 @@ class Claimed:
     event_id: str
     instance_id: int
     resource: str
-    attempts: int             # attempts made before this claim
-    body: bytes | None        # None until built before the first attempt
+    attempts: int  # attempts made before this claim
+    body: bytes | None  # None until built before the first attempt
     created_at: datetime
     instance_name: str
     realm_id: str
@@ -62,14 +63,14 @@ class StoredEvent:
 class Attempt:
     """One attempt's result, as the attempt log keeps it."""
 
-    outcome: str              # delivered | retry | held | dead
+    outcome: str  # delivered | retry | held | dead
     started_at: datetime
     url: str
     duration_ms: int
     status_code: int | None = None
     error: str | None = None
     response_body: str | None = None
-    retry_in_s: float = 0.0   # for 'retry'
+    retry_in_s: float = 0.0  # for 'retry'
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class ClaimBatch:
     """One claim: the notifications to deliver, and those held on the spot (URL gone)."""
 
     claimed: list[Claimed]
-    held: list[tuple[int, str]]    # (notification id, gone URL), never attempted
+    held: list[tuple[int, str]]  # (notification id, gone URL), never attempted
 
     @property
     def total(self) -> int:
@@ -98,19 +99,27 @@ class Redelivered:
 class GoneEndpoint:
     url: str
     gone_at: datetime
-    instances: tuple[str, ...]     # instances whose callback URL it is now
-    held: int                      # notifications held for it (released by redelivery)
+    instances: tuple[str, ...]  # instances whose callback URL it is now
+    held: int  # notifications held for it (released by redelivery)
 
 
 def _claimed(row: asyncpg.Record) -> Claimed:
     body = row["body"]
     return Claimed(
-        id=row["id"], event_id=str(row["event_id"]), instance_id=row["instance_id"],
-        resource=row["resource"], attempts=row["attempts"],
-        body=bytes(body) if body is not None else None, created_at=row["created_at"],
-        instance_name=row["instance_name"], realm_id=row["realm_id"],
-        tags=tuple(_tags(row["tags"])), timezone=row["timezone"],
-        callback_url=row["callback_url"], signature_key_enc=row["signature_key_enc"])
+        id=row["id"],
+        event_id=str(row["event_id"]),
+        instance_id=row["instance_id"],
+        resource=row["resource"],
+        attempts=row["attempts"],
+        body=bytes(body) if body is not None else None,
+        created_at=row["created_at"],
+        instance_name=row["instance_name"],
+        realm_id=row["realm_id"],
+        tags=tuple(_tags(row["tags"])),
+        timezone=row["timezone"],
+        callback_url=row["callback_url"],
+        signature_key_enc=row["signature_key_enc"],
+    )
 
 
 def _tags(value: Any) -> list[str]:
@@ -130,61 +139,91 @@ def _clean_text(text: str | None, limit: int) -> str | None:
     return text[:limit].replace("\x00", "\ufffd")
 
 
-async def claim_batch(conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str,
-                      lease_s: float) -> ClaimBatch:
+async def claim_batch(
+    conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str, lease_s: float
+) -> ClaimBatch:
     """Claim up to `limit` due notifications under a lease of `lease_s` seconds; those whose
     callback URL is gone are held instead (no lease, no attempt) and reported apart."""
     rows = await conn.fetch(Q["claim"], limit, owner, lease_s)
-    return ClaimBatch(claimed=[_claimed(r) for r in rows if not r["held"]],
-                      held=[(r["id"], r["callback_url"]) for r in rows if r["held"]])
+    return ClaimBatch(
+        claimed=[_claimed(r) for r in rows if not r["held"]],
+        held=[(r["id"], r["callback_url"]) for r in rows if r["held"]],
+    )
 
 
-async def claim(conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str,
-                lease_s: float) -> list[Claimed]:
+async def claim(
+    conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str, lease_s: float
+) -> list[Claimed]:
     """`claim_batch` without the held ones."""
     return (await claim_batch(conn, limit, owner, lease_s)).claimed
 
 
-async def events_of(conn: asyncpg.Connection | asyncpg.Pool,
-                    notification_ids: Sequence[int]) -> dict[int, list[StoredEvent]]:
+async def events_of(
+    conn: asyncpg.Connection | asyncpg.Pool, notification_ids: Sequence[int]
+) -> dict[int, list[StoredEvent]]:
     """Each notification's events in position order."""
     rows = await conn.fetch(Q["events_of"], list(notification_ids))
     grouped: dict[int, list[StoredEvent]] = {}
     for r in rows:
-        grouped.setdefault(r["notification_id"], []).append(StoredEvent(
-            r["notification_id"], r["event_type"], r["object_id"], r["occurred_at"], r["raw"]))
+        grouped.setdefault(r["notification_id"], []).append(
+            StoredEvent(
+                r["notification_id"], r["event_type"], r["object_id"], r["occurred_at"], r["raw"]
+            )
+        )
     return grouped
 
 
-async def set_bodies(conn: asyncpg.Connection | asyncpg.Pool, bodies: dict[int, bytes],
-                     owner: str) -> None:
+async def set_bodies(
+    conn: asyncpg.Connection | asyncpg.Pool, bodies: dict[int, bytes], owner: str
+) -> None:
     if bodies:
         await conn.execute(Q["set_bodies"], list(bodies), list(bodies.values()), owner)
 
 
-async def record(conn: asyncpg.Connection | asyncpg.Pool, claimed: Claimed, owner: str,
-                 attempt: Attempt) -> bool:
+async def record(
+    conn: asyncpg.Connection | asyncpg.Pool, claimed: Claimed, owner: str, attempt: Attempt
+) -> bool:
     """Record one attempt; False when the claim was lost (lease expired and taken over)."""
     status = STATUS_OF_OUTCOME[attempt.outcome]
     recorded = await conn.fetchval(
-        Q["record_attempt"], claimed.id, owner, claimed.attempts, status,
-        float(attempt.retry_in_s), attempt.started_at, attempt.url, attempt.status_code,
-        _clean_text(attempt.error, 1000), attempt.duration_ms,
-        _clean_text(attempt.response_body, RESPONSE_BODY_MAX_CHARS), attempt.outcome)
+        Q["record_attempt"],
+        claimed.id,
+        owner,
+        claimed.attempts,
+        status,
+        float(attempt.retry_in_s),
+        attempt.started_at,
+        attempt.url,
+        attempt.status_code,
+        _clean_text(attempt.error, 1000),
+        attempt.duration_ms,
+        _clean_text(attempt.response_body, RESPONSE_BODY_MAX_CHARS),
+        attempt.outcome,
+    )
     return recorded is not None
 
 
-async def record_many(conn: asyncpg.Connection | asyncpg.Pool, owner: str,
-                      items: Sequence[tuple[Claimed, Attempt]]) -> set[int]:
+async def record_many(
+    conn: asyncpg.Connection | asyncpg.Pool, owner: str, items: Sequence[tuple[Claimed, Attempt]]
+) -> set[int]:
     """Record many attempts in one statement; returns the ids recorded (others lost their claim)."""
     if not items:
         return set()
     columns: list[list[Any]] = [[] for _ in range(11)]
     for claimed, attempt in items:
-        values = (claimed.id, claimed.attempts, STATUS_OF_OUTCOME[attempt.outcome],
-                  float(attempt.retry_in_s), attempt.started_at, attempt.url,
-                  attempt.status_code, _clean_text(attempt.error, 1000), attempt.duration_ms,
-                  _clean_text(attempt.response_body, RESPONSE_BODY_MAX_CHARS), attempt.outcome)
+        values = (
+            claimed.id,
+            claimed.attempts,
+            STATUS_OF_OUTCOME[attempt.outcome],
+            float(attempt.retry_in_s),
+            attempt.started_at,
+            attempt.url,
+            attempt.status_code,
+            _clean_text(attempt.error, 1000),
+            attempt.duration_ms,
+            _clean_text(attempt.response_body, RESPONSE_BODY_MAX_CHARS),
+            attempt.outcome,
+        )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     rows = await conn.fetch(Q["record_attempts"], owner, *columns)
@@ -201,8 +240,9 @@ async def hold_url(conn: asyncpg.Connection | asyncpg.Pool, url: str) -> int:
     return _count(await conn.execute(Q["hold_url"], url))
 
 
-async def record_gone(conn: asyncpg.Connection, claimed: Claimed, owner: str,
-                      attempt: Attempt) -> tuple[bool, bool, int]:
+async def record_gone(
+    conn: asyncpg.Connection, claimed: Claimed, owner: str, attempt: Attempt
+) -> tuple[bool, bool, int]:
     """A 410, in one transaction: record the attempt (held), mark its URL gone, hold every
     unclaimed notification waiting for that URL. Returns (recorded, newly gone, also held);
     nothing changes when the claim was lost."""
@@ -214,8 +254,9 @@ async def record_gone(conn: asyncpg.Connection, claimed: Claimed, owner: str,
     return True, newly_gone, held
 
 
-async def renew(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int], owner: str,
-                lease_s: float) -> int:
+async def renew(
+    conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int], owner: str, lease_s: float
+) -> int:
     return _count(await conn.execute(Q["renew"], list(ids), owner, lease_s))
 
 
@@ -250,12 +291,14 @@ async def redeliver_all_dead(conn: asyncpg.Connection) -> Redelivered:
     """Every dead letter back to pending, attempts 0."""
     async with conn.transaction():
         rows = await conn.fetch(Q["redeliver_all_dead"])
-        return await _reactivate_and_wake(conn, sum(r["n"] for r in rows),
-                                          [r["instance_id"] for r in rows])
+        return await _reactivate_and_wake(
+            conn, sum(r["n"] for r in rows), [r["instance_id"] for r in rows]
+        )
 
 
-async def _reactivate_and_wake(conn: asyncpg.Connection, count: int,
-                               instance_ids: Sequence[int]) -> Redelivered:
+async def _reactivate_and_wake(
+    conn: asyncpg.Connection, count: int, instance_ids: Sequence[int]
+) -> Redelivered:
     """Inside the redelivery's transaction: the instances' gone URLs become active, whatever is
     held for them goes back to pending, and dispatchers are woken."""
     urls = [r["url"] for r in await conn.fetch(Q["reactivate"], sorted(set(instance_ids)))]
@@ -264,15 +307,17 @@ async def _reactivate_and_wake(conn: asyncpg.Connection, count: int,
     return Redelivered(count, tuple(sorted(urls)), released)
 
 
-async def prune_batch(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float,
-                      batch: int = PRUNE_BATCH) -> int:
+async def prune_batch(
+    conn: asyncpg.Connection | asyncpg.Pool, retention_s: float, batch: int = PRUNE_BATCH
+) -> int:
     """Delete up to `batch` delivered notifications finished more than `retention_s` ago, with
     their events and (ON DELETE CASCADE) attempt logs. Dead letters stay until redelivered."""
     return _count(await conn.execute(Q["prune"], retention_s, batch))
 
 
-async def prune(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float,
-                batch: int = PRUNE_BATCH) -> int:
+async def prune(
+    conn: asyncpg.Connection | asyncpg.Pool, retention_s: float, batch: int = PRUNE_BATCH
+) -> int:
     """Prune everything past retention, one small batch per statement."""
     total = 0
     while True:
@@ -287,13 +332,15 @@ async def counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
     return {"pending": row["pending"], "held": row["held"], "dead": row["dead"]}
 
 
-async def listing(conn: asyncpg.Connection | asyncpg.Pool, dead_only: bool, iid: int | None,
-                  limit: int) -> list[asyncpg.Record]:
+async def listing(
+    conn: asyncpg.Connection | asyncpg.Pool, dead_only: bool, iid: int | None, limit: int
+) -> list[asyncpg.Record]:
     return list(await conn.fetch(Q["list"], dead_only, iid, limit))
 
 
-async def gone_endpoints(conn: asyncpg.Connection | asyncpg.Pool,
-                         iid: int | None = None) -> list[GoneEndpoint]:
+async def gone_endpoints(
+    conn: asyncpg.Connection | asyncpg.Pool, iid: int | None = None
+) -> list[GoneEndpoint]:
     """Gone URLs some instance points at or notifications are held for (of `iid` only, if
     given), oldest first."""
     rows = await conn.fetch(Q["gone_endpoints"], iid)

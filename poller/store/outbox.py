@@ -12,6 +12,7 @@ One instance cycle (see `poller.detect.cycle`) reads the snapshot rows its diffs
 A crash or a stale lease token anywhere before COMMIT leaves nothing behind; the next poll
 re-reads from the old watermarks and the snapshot plus the unique key make the replay exact.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -47,8 +48,8 @@ class PairWrite:
 
 @dataclass(frozen=True, slots=True)
 class WriteStats:
-    events: int                  # newly inserted events
-    duplicates: int              # events already in the outbox (skipped)
+    events: int  # newly inserted events
+    duplicates: int  # events already in the outbox (skipped)
     notifications: int
     by_type: dict[str, int]
 
@@ -56,9 +57,9 @@ class WriteStats:
 NO_WRITES = WriteStats(0, 0, 0, {})
 
 
-async def load_snapshots(conn: asyncpg.Connection, instance_id: int,
-                         wanted: Mapping[str, Sequence[str] | None]
-                         ) -> dict[str, dict[str, SnapshotRow]]:
+async def load_snapshots(
+    conn: asyncpg.Connection, instance_id: int, wanted: Mapping[str, Sequence[str] | None]
+) -> dict[str, dict[str, SnapshotRow]]:
     """Snapshot rows per resource: the given object ids, or (None) every object of the pair."""
     whole = [res for res, ids in wanted.items() if ids is None]
     some_res: list[str] = []
@@ -73,13 +74,18 @@ async def load_snapshots(conn: asyncpg.Connection, instance_id: int,
     rows = await conn.fetch(Q["snapshots"], instance_id, whole, some_res, some_ids)
     for r in rows:
         found[r["resource"]][r["object_id"]] = SnapshotRow(
-            r["object_id"], r["sync_token"], r["last_updated"], r["active"], r["deleted"])
+            r["object_id"], r["sync_token"], r["last_updated"], r["active"], r["deleted"]
+        )
     return found
 
 
-async def commit(conn: asyncpg.Connection, lease: LeaseRef, writes: Sequence[PairWrite],
-                 settles: Sequence[Settle], events_per_notification: int
-                 ) -> tuple[dict[str, WriteStats], dict[str, Cursor]]:
+async def commit(
+    conn: asyncpg.Connection,
+    lease: LeaseRef,
+    writes: Sequence[PairWrite],
+    settles: Sequence[Settle],
+    events_per_notification: int,
+) -> tuple[dict[str, WriteStats], dict[str, Cursor]]:
     """A cycle's results (see module docstring): per-pair stats and the cursors as written.
 
     Raises LeaseLost (nothing written) when the lease token is no longer current.
@@ -93,15 +99,21 @@ async def commit(conn: asyncpg.Connection, lease: LeaseRef, writes: Sequence[Pai
     return stats, written
 
 
-async def write(conn: asyncpg.Connection, instance_id: int, writes: Sequence[PairWrite],
-                events_per_notification: int) -> dict[str, WriteStats]:
+async def write(
+    conn: asyncpg.Connection,
+    instance_id: int,
+    writes: Sequence[PairWrite],
+    events_per_notification: int,
+) -> dict[str, WriteStats]:
     """Snapshots, events and notifications of several pairs, inside the caller's transaction."""
     inserted = await _write_changes(conn, instance_id, writes)
     groups: list[tuple[str, list[tuple[Event, int]]]] = []
     for w in writes:
         new = inserted.get(w.resource, [])
-        groups.extend((w.resource, new[i:i + events_per_notification])
-                      for i in range(0, len(new), events_per_notification))
+        groups.extend(
+            (w.resource, new[i : i + events_per_notification])
+            for i in range(0, len(new), events_per_notification)
+        )
     if groups:
         await _notify(conn, instance_id, groups)
     stats: dict[str, WriteStats] = {}
@@ -110,15 +122,18 @@ async def write(conn: asyncpg.Connection, instance_id: int, writes: Sequence[Pai
         by_type: dict[str, int] = {}
         for event, _ in new:
             by_type[event.event_type] = by_type.get(event.event_type, 0) + 1
-        stats[w.resource] = WriteStats(len(new), len(w.events) - len(new),
-                                       -(-len(new) // events_per_notification), by_type)
+        stats[w.resource] = WriteStats(
+            len(new), len(w.events) - len(new), -(-len(new) // events_per_notification), by_type
+        )
     return stats
 
 
 def event_id_for(key: PairKey, first: Event) -> uuid.UUID:
     """A notification's stable id: derived from its first event (unique per object version)."""
-    return uuid.uuid5(EVENT_ID_NAMESPACE,
-                      f"{key.instance_id}\x1f{key.resource}\x1f{first.object_id}\x1f{first.version}")
+    return uuid.uuid5(
+        EVENT_ID_NAMESPACE,
+        f"{key.instance_id}\x1f{key.resource}\x1f{first.object_id}\x1f{first.version}",
+    )
 
 
 def serialize(obj: object) -> str:
@@ -126,20 +141,29 @@ def serialize(obj: object) -> str:
     return orjson.dumps(obj).decode()
 
 
-async def _write_changes(conn: asyncpg.Connection, instance_id: int, writes: Sequence[PairWrite]
-                         ) -> dict[str, list[tuple[Event, int]]]:
+async def _write_changes(
+    conn: asyncpg.Connection, instance_id: int, writes: Sequence[PairWrite]
+) -> dict[str, list[tuple[Event, int]]]:
     """Upsert snapshots, insert events in change order; the newly inserted events (in that
     order) with their row ids, per resource."""
     snaps = [(w.resource, s) for w in writes for s in w.snapshots]
     evs = [(w.resource, e) for w in writes for e in w.events]
     rows = await conn.fetch(
-        Q["write_changes"], instance_id,
-        [res for res, _ in snaps], [s.object_id for _, s in snaps],
-        [s.sync_token for _, s in snaps], [s.last_updated for _, s in snaps],
-        [s.active for _, s in snaps], [s.deleted for _, s in snaps],
-        [res for res, _ in evs], [e.object_id for _, e in evs], [e.version for _, e in evs],
-        [e.event_type for _, e in evs], [e.occurred_at for _, e in evs],
-        [serialize(e.raw) for _, e in evs])
+        Q["write_changes"],
+        instance_id,
+        [res for res, _ in snaps],
+        [s.object_id for _, s in snaps],
+        [s.sync_token for _, s in snaps],
+        [s.last_updated for _, s in snaps],
+        [s.active for _, s in snaps],
+        [s.deleted for _, s in snaps],
+        [res for res, _ in evs],
+        [e.object_id for _, e in evs],
+        [e.version for _, e in evs],
+        [e.event_type for _, e in evs],
+        [e.occurred_at for _, e in evs],
+        [serialize(e.raw) for _, e in evs],
+    )
     ids = {(r["resource"], r["object_id"], r["version"]): r["id"] for r in rows}
     inserted: dict[str, list[tuple[Event, int]]] = {}
     for res, e in evs:
@@ -149,8 +173,11 @@ async def _write_changes(conn: asyncpg.Connection, instance_id: int, writes: Seq
     return inserted
 
 
-async def _notify(conn: asyncpg.Connection, instance_id: int,
-                  groups: Sequence[tuple[str, Sequence[tuple[Event, int]]]]) -> None:
+async def _notify(
+    conn: asyncpg.Connection,
+    instance_id: int,
+    groups: Sequence[tuple[str, Sequence[tuple[Event, int]]]],
+) -> None:
     """Notification rows for the groups, their events attached; wakes the dispatcher."""
     event_ids = [event_id_for(PairKey(instance_id, res), group[0][0]) for res, group in groups]
     row_ids: list[int] = []
@@ -161,5 +188,13 @@ async def _notify(conn: asyncpg.Connection, instance_id: int,
             row_ids.append(row_id)
             of.append(event_id)
             positions.append(position)
-    await conn.fetchrow(Q["notify"], instance_id, event_ids, [res for res, _ in groups],
-                        [len(g) for _, g in groups], row_ids, of, positions)
+    await conn.fetchrow(
+        Q["notify"],
+        instance_id,
+        event_ids,
+        [res for res, _ in groups],
+        [len(g) for _, g in groups],
+        row_ids,
+        of,
+        positions,
+    )

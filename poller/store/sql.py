@@ -3,6 +3,7 @@
 A file holds blocks that start with `-- name: <query_name>`; `queries("instances")` returns
 them as a dict. SQL is only ever literal text from these files; values go in as parameters.
 """
+
 from __future__ import annotations
 
 import re

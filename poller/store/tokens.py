@@ -5,6 +5,7 @@
 writes commits when the `async with` block ends, before the new tokens are used. Token values
 are sealed with `SecretBox` (encrypted when POLLER_SECRET_KEY is set).
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -22,10 +23,14 @@ Q = queries("tokens")
 
 def _credentials(row: asyncpg.Record, box: SecretBox) -> Credentials:
     return Credentials(
-        instance_id=row["instance_id"], instance_name=row["instance_name"],
-        realm_id=row["realm_id"], status=row["status"], client_id=row["client_id"],
+        instance_id=row["instance_id"],
+        instance_name=row["instance_name"],
+        realm_id=row["realm_id"],
+        status=row["status"],
+        client_id=row["client_id"],
         client_secret=box.open(row["client_secret_enc"]) or "",
-        redirect_uri=row["redirect_uri"], auth_code=box.open(row["auth_code_enc"]),
+        redirect_uri=row["redirect_uri"],
+        auth_code=box.open(row["auth_code_enc"]),
         access_token=box.open(row["access_token_enc"]),
         access_expires_at=row["access_expires_at"],
         refresh_token=box.open(row["refresh_token_enc"]),
@@ -46,9 +51,15 @@ class PgLockedCredentials:
     async def save_tokens(self, tokens: TokenSet) -> None:
         box = self._box
         await self._conn.execute(
-            Q["save_tokens"], self.credentials.instance_id, box.seal(tokens.access_token),
-            tokens.access_expires_at, box.seal(tokens.refresh_token), tokens.refresh_expires_at,
-            tokens.refresh_hard_expires_at, tokens.obtained_at)
+            Q["save_tokens"],
+            self.credentials.instance_id,
+            box.seal(tokens.access_token),
+            tokens.access_expires_at,
+            box.seal(tokens.refresh_token),
+            tokens.refresh_expires_at,
+            tokens.refresh_hard_expires_at,
+            tokens.obtained_at,
+        )
 
     async def clear_code(self) -> None:
         await self._conn.execute(Q["clear_code"], self.credentials.instance_id)
@@ -57,8 +68,9 @@ class PgLockedCredentials:
         await self._conn.execute(Q["clear_tokens"], self.credentials.instance_id)
 
     async def mark_needs_reconnect(self, reason: str) -> bool:
-        return await instances.set_status(self._conn, self.credentials.instance_id,
-                                          "needs_reconnect", reason)
+        return await instances.set_status(
+            self._conn, self.credentials.instance_id, "needs_reconnect", reason
+        )
 
 
 class PgTokenStore:
@@ -76,4 +88,6 @@ class PgTokenStore:
     async def lock(self, instance_id: int) -> AsyncIterator[PgLockedCredentials | None]:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(Q["lock"], instance_id)
-            yield PgLockedCredentials(conn, self._box, _credentials(row, self._box)) if row else None
+            yield (
+                PgLockedCredentials(conn, self._box, _credentials(row, self._box)) if row else None
+            )

@@ -1,4 +1,5 @@
 """Builds the aiohttp application and runs it as one component of the supervisor."""
+
 from __future__ import annotations
 
 import contextlib

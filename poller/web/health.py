@@ -1,4 +1,5 @@
 """`GET /healthz` (the process is alive) and `GET /readyz` (database reachable, schema current)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -2,6 +2,7 @@
 
 Rendering is synchronous and cheap (a few dozen series per instance); it runs on the event loop.
 """
+
 from __future__ import annotations
 
 from aiohttp import web

@@ -1,5 +1,6 @@
 """Delivery tests log at info and above: a debug line per delivery (10,000 in the outage test)
 costs more than the deliveries. The previous structlog configuration is restored afterwards."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """`qbo-poller deliveries list|redeliver` through the function the CLI calls."""
+
 from __future__ import annotations
 
 import io
@@ -11,8 +12,16 @@ from aiohttp import web
 from poller.cli import build_parser
 from poller.deliver.admin import run_command
 from poller.deliver.dispatcher import Dispatcher
-from tests.deliver.helpers import (BOX, Receiver, eventually, insert_instance, insert_many,
-                                   running, settings, statuses)
+from tests.deliver.helpers import (
+    BOX,
+    Receiver,
+    eventually,
+    insert_instance,
+    insert_many,
+    running,
+    settings,
+    statuses,
+)
 
 
 async def cli(pool: asyncpg.Pool, *argv: str) -> tuple[int, str]:
@@ -28,8 +37,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.stop()
 
 
-async def test_dead_letters_listed_then_redelivered(pool: asyncpg.Pool, db_dsn: str,
-                                                    receiver: Receiver) -> None:
+async def test_dead_letters_listed_then_redelivered(
+    pool: asyncpg.Pool, db_dsn: str, receiver: Receiver
+) -> None:
     receiver.respond = lambda r: web.Response(status=503, text="down for\nmaintenance")
     acme = await insert_instance(pool, receiver.url, name="acme")
     other = await insert_instance(pool, receiver.url, name="other")
@@ -44,20 +54,31 @@ async def test_dead_letters_listed_then_redelivered(pool: asyncpg.Pool, db_dsn: 
         code, text = await cli(pool, "list", "--dead", "--instance", "acme")
         assert code == 0
         lines = text.splitlines()
-        assert lines[0].split()[:7] == ["ID", "INSTANCE", "RESOURCE", "EVENTS", "STATUS",
-                                        "ATTEMPTS", "NEXT"]
+        assert lines[0].split()[:7] == [
+            "ID",
+            "INSTANCE",
+            "RESOURCE",
+            "EVENTS",
+            "STATUS",
+            "ATTEMPTS",
+            "NEXT",
+        ]
         assert len(lines) == 3 and all("acme" in ln and " dead " in ln for ln in lines[1:])
         assert lines[1].rstrip().endswith("  HTTP 503")
         receiver.respond = lambda r: web.Response(text="ok")
         first_id = int(lines[1].split()[0])
         assert await cli(pool, "redeliver", str(first_id)) == (
-            0, f"notification {first_id} queued for redelivery\n")
+            0,
+            f"notification {first_id} queued for redelivery\n",
+        )
         await eventually(lambda: _count(pool, "delivered", 1))
         code, text = await cli(pool, "redeliver", "--instance", "acme")
         assert (code, text) == (0, "1 dead or held notification(s) of acme queued for redelivery\n")
         await eventually(lambda: _count(pool, "delivered", 2))
         assert await cli(pool, "redeliver", "--all-dead") == (
-            0, "1 dead notification(s) queued for redelivery\n")
+            0,
+            "1 dead notification(s) queued for redelivery\n",
+        )
         await eventually(lambda: _count(pool, "delivered", 3))
     # Redelivery keeps the eventId and the body.
     ids = receiver.event_ids()

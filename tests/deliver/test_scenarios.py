@@ -1,5 +1,6 @@
 """Whole-queue scenarios: a long receiver outage, a delivering process killed hard, and two
 dispatchers sharing one database."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,17 @@ from aiohttp import web
 
 from poller.deliver.dispatcher import Dispatcher
 from poller.store import db
-from tests.deliver.helpers import (BOX, Receiver, Received, eventually, insert_instance,
-                                   insert_many, running, settings, statuses)
+from tests.deliver.helpers import (
+    BOX,
+    Received,
+    Receiver,
+    eventually,
+    insert_instance,
+    insert_many,
+    running,
+    settings,
+    statuses,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # Compressed POLLER_RETRY_SCHEDULE: long enough in total (~25 s) that nothing dies in the test.
@@ -37,8 +47,9 @@ async def all_event_ids(pool: asyncpg.Pool) -> set[str]:
 
 
 @pytest.mark.slow
-async def test_outage_then_recovery_delivers_everything(pool: asyncpg.Pool, db_dsn: str,
-                                                        receiver: Receiver) -> None:
+async def test_outage_then_recovery_delivers_everything(
+    pool: asyncpg.Pool, db_dsn: str, receiver: Receiver
+) -> None:
     n = 10_000
     state = {"down": True}
     delivered: collections.Counter[str] = collections.Counter()
@@ -49,11 +60,16 @@ async def test_outage_then_recovery_delivers_everything(pool: asyncpg.Pool, db_d
         assert r.json["message"]["eventId"] == r.event_id == r.headers["webhook-id"]
         delivered[r.event_id] += 1
         return web.Response(status=204)
+
     receiver.respond = respond
     iid = await insert_instance(pool, receiver.url, key="outage-key")
     await insert_many(pool, iid, n, events_per=2)
-    cfg = settings(retry_schedule_s=OUTAGE_SCHEDULE, delivery_concurrency=64,
-                   delivery_per_url_concurrency=64, delivery_poll_interval_s=0.1)
+    cfg = settings(
+        retry_schedule_s=OUTAGE_SCHEDULE,
+        delivery_concurrency=64,
+        delivery_per_url_concurrency=64,
+        delivery_poll_interval_s=0.1,
+    )
     async with running(Dispatcher(cfg, pool, db_dsn, BOX)) as dispatcher:
         # Down until every notification has failed at least once.
         await eventually(lambda: _none_untried(pool), timeout=40, interval=0.2)
@@ -66,9 +82,11 @@ async def test_outage_then_recovery_delivers_everything(pool: asyncpg.Pool, db_d
     assert set(delivered) == await all_event_ids(pool)
     assert dispatcher.outcomes["dead"] == 0
     dupes = sum(c - 1 for c in delivered.values())
-    print(f"\noutage: {n} notifications, {failed_attempts} failed attempts during the outage; "
-          f"after recovery all delivered in {drain_s:.2f}s ({n / drain_s:.0f}/s, including "
-          f"backoff waits); duplicates: {dupes}")
+    print(
+        f"\noutage: {n} notifications, {failed_attempts} failed attempts during the outage; "
+        f"after recovery all delivered in {drain_s:.2f}s ({n / drain_s:.0f}/s, including "
+        f"backoff waits); duplicates: {dupes}"
+    )
 
 
 async def _none_untried(pool: asyncpg.Pool) -> bool:
@@ -79,28 +97,41 @@ async def _count(pool: asyncpg.Pool, status: str, n: int) -> bool:
     return (await statuses(pool)).get(status, 0) == n
 
 
-async def test_a_killed_dispatcher_loses_nothing(pool: asyncpg.Pool, db_dsn: str,
-                                                 receiver: Receiver) -> None:
+async def test_a_killed_dispatcher_loses_nothing(
+    pool: asyncpg.Pool, db_dsn: str, receiver: Receiver
+) -> None:
     n, lease_s = 200, 1.5
     state = {"hang": True}
     delivered: collections.Counter[str] = collections.Counter()
 
     async def respond(r: Received) -> web.Response:
         if state["hang"]:
-            await asyncio.sleep(60)   # the doomed process is mid-delivery when it dies
+            await asyncio.sleep(60)  # the doomed process is mid-delivery when it dies
         delivered[r.event_id] += 1
         return web.Response()
+
     receiver.respond = respond
     iid = await insert_instance(pool, receiver.url)
     await insert_many(pool, iid, n)
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.deliver.crash_child", db_dsn, str(lease_s), cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        sys.executable,
+        "-m",
+        "tests.deliver.crash_child",
+        db_dsn,
+        str(lease_s),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         await eventually(lambda: len(receiver.requests) == n, timeout=15)
-        assert await pool.fetchval(
-            "SELECT count(*) FROM notifications WHERE locked_by LIKE 'doomed/%'") == n
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM notifications WHERE locked_by LIKE 'doomed/%'"
+            )
+            == n
+        )
         child.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         await child.wait()
@@ -117,19 +148,23 @@ async def test_a_killed_dispatcher_loses_nothing(pool: asyncpg.Pool, db_dsn: str
     # Nothing was taken from the dead process before its lease ran out.
     assert first_redelivery - killed_at >= lease_s * 0.5
     assert set(delivered) == await all_event_ids(pool)
-    assert await pool.fetchval("SELECT count(*) FROM notifications WHERE locked_by IS NOT NULL") == 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM notifications WHERE locked_by IS NOT NULL") == 0
+    )
     # The dead process never recorded an attempt: the survivor's is attempt 1.
     assert await pool.fetchval("SELECT max(attempt) FROM delivery_attempts") == 1
 
 
-async def test_two_dispatchers_deliver_each_notification_once(db_dsn: str,
-                                                              receiver: Receiver) -> None:
+async def test_two_dispatchers_deliver_each_notification_once(
+    db_dsn: str, receiver: Receiver
+) -> None:
     n = 2000
     delivered: collections.Counter[str] = collections.Counter()
 
     def respond(r: Received) -> web.Response:
         delivered[r.event_id] += 1
         return web.Response()
+
     receiver.respond = respond
     pool_a = await db.create_pool(db_dsn, max_size=4)
     pool_b = await db.create_pool(db_dsn, max_size=4)

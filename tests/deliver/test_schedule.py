@@ -1,4 +1,5 @@
 """Retry schedule with ±20 % jitter; Retry-After (seconds or HTTP date) for 429/503."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -6,8 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.deliver.schedule import (max_attempts, next_delay, parse_retry_after,
-                                     retry_delay)
+from poller.deliver.schedule import max_attempts, next_delay, parse_retry_after, retry_delay
 
 SCHEDULE = (5.0, 300.0, 1800.0)
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -22,7 +22,7 @@ def test_jitter_stays_within_20_percent(attempts_done: int, r: float) -> None:
 
 def test_jitter_actually_varies() -> None:
     delays = {next_delay(SCHEDULE, 1) for _ in range(50)}
-    assert len(delays) > 40 and min(delays) >= 4.0 and max(delays) <= 6.0   # type: ignore[type-var]
+    assert len(delays) > 40 and min(delays) >= 4.0 and max(delays) <= 6.0  # type: ignore[type-var]
 
 
 def test_no_delay_after_the_last_attempt() -> None:
@@ -35,7 +35,7 @@ def test_no_delay_after_the_last_attempt() -> None:
 def test_retry_after_parsing() -> None:
     assert parse_retry_after("120", NOW) == 120.0
     assert parse_retry_after("Tue, 24 Nov 2026 10:01:30 GMT", NOW) == 90.0
-    assert parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", NOW) == 0.0   # past: now
+    assert parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", NOW) == 0.0  # past: now
     for bad in (None, "", "soon", "-5", "1.5e3"):
         assert parse_retry_after(bad, NOW) is None
 

@@ -1,4 +1,5 @@
 """The supervisor-facing services: factory, pruner, outbox gauges, and a stop while idle."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +24,7 @@ async def test_services_factory(pool: asyncpg.Pool, db_dsn: str) -> None:
     # Each returns promptly once stop is set, even with nothing to do.
     stop = asyncio.Event()
     tasks = [asyncio.create_task(s.run(stop)) for s in made]
-    await asyncio.wait_for(made[0].listening.wait(), 5)   # type: ignore[attr-defined]
+    await asyncio.wait_for(made[0].listening.wait(), 5)  # type: ignore[attr-defined]
     t0 = time.monotonic()
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 3)
@@ -33,9 +34,13 @@ async def test_services_factory(pool: asyncpg.Pool, db_dsn: str) -> None:
 async def test_pruner_service_removes_old_finished_rows(pool: asyncpg.Pool) -> None:
     iid = await insert_instance(pool, URL)
     await insert_many(pool, iid, 12)
-    await pool.execute("UPDATE notifications SET status = 'delivered', finished_at = now()"
-                       " - interval '1 hour' WHERE id <= 10")
-    await pool.execute("UPDATE notifications SET status = 'dead', finished_at = now() WHERE id = 11")
+    await pool.execute(
+        "UPDATE notifications SET status = 'delivered', finished_at = now()"
+        " - interval '1 hour' WHERE id <= 10"
+    )
+    await pool.execute(
+        "UPDATE notifications SET status = 'dead', finished_at = now() WHERE id = 11"
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(Pruner(pool, retention_s=60, interval_s=0.05, batch=3).run(stop))
     await eventually(lambda: _total(pool, 2))

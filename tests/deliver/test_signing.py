@@ -1,4 +1,5 @@
 """Signatures: Elements checked by hand, Standard Webhooks with the published verifier."""
+
 from __future__ import annotations
 
 import base64
@@ -9,8 +10,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from poller.deliver.signing import (USER_AGENT, callback_headers, standard_secret,
-                                    standard_signature)
+from poller.deliver.signing import USER_AGENT, callback_headers, standard_secret, standard_signature
 
 BODY = b'{"message":{"eventId":"e1","raw":{"x":[{"Id":"1"}]}}}'
 EVENT_ID = "6f1c0c3e-5d0b-4c7e-9a53-0c7bb3d3a3f1"
@@ -33,12 +33,15 @@ def test_elements_key_is_the_utf8_key_even_for_whsec() -> None:
 
 
 @pytest.mark.parametrize("key, verifier_secret", [(WHSEC, WHSEC), (PLAIN, PLAIN.encode())])
-def test_standard_webhooks_verifies_with_the_published_library(key: str, verifier_secret: object) -> None:
+def test_standard_webhooks_verifies_with_the_published_library(
+    key: str, verifier_secret: object
+) -> None:
     now = int(time.time())
     headers = callback_headers(EVENT_ID, BODY, key, "standard", now)
     assert headers["webhook-id"] == EVENT_ID and headers["webhook-timestamp"] == str(now)
-    assert Webhook(verifier_secret).verify(BODY, headers) == {"message": {
-        "eventId": "e1", "raw": {"x": [{"Id": "1"}]}}}
+    assert Webhook(verifier_secret).verify(BODY, headers) == {
+        "message": {"eventId": "e1", "raw": {"x": [{"Id": "1"}]}}
+    }
     assert "Elements-Webhook-Signature" not in headers
     with pytest.raises(WebhookVerificationError):
         Webhook(verifier_secret).verify(BODY + b" ", headers)
@@ -46,17 +49,27 @@ def test_standard_webhooks_verifies_with_the_published_library(key: str, verifie
 
 def test_svix_test_vector() -> None:
     secret = standard_secret("whsec_plJ3nmyCDGBKInavdOK15jsl")
-    assert standard_signature(secret, "msg_loFOjxBNrRLzqYUf", 1731705121,
-                              b'{"event_type":"ping","data":{"success":true}}') == \
-        "v1,rAvfW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0="
+    assert (
+        standard_signature(
+            secret,
+            "msg_loFOjxBNrRLzqYUf",
+            1731705121,
+            b'{"event_type":"ping","data":{"success":true}}',
+        )
+        == "v1,rAvfW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0="
+    )
 
 
 def test_both_schemes_and_fixed_headers() -> None:
     headers = callback_headers(EVENT_ID, BODY, PLAIN, "both", 1700000000)
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == USER_AGENT and USER_AGENT.startswith("qbo-poller/")
-    assert {"Elements-Webhook-Signature", "webhook-signature", "webhook-id",
-            "webhook-timestamp"} <= set(headers)
+    assert {
+        "Elements-Webhook-Signature",
+        "webhook-signature",
+        "webhook-id",
+        "webhook-timestamp",
+    } <= set(headers)
 
 
 def test_timestamp_changes_the_standard_signature_only() -> None:

@@ -1,5 +1,6 @@
 """The outbox queries against a real PostgreSQL: claims as leases, fenced outcomes, hold,
 redelivery, pruning and counts."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,10 +15,16 @@ URL = "http://127.0.0.1:9/hook"
 
 
 def attempt(outcome: str, retry_in_s: float = 0.0) -> store.Attempt:
-    return store.Attempt(outcome=outcome, started_at=datetime.now(UTC), url=URL, duration_ms=3,
-                         status_code=500 if outcome != "delivered" else 200,
-                         error="HTTP 500\x00" if outcome != "delivered" else None,
-                         response_body="nope\x00", retry_in_s=retry_in_s)
+    return store.Attempt(
+        outcome=outcome,
+        started_at=datetime.now(UTC),
+        url=URL,
+        duration_ms=3,
+        status_code=500 if outcome != "delivered" else 200,
+        error="HTTP 500\x00" if outcome != "delivered" else None,
+        response_body="nope\x00",
+        retry_in_s=retry_in_s,
+    )
 
 
 async def test_claim_is_a_lease_that_others_skip_until_it_expires(pool: asyncpg.Pool) -> None:
@@ -30,9 +37,10 @@ async def test_claim_is_a_lease_that_others_skip_until_it_expires(pool: asyncpg.
     assert first[0].instance_name == "API Instance" and first[0].tags == ("Docs",)
     assert first[0].body is None and first[0].attempts == 0
     assert await store.claim(pool, 10, "c", lease_s=30) == []
-    await asyncio.sleep(0.4)   # a's lease runs out: its rows come back, b's do not
-    assert sorted(c.id for c in await store.claim(pool, 10, "c", lease_s=30)) == \
-        sorted(c.id for c in first)
+    await asyncio.sleep(0.4)  # a's lease runs out: its rows come back, b's do not
+    assert sorted(c.id for c in await store.claim(pool, 10, "c", lease_s=30)) == sorted(
+        c.id for c in first
+    )
 
 
 async def test_concurrent_claims_never_overlap(pool: asyncpg.Pool) -> None:
@@ -49,7 +57,7 @@ async def test_outcomes_are_fenced_by_the_claim(pool: asyncpg.Pool) -> None:
     [c] = await store.claim(pool, 1, "old", lease_s=0.05)
     await asyncio.sleep(0.1)
     [again] = await store.claim(pool, 1, "new", lease_s=30)
-    assert not await store.record(pool, c, "old", attempt("delivered"))   # lost its lease
+    assert not await store.record(pool, c, "old", attempt("delivered"))  # lost its lease
     assert await store.record(pool, again, "new", attempt("retry", 60))
     row = await pool.fetchrow("SELECT * FROM notifications")
     assert row["status"] == "pending" and row["attempts"] == 1 and row["locked_by"] is None
@@ -85,7 +93,7 @@ async def test_hold_url_holds_unclaimed_pending_to_that_url_only(pool: asyncpg.P
     other = await insert_instance(pool, "http://127.0.0.1:9/other", name="other")
     await insert_many(pool, gone, 4)
     await insert_many(pool, other, 2)
-    claimed = await store.claim(pool, 1, "busy", 30)   # in flight elsewhere: left alone
+    claimed = await store.claim(pool, 1, "busy", 30)  # in flight elsewhere: left alone
     assert await store.hold_url(pool, URL) == (3 if claimed[0].instance_id == gone else 4)
     assert (await statuses(pool))["pending"] == (3 if claimed[0].instance_id == gone else 2)
 
@@ -107,15 +115,19 @@ async def test_redeliver_resets_attempts(pool: asyncpg.Pool) -> None:
     assert {(r["status"], r["attempts"], r["finished_at"]) for r in rows} == {("pending", 0, None)}
 
 
-async def test_prune_deletes_old_delivered_rows_in_batches_and_keeps_dead_letters(pool: asyncpg.Pool) -> None:
+async def test_prune_deletes_old_delivered_rows_in_batches_and_keeps_dead_letters(
+    pool: asyncpg.Pool,
+) -> None:
     iid = await insert_instance(pool, URL)
     await insert_many(pool, iid, 30)
     claims = await store.claim(pool, 25, "me", 30)
     for i, c in enumerate(claims):
         await store.record(pool, c, "me", attempt("delivered" if i % 2 else "dead"))
-    await pool.execute("UPDATE notifications SET finished_at = now() - interval '2 days'"
-                       " WHERE id IN (SELECT id FROM notifications WHERE finished_at IS NOT NULL"
-                       " ORDER BY id LIMIT 20)")
+    await pool.execute(
+        "UPDATE notifications SET finished_at = now() - interval '2 days'"
+        " WHERE id IN (SELECT id FROM notifications WHERE finished_at IS NOT NULL"
+        " ORDER BY id LIMIT 20)"
+    )
     # Of the 20 old finished rows, the 10 delivered go; the 10 dead letters wait for redelivery.
     assert await store.prune(pool, retention_s=86400, batch=7) == 10
     assert await statuses(pool) == {"pending": 5, "delivered": 2, "dead": 13}
@@ -135,6 +147,7 @@ async def test_counts(pool: asyncpg.Pool) -> None:
 
 # --- gone URLs (callback_endpoints) -----------------------------------------------------------
 
+
 async def _gone(pool: asyncpg.Pool, url: str) -> None:
     [c] = await store.claim(pool, 1, "me", 30)
     async with pool.acquire() as conn:
@@ -142,8 +155,14 @@ async def _gone(pool: asyncpg.Pool, url: str) -> None:
 
 
 def attempt_410(url: str) -> store.Attempt:
-    return store.Attempt(outcome="held", started_at=datetime.now(UTC), url=url, duration_ms=3,
-                         status_code=410, error="HTTP 410 Gone")
+    return store.Attempt(
+        outcome="held",
+        started_at=datetime.now(UTC),
+        url=url,
+        duration_ms=3,
+        status_code=410,
+        error="HTTP 410 Gone",
+    )
 
 
 async def test_410_marks_the_url_gone_once_and_holds_what_waits(pool: asyncpg.Pool) -> None:
@@ -152,11 +171,12 @@ async def test_410_marks_the_url_gone_once_and_holds_what_waits(pool: asyncpg.Po
     await insert_many(pool, gone, 4)
     await insert_many(pool, other, 2)
     [first] = [c for c in await store.claim(pool, 6, "me", 30) if c.instance_id == gone][:1]
-    await pool.execute("UPDATE notifications SET locked_by = NULL, locked_until = NULL"
-                       " WHERE id <> $1", first.id)
+    await pool.execute(
+        "UPDATE notifications SET locked_by = NULL, locked_until = NULL WHERE id <> $1", first.id
+    )
     async with pool.acquire() as conn:
         assert await store.record_gone(conn, first, "me", attempt_410(URL)) == (True, True, 3)
-        assert await store.mark_gone(conn, URL) is False   # gone already: same gone period
+        assert await store.mark_gone(conn, URL) is False  # gone already: same gone period
     assert await statuses(pool) == {"held": 4, "pending": 2}
     row = await pool.fetchrow("SELECT * FROM callback_endpoints")
     assert (row["url"], row["status"], row["reactivated_at"]) == (URL, "gone", None)
@@ -168,7 +188,8 @@ async def test_410_marks_the_url_gone_once_and_holds_what_waits(pool: asyncpg.Po
 
 
 async def test_claim_holds_due_notifications_to_a_gone_url_without_a_lease(
-        pool: asyncpg.Pool) -> None:
+    pool: asyncpg.Pool,
+) -> None:
     gone = await insert_instance(pool, URL, name="gone")
     other = await insert_instance(pool, "http://127.0.0.1:9/other", name="other")
     await insert_many(pool, gone, 1)
@@ -179,28 +200,32 @@ async def test_claim_holds_due_notifications_to_a_gone_url_without_a_lease(
     assert batch.total == 5 and len(batch.claimed) == 2
     assert {c.instance_id for c in batch.claimed} == {other}
     assert sorted(url for _, url in batch.held) == [URL] * 3
-    rows = await pool.fetch("SELECT status, attempts, locked_by, target_url FROM notifications"
-                            " WHERE instance_id = $1 AND attempts = 0", gone)
+    rows = await pool.fetch(
+        "SELECT status, attempts, locked_by, target_url FROM notifications"
+        " WHERE instance_id = $1 AND attempts = 0",
+        gone,
+    )
     assert {tuple(r) for r in rows} == {("held", 0, None, URL)}
-    assert await pool.fetchval("SELECT count(*) FROM delivery_attempts") == 1   # the 410 only
+    assert await pool.fetchval("SELECT count(*) FROM delivery_attempts") == 1  # the 410 only
 
 
 async def test_claim_waits_for_a_reactivation_in_progress_and_sees_its_result(
-        pool: asyncpg.Pool) -> None:
+    pool: asyncpg.Pool,
+) -> None:
     iid = await insert_instance(pool, URL)
     await insert_many(pool, iid, 1)
     await _gone(pool, URL)
-    await insert_many(pool, iid, 2)   # pending, to a gone URL
+    await insert_many(pool, iid, 2)  # pending, to a gone URL
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
         await conn.execute("UPDATE callback_endpoints SET status = 'active'")
         claiming = asyncio.create_task(store.claim_batch(pool, 10, "me", 30))
         await asyncio.sleep(0.2)
-        assert not claiming.done()   # FOR SHARE waits for the reactivation…
+        assert not claiming.done()  # FOR SHARE waits for the reactivation…
         await tx.commit()
     batch = await asyncio.wait_for(claiming, 5)
-    assert len(batch.claimed) == 2 and batch.held == []   # …and then delivers
+    assert len(batch.claimed) == 2 and batch.held == []  # …and then delivers
 
 
 async def test_reactivation_releases_what_was_held_for_the_url(pool: asyncpg.Pool) -> None:
@@ -213,12 +238,12 @@ async def test_reactivation_releases_what_was_held_for_the_url(pool: asyncpg.Poo
     await _gone(pool, URL)
     for iid in (acme, shares, moved):
         await insert_many(pool, iid, 2)
-    await store.claim_batch(pool, 10, "me", 30)   # all six held at claim time
+    await store.claim_batch(pool, 10, "me", 30)  # all six held at claim time
     # `moved` now points elsewhere: its held notifications were held for URL all the same.
     await pool.execute("UPDATE instances SET callback_url = $1 WHERE id = $2", new_url, moved)
     await insert_many(pool, bystander, 1)
     [c] = await store.claim(pool, 1, "me", 30)
-    await store.record(pool, c, "me", attempt("dead"))   # a dead letter to a URL not gone
+    await store.record(pool, c, "me", attempt("dead"))  # a dead letter to a URL not gone
     assert await statuses(pool) == {"held": 7, "dead": 1}
     gone = await store.gone_endpoints(pool)
     assert [(g.url, g.instances, g.held) for g in gone] == [(URL, ("acme", "shares"), 7)]
@@ -230,8 +255,9 @@ async def test_reactivation_releases_what_was_held_for_the_url(pool: asyncpg.Poo
         assert await store.redeliver_all_dead(conn) == store.Redelivered(1)
         assert (await statuses(pool))["held"] == 7
         # Redelivering one notification of `shares` (its URL is gone) releases all of them.
-        first = await pool.fetchval("SELECT min(id) FROM notifications WHERE instance_id = $1",
-                                    shares)
+        first = await pool.fetchval(
+            "SELECT min(id) FROM notifications WHERE instance_id = $1", shares
+        )
         assert await store.redeliver_one(conn, first) == store.Redelivered(1, (URL,), 6)
     assert await statuses(pool) == {"pending": 8}
     assert await pool.fetchval("SELECT status FROM callback_endpoints") == "active"
@@ -244,6 +270,5 @@ async def test_renew_skips_rows_being_written_instead_of_waiting(pool: asyncpg.P
     claims = await store.claim(pool, 3, "me", 30)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("UPDATE notifications SET body = 'x' WHERE id = $1", claims[0].id)
-        renewed = await asyncio.wait_for(
-            store.renew(pool, [c.id for c in claims], "me", 60), 2)
+        renewed = await asyncio.wait_for(store.renew(pool, [c.id for c in claims], "me", 60), 2)
     assert renewed == 2

@@ -1,4 +1,5 @@
 """Test scaffolding for change detection: the emulator, the real client, instances, drivers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,20 +31,37 @@ OWNER = "test-replica"
 
 
 def make_settings(emu: Any, dsn: str, **overrides: Any) -> Settings:
-    base = Settings(database_url=dsn, qbo_api_base_url=emu.base_url,
-                    qbo_oauth_token_url=emu.token_url, qbo_client_id=emu.client_id,
-                    qbo_client_secret=emu.client_secret, http_addr=None, overlap_seconds=5,
-                    replica_id=OWNER, pair_lease_s=30.0, qbo_request_timeout_s=10.0)
+    base = Settings(
+        database_url=dsn,
+        qbo_api_base_url=emu.base_url,
+        qbo_oauth_token_url=emu.token_url,
+        qbo_client_id=emu.client_id,
+        qbo_client_secret=emu.client_secret,
+        http_addr=None,
+        overlap_seconds=5,
+        replica_id=OWNER,
+        pair_lease_s=30.0,
+        qbo_request_timeout_s=10.0,
+    )
     return replace(base, **overrides)
 
 
-async def add_instance(pool: asyncpg.Pool, emu: Any, realm: str, *, name: str = "inst",
-                       interval_s: float = 0.2, resources: Sequence[str] | None = None,
-                       initial: str = "now", deactivated_as_deleted: bool = False) -> int:
+async def add_instance(
+    pool: asyncpg.Pool,
+    emu: Any,
+    realm: str,
+    *,
+    name: str = "inst",
+    interval_s: float = 0.2,
+    resources: Sequence[str] | None = None,
+    initial: str = "now",
+    deactivated_as_deleted: bool = False,
+) -> int:
     """Register an instance the way a user would (refresh token from the emulator's OAuth)."""
     tokens = emu.issue_tokens(realm)
     config: dict[str, Any] = {
-        "oauth.api.key": emu.client_id, "oauth.api.secret": emu.client_secret,
+        "oauth.api.key": emu.client_id,
+        "oauth.api.secret": emu.client_secret,
         "event.notification.enabled": True,
         "event.notification.callback.url": "http://127.0.0.1:9/hook",
         "event.poller.refresh_interval": str(interval_s / 60.0),
@@ -52,35 +70,59 @@ async def add_instance(pool: asyncpg.Pool, emu: Any, realm: str, *, name: str = 
     }
     if resources is not None:
         config["event.poller.urls"] = "|".join(resources)
-    body = {"name": name, "providerData": {"refreshToken": tokens["refresh_token"], "realmId": realm},
-            "configuration": config}
+    body = {
+        "name": name,
+        "providerData": {"refreshToken": tokens["refresh_token"], "realmId": realm},
+        "configuration": config,
+    }
     async with pool.acquire() as conn:
         result = await instance_store.upsert(conn, parse_instance(body), BOX)
     return result.instance_id
 
 
 @asynccontextmanager
-async def qbo_client(settings: Settings, pool: asyncpg.Pool,
-                     limits: LimiterConfig | None = None) -> AsyncIterator[QboClient]:
+async def qbo_client(
+    settings: Settings, pool: asyncpg.Pool, limits: LimiterConfig | None = None
+) -> AsyncIterator[QboClient]:
     async with aiohttp.ClientSession() as session:
-        yield QboClient(session, settings, PgTokenStore(pool, BOX), limits=limits,
-                        retry=RetryPolicy(max_attempts=2))
+        yield QboClient(
+            session,
+            settings,
+            PgTokenStore(pool, BOX),
+            limits=limits,
+            retry=RetryPolicy(max_attempts=2),
+        )
 
 
 def instance_config(row: asyncpg.Record, settings: Settings) -> InstanceConfig:
-    return InstanceConfig(row["id"], row["name"], row["refresh_interval_s"], row["initial_mode"],
-                          row["deactivated_as_deleted"], settings.reconcile_interval_s,
-                          settings.events_per_notification, settings.pair_lease_s,
-                          settings.replica_id)
+    return InstanceConfig(
+        row["id"],
+        row["name"],
+        row["refresh_interval_s"],
+        row["initial_mode"],
+        row["deactivated_as_deleted"],
+        settings.reconcile_interval_s,
+        settings.events_per_notification,
+        settings.pair_lease_s,
+        settings.replica_id,
+    )
 
 
 class Driver:
     """An instance's cycles and pair pollers, polled by hand: `cycle()` is one coalesced cycle."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, client: QboClient,
-                 instance_id: int, *, cdc_cap: int = 1000, page_size: int = 1000,
-                 batch_cdc: BatchCdcMemory | None = None,
-                 before_commit: Callable[..., Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        client: QboClient,
+        instance_id: int,
+        *,
+        cdc_cap: int = 1000,
+        page_size: int = 1000,
+        batch_cdc: BatchCdcMemory | None = None,
+        before_commit: Callable[..., Awaitable[None]] | None = None,
+    ) -> None:
         self.pool, self.settings, self.client = pool, settings, client
         self.instance_id = instance_id
         self.cdc_cap, self.page_size = cdc_cap, page_size
@@ -91,12 +133,22 @@ class Driver:
     async def __aenter__(self) -> Driver:
         row = await self.pool.fetchrow("SELECT * FROM instances WHERE id = $1", self.instance_id)
         realm = self.client.realm(self.instance_id, row["realm_id"])
-        self.feed = ChangeFeed(realm, overlap_s=self.settings.overlap_seconds,
-                               batch_cdc=self.batch_cdc, cdc_cap=self.cdc_cap,
-                               page_size=self.page_size, name=row["name"])
-        self.cycles = InstanceCycles(self.pool, self.feed, instance_config(row, self.settings),
-                                     InstanceSchedule(row["refresh_interval_s"], 0.0),
-                                     window_s=0.02, before_commit=self.before_commit)
+        self.feed = ChangeFeed(
+            realm,
+            overlap_s=self.settings.overlap_seconds,
+            batch_cdc=self.batch_cdc,
+            cdc_cap=self.cdc_cap,
+            page_size=self.page_size,
+            name=row["name"],
+        )
+        self.cycles = InstanceCycles(
+            self.pool,
+            self.feed,
+            instance_config(row, self.settings),
+            InstanceSchedule(row["refresh_interval_s"], 0.0),
+            window_s=0.02,
+            before_commit=self.before_commit,
+        )
         self.pairs = [PairPoller(self.cycles, resource(name)) for name in row["resources"]]
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.cycles.run(self._stop))
@@ -107,13 +159,15 @@ class Driver:
         await self._task
 
     async def cycle(self, *, return_exceptions: bool = False) -> list[Any]:
-        return await asyncio.gather(*(p.poll_once() for p in self.pairs),
-                                    return_exceptions=return_exceptions)
+        return await asyncio.gather(
+            *(p.poll_once() for p in self.pairs), return_exceptions=return_exceptions
+        )
 
 
 @asynccontextmanager
-async def running_service(pool: asyncpg.Pool, settings: Settings, client: QboClient,
-                          **options: Any) -> AsyncIterator[PollerService]:
+async def running_service(
+    pool: asyncpg.Pool, settings: Settings, client: QboClient, **options: Any
+) -> AsyncIterator[PollerService]:
     """The PollerService in a task, stopped (and awaited) on exit."""
     opts = PollerOptions(rescan_s=options.pop("rescan_s", 0.1), **options)
     service = PollerService(pool, settings, client.realm, opts)
@@ -126,8 +180,9 @@ async def running_service(pool: asyncpg.Pool, settings: Settings, client: QboCli
         await asyncio.wait_for(task, 10)
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0,
-                     every: float = 0.05) -> None:
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, every: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if await check():
@@ -148,14 +203,16 @@ class Ev:
 async def events(pool: asyncpg.Pool, instance_id: int | None = None) -> list[Ev]:
     rows = await pool.fetch(
         "SELECT resource, object_id, version, event_type FROM events "
-        "WHERE $1::bigint IS NULL OR instance_id = $1 ORDER BY id", instance_id)
+        "WHERE $1::bigint IS NULL OR instance_id = $1 ORDER BY id",
+        instance_id,
+    )
     return [Ev(r["resource"], r["object_id"], r["version"], r["event_type"]) for r in rows]
 
 
 async def cursor_row(pool: asyncpg.Pool, instance_id: int, res: str) -> asyncpg.Record:
-    return await pool.fetchrow("SELECT * FROM pair_cursors WHERE instance_id = $1 AND resource = $2",
-                               instance_id, res)
-
+    return await pool.fetchrow(
+        "SELECT * FROM pair_cursors WHERE instance_id = $1 AND resource = $2", instance_id, res
+    )
 
 
 class Env:
@@ -173,8 +230,9 @@ class Env:
         return sum(c.get(k, 0) for k in ("query", "cdc", "batch"))
 
     @asynccontextmanager
-    async def driver(self, instance_id: int, settings: Settings | None = None,
-                     **kw: Any) -> AsyncIterator[Driver]:
+    async def driver(
+        self, instance_id: int, settings: Settings | None = None, **kw: Any
+    ) -> AsyncIterator[Driver]:
         settings = settings or self.settings()
         async with qbo_client(settings, self.pool) as client:
             async with Driver(self.pool, settings, client, instance_id, **kw) as d:

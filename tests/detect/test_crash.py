@@ -1,5 +1,6 @@
 """Crash safety: a failure between reading QBO and committing, then a restart, loses nothing
 and duplicates nothing (DESIGN §2); also a `kill -9` of the real daemon process."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,27 +41,36 @@ async def test_failure_before_commit_then_restart(env: Env) -> None:
         crash["on"] = True
         outcomes = await d.cycle(return_exceptions=True)
         assert all(isinstance(o, Boom) for o in outcomes)
-    assert await events(pool) == []                                  # nothing half-written
+    assert await events(pool) == []  # nothing half-written
     assert (await cursor_row(pool, iid, "customers"))["watermark"] == wm
     crash["on"] = False
-    async with env.driver(iid) as d:                                 # the restarted process
+    async with env.driver(iid) as d:  # the restarted process
         await d.cycle()
         await d.cycle()
     got = await events(pool)
-    assert sorted((e.object_id, e.version, e.event_type) for e in got) == sorted([
-        (c["Id"], "0", "CREATED"), (inv["Id"], inv["SyncToken"], "UPDATED"),
-        (rate["Id"], "0", "CREATED")])
+    assert sorted((e.object_id, e.version, e.event_type) for e in got) == sorted(
+        [
+            (c["Id"], "0", "CREATED"),
+            (inv["Id"], inv["SyncToken"], "UPDATED"),
+            (rate["Id"], "0", "CREATED"),
+        ]
+    )
 
 
-async def test_failure_inside_the_transaction_rolls_everything_back(env: Env,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_failure_inside_the_transaction_rolls_everything_back(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     emu, pool = env.emu, env.pool
     realm = emu.add_realm(seed=2, per_entity=2)
     iid = await add_instance(pool, emu, realm, resources=["customers", "invoices", "vendors"])
     async with env.driver(iid) as d:
         await d.cycle()
-        wm = {r["resource"]: r["watermark"] for r in await pool.fetch(
-            "SELECT resource, watermark FROM pair_cursors WHERE instance_id = $1", iid)}
+        wm = {
+            r["resource"]: r["watermark"]
+            for r in await pool.fetch(
+                "SELECT resource, watermark FROM pair_cursors WHERE instance_id = $1", iid
+            )
+        }
         c = emu.create(realm, "Customer", {"DisplayName": "Half Written"})
         inv = emu.update(realm, "Invoice", {"Id": emu.ids(realm, "Invoice")[0], "PrivateNote": "x"})
         real = outbox.cursors.settle
@@ -73,28 +83,53 @@ async def test_failure_inside_the_transaction_rolls_everything_back(env: Env,
         assert all(isinstance(o, Boom) for o in outcomes)
         assert await pool.fetchval("SELECT count(*) FROM events") == 0
         assert await pool.fetchval("SELECT count(*) FROM notifications") == 0
-        assert await pool.fetchval("SELECT count(*) FROM object_snapshots WHERE object_id = $1", c["Id"]) == 0
-        assert {r["resource"]: r["watermark"] for r in await pool.fetch(
-            "SELECT resource, watermark FROM pair_cursors WHERE instance_id = $1", iid)} == wm
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM object_snapshots WHERE object_id = $1", c["Id"]
+            )
+            == 0
+        )
+        assert {
+            r["resource"]: r["watermark"]
+            for r in await pool.fetch(
+                "SELECT resource, watermark FROM pair_cursors WHERE instance_id = $1", iid
+            )
+        } == wm
         monkeypatch.setattr(outbox.cursors, "settle", real)
         await d.cycle()
     assert sorted((e.object_id, e.event_type) for e in await events(pool)) == sorted(
-        [(c["Id"], "CREATED"), (inv["Id"], "UPDATED")])
+        [(c["Id"], "CREATED"), (inv["Id"], "UPDATED")]
+    )
 
 
 def _daemon_env(env: Env) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("POLLER_", "QBO_"))}
-    return {**keep, "DATABASE_URL": env.dsn, "QBO_API_BASE_URL": env.emu.base_url,
-            "QBO_OAUTH_TOKEN_URL": env.emu.token_url, "POLLER_HTTP_ADDR": "",
-            "POLLER_LOG_FORMAT": "json", "POLLER_LOG_LEVEL": "warning",
-            "POLLER_OVERLAP_SECONDS": "5", "POLLER_PAIR_LEASE": "1s",
-            "POLLER_SHUTDOWN_GRACE_SECONDS": "1", "PYTHONPATH": str(ROOT)}
+    return {
+        **keep,
+        "DATABASE_URL": env.dsn,
+        "QBO_API_BASE_URL": env.emu.base_url,
+        "QBO_OAUTH_TOKEN_URL": env.emu.token_url,
+        "POLLER_HTTP_ADDR": "",
+        "POLLER_LOG_FORMAT": "json",
+        "POLLER_LOG_LEVEL": "warning",
+        "POLLER_OVERLAP_SECONDS": "5",
+        "POLLER_PAIR_LEASE": "1s",
+        "POLLER_SHUTDOWN_GRACE_SECONDS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 async def _spawn(env: Env) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poller", "run", env=_daemon_env(env), cwd=str(ROOT),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "poller",
+        "run",
+        env=_daemon_env(env),
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def test_kill_9_of_the_daemon_loses_and_duplicates_nothing(env: Env) -> None:
@@ -114,15 +149,17 @@ async def test_kill_9_of_the_daemon_loses_and_duplicates_nothing(env: Env) -> No
     proc = await _spawn(env)
     try:
         await wait_until(polled, timeout=20)
-        await churn(20)                                     # changes while it runs...
-        proc.send_signal(signal.SIGKILL)                    # ...and a kill -9 in the middle
+        await churn(20)  # changes while it runs...
+        proc.send_signal(signal.SIGKILL)  # ...and a kill -9 in the middle
         await proc.wait()
-        await churn(10)                                     # changes while it is dead
-        proc = await _spawn(env)                            # restart (takes the expired leases)
+        await churn(10)  # changes while it is dead
+        proc = await _spawn(env)  # restart (takes the expired leases)
         await churn(10)
 
         async def all_seen() -> bool:
-            return {e.object_id for e in await events(pool, iid) if e.resource == "customers"} >= set(made)
+            return {
+                e.object_id for e in await events(pool, iid) if e.resource == "customers"
+            } >= set(made)
 
         await wait_until(all_seen, timeout=20)
     finally:
@@ -130,7 +167,7 @@ async def test_kill_9_of_the_daemon_loses_and_duplicates_nothing(env: Env) -> No
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 15)
     got = [e for e in await events(pool, iid) if e.resource == "customers"]
-    assert Counter(e.object_id for e in got) == Counter(made)       # each exactly once
+    assert Counter(e.object_id for e in got) == Counter(made)  # each exactly once
     assert all(e.event_type == "CREATED" for e in got)
     orphans = await pool.fetchval("SELECT count(*) FROM events WHERE notification_id IS NULL")
     assert orphans == 0

@@ -1,5 +1,6 @@
 """An instance's cycle: coalescing, the instance lease and its fence, isolation of a pair the
 database refuses, and the database work of a cycle — against the emulator and PostgreSQL."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,7 @@ async def test_pairs_due_close_together_share_one_cycle(env: Env) -> None:
 
         dues = await asyncio.gather(late(0, 0), late(1, 0.02), late(2, 0.03))
     assert d.cycles.cycles == cycles + 1 and env.qbo_requests(realm) == before + 1
-    assert len(set(dues)) == 1                       # and they stay together on the grid
+    assert len(set(dues)) == 1  # and they stay together on the grid
 
 
 async def test_held_instance_costs_no_request_and_a_stale_holder_is_fenced_out(env: Env) -> None:
@@ -50,12 +51,12 @@ async def test_held_instance_costs_no_request_and_a_stale_holder_is_fenced_out(e
         await a.cycle()
         await a.cycle()
         spent = env.qbo_requests(realm)
-        held = await b.cycle()                        # a holds the instance: b asks QBO nothing
+        held = await b.cycle()  # a holds the instance: b asks QBO nothing
         assert env.qbo_requests(realm) == spent
         assert all(time.time() + 29 < due <= time.time() + 31 for due in held)
         c1 = emu.create(realm, "Customer", {"DisplayName": "Seen By B"})
-        await pool.execute(LEASE_HELD, iid)           # a stalls past its lease...
-        await b.cycle()                               # ...b takes the instance over
+        await pool.execute(LEASE_HELD, iid)  # a stalls past its lease...
+        await b.cycle()  # ...b takes the instance over
         token = await pool.fetchval("SELECT token FROM instance_leases WHERE instance_id = $1", iid)
         assert token == 2
         c2 = emu.create(realm, "Customer", {"DisplayName": "Not Written By A"})
@@ -63,16 +64,18 @@ async def test_held_instance_costs_no_request_and_a_stale_holder_is_fenced_out(e
         assert all(isinstance(o, LeaseLost) for o in stale)
         assert c2["Id"] not in {e.object_id for e in await events(pool, iid)}
         spent = env.qbo_requests(realm)
-        again = await a.cycle()                       # a asks again: held, no request
+        again = await a.cycle()  # a asks again: held, no request
         assert env.qbo_requests(realm) == spent and all(isinstance(o, float) for o in again)
         await b.cycle()
     got = Counter((e.object_id, e.event_type) for e in await events(pool, iid))
     assert got == Counter({(c1["Id"], "CREATED"): 1, (c2["Id"], "CREATED"): 1})
-    assert await pool.fetchval("SELECT owner FROM instance_leases WHERE instance_id = $1",
-                               iid) == "replica-b"
+    assert (
+        await pool.fetchval("SELECT owner FROM instance_leases WHERE instance_id = $1", iid)
+        == "replica-b"
+    )
 
 
-@pytest.mark.parametrize("field", ["Id", "SyncToken"])   # refused when read, when written
+@pytest.mark.parametrize("field", ["Id", "SyncToken"])  # refused when read, when written
 async def test_rows_the_database_refuses_fail_only_their_pair(env: Env, field: str) -> None:
     emu, pool = env.emu, env.pool
     realm = emu.add_realm(seed=3, per_entity=1)
@@ -80,9 +83,15 @@ async def test_rows_the_database_refuses_fail_only_their_pair(env: Env, field: s
     poison = {"on": False}
 
     async def hook(key: PairKey, answer: PairAnswer) -> None:
-        if poison["on"] and key.resource == "invoices":   # PostgreSQL text cannot hold NUL
-            bad = {"Id": "7", "SyncToken": "0", "MetaData": {
-                "CreateTime": "2099-01-01T00:00:00-08:00", "LastUpdatedTime": "2099-01-01T00:00:00-08:00"}}
+        if poison["on"] and key.resource == "invoices":  # PostgreSQL text cannot hold NUL
+            bad = {
+                "Id": "7",
+                "SyncToken": "0",
+                "MetaData": {
+                    "CreateTime": "2099-01-01T00:00:00-08:00",
+                    "LastUpdatedTime": "2099-01-01T00:00:00-08:00",
+                },
+            }
             bad[field] += "\x00"
             answer.objects.append(bad)
 
@@ -95,7 +104,8 @@ async def test_rows_the_database_refuses_fail_only_their_pair(env: Env, field: s
         assert isinstance(cust, float) and isinstance(vend, float)
         assert isinstance(inv, asyncpg.PostgresError)
         assert sorted((e.object_id, e.resource) for e in await events(pool, iid)) == sorted(
-            [(c["Id"], "customers"), (v["Id"], "vendors")])
+            [(c["Id"], "customers"), (v["Id"], "vendors")]
+        )
         row = await cursor_row(pool, iid, "invoices")
         assert row["consecutive_errors"] == 1 and "0x00" in row["last_error"]
         poison["on"] = False
@@ -126,16 +136,16 @@ async def test_database_work_of_a_cycle_with_22_resources(env: Env) -> None:
     async with counting_pool(env.dsn) as (counted, sent):
         env_counted: Any = Env(emu, counted, env.dsn)
         async with env_counted.driver(iid) as d:
-            await d.cycle()                          # first start: takes the lease, baselines
+            await d.cycle()  # first start: takes the lease, baselines
             await d.cycle()
-            emu.clock.advance(10)                    # past the overlap: QBO returns nothing
+            emu.clock.advance(10)  # past the overlap: QBO returns nothing
             await d.cycle()
             sent.clear()
             for _ in range(3):
                 await d.cycle()
             quiet = len(sent) / 3
             emu.create(realm, "Customer", {"DisplayName": "First Change"})
-            await d.cycle()                          # (the first use of some types costs a look-up)
+            await d.cycle()  # (the first use of some types costs a look-up)
             emu.clock.advance(10)
             await d.cycle()
             sent.clear()
@@ -157,7 +167,8 @@ async def test_pairs_failing_together_retry_together(env: Env) -> None:
         emu.inject_fault("error", endpoint="batch", realm=realm, count=10, status=503)
         failed = await d.cycle(return_exceptions=True)
     assert all(isinstance(o, QboError) for o in failed)
-    rows = await pool.fetch("SELECT next_due_at, consecutive_errors FROM pair_cursors "
-                            "WHERE instance_id = $1", iid)
+    rows = await pool.fetch(
+        "SELECT next_due_at, consecutive_errors FROM pair_cursors WHERE instance_id = $1", iid
+    )
     assert {r["consecutive_errors"] for r in rows} == {1}
-    assert len({r["next_due_at"] for r in rows}) == 1     # one jitter draw: still one cycle
+    assert len({r["next_due_at"] for r in rows}) == 1  # one jitter draw: still one cycle

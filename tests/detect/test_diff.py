@@ -1,7 +1,8 @@
 """The pure diff: every rule of DESIGN §5 that it implements."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from poller.detect import timestamps
 from poller.detect.diff import (
@@ -13,27 +14,37 @@ from poller.detect.diff import (
     diff,
 )
 
-UTC = timezone.utc
-BASE = datetime(2026, 3, 10, 18, 0, 0, 250000, tzinfo=UTC)   # QBO `time` has milliseconds
+UTC = UTC
+BASE = datetime(2026, 3, 10, 18, 0, 0, 250000, tzinfo=UTC)  # QBO `time` has milliseconds
 
 
 def qbo(dt: datetime) -> str:
     return timestamps.to_qbo(dt)
 
 
-def obj(oid: str, token: str, created: datetime, updated: datetime | None = None,
-        **fields: object) -> dict:
-    return {"Id": oid, "SyncToken": token, **fields,
-            "MetaData": {"CreateTime": qbo(created), "LastUpdatedTime": qbo(updated or created)}}
+def obj(
+    oid: str, token: str, created: datetime, updated: datetime | None = None, **fields: object
+) -> dict:
+    return {
+        "Id": oid,
+        "SyncToken": token,
+        **fields,
+        "MetaData": {"CreateTime": qbo(created), "LastUpdatedTime": qbo(updated or created)},
+    }
 
 
 def tomb(oid: str, at: datetime) -> dict:
-    return {"domain": "QBO", "status": "Deleted", "Id": oid,
-            "MetaData": {"LastUpdatedTime": qbo(at)}}
+    return {
+        "domain": "QBO",
+        "status": "Deleted",
+        "Id": oid,
+        "MetaData": {"LastUpdatedTime": qbo(at)},
+    }
 
 
-def snap(oid: str, token: str | None, at: datetime, active: bool | None = None,
-         deleted: bool = False) -> SnapshotRow:
+def snap(
+    oid: str, token: str | None, at: datetime, active: bool | None = None, deleted: bool = False
+) -> SnapshotRow:
     return SnapshotRow(oid, token, at.replace(microsecond=0), active, deleted)
 
 
@@ -80,7 +91,9 @@ def test_known_object_with_new_token_is_updated() -> None:
     t0, t1 = BASE + timedelta(seconds=5), BASE + timedelta(seconds=50)
     r = diff({"1": snap("1", "0", t0)}, [obj("1", "1", t0, t1)], CTX)
     assert kinds(r) == [("1", UPDATED, "1")]
-    assert r.snapshots[0].sync_token == "1" and r.snapshots[0].last_updated == t1.replace(microsecond=0)
+    assert r.snapshots[0].sync_token == "1" and r.snapshots[0].last_updated == t1.replace(
+        microsecond=0
+    )
 
 
 def test_tombstone_of_known_object_is_deleted() -> None:
@@ -126,7 +139,7 @@ def test_deactivation_is_deleted_when_configured() -> None:
     ctx = PairContext(baseline=BASE, is_list=True, deactivated_as_deleted=True)
     prev = {"3": snap("3", "0", t0, active=True)}
     r = diff(prev, [obj("3", "1", t0, t1, Active=False)], ctx)
-    assert kinds(r) == [("3", DELETED, "1")]     # the full object, version = its SyncToken
+    assert kinds(r) == [("3", DELETED, "1")]  # the full object, version = its SyncToken
     # An edit of an already inactive row is an update, and reactivation too.
     prev = {"3": snap("3", "1", t1, active=False)}
     r = diff(prev, [obj("3", "2", t0, t1 + timedelta(seconds=5), Active=False)], ctx)
@@ -137,8 +150,11 @@ def test_deactivation_is_deleted_when_configured() -> None:
 
 def test_versions_of_one_object_fold_into_latest() -> None:
     t = BASE + timedelta(seconds=10)
-    versions = [obj("4", "2", t, t + timedelta(seconds=2)), obj("4", "0", t),
-                obj("4", "1", t, t + timedelta(seconds=1))]
+    versions = [
+        obj("4", "2", t, t + timedelta(seconds=2)),
+        obj("4", "0", t),
+        obj("4", "1", t, t + timedelta(seconds=1)),
+    ]
     r = diff({}, versions, CTX)
     assert kinds(r) == [("4", CREATED, "2")]
     r = diff({}, [*versions, tomb("4", t + timedelta(seconds=3))], CTX)
@@ -147,8 +163,12 @@ def test_versions_of_one_object_fold_into_latest() -> None:
 
 def test_events_ordered_by_last_updated_then_numeric_id() -> None:
     t = BASE + timedelta(seconds=20)
-    fetched = [obj("10", "0", t), obj("9", "0", t), obj("2", "0", t + timedelta(seconds=1)),
-               tomb("1", t - timedelta(seconds=5))]
+    fetched = [
+        obj("10", "0", t),
+        obj("9", "0", t),
+        obj("2", "0", t + timedelta(seconds=1)),
+        tomb("1", t - timedelta(seconds=5)),
+    ]
     r = diff({}, fetched, CTX)
     assert [e.object_id for e in r.events] == ["1", "9", "10", "2"]
 
@@ -157,25 +177,44 @@ def test_offsets_are_compared_as_instants() -> None:
     # 10:00:05 in Berlin (+01:00) is 09:00:05 UTC, before a 09:00:06 UTC baseline.
     baseline = datetime(2026, 1, 5, 9, 0, 6, tzinfo=UTC)
     ctx = PairContext(baseline=baseline)
-    early = {"Id": "1", "SyncToken": "0", "MetaData": {
-        "CreateTime": "2026-01-05T10:00:05+01:00", "LastUpdatedTime": "2026-01-05T01:00:07-08:00"}}
-    late = {"Id": "2", "SyncToken": "0", "MetaData": {
-        "CreateTime": "2026-01-05T01:00:06-08:00", "LastUpdatedTime": "2026-01-05T01:00:06-08:00"}}
+    early = {
+        "Id": "1",
+        "SyncToken": "0",
+        "MetaData": {
+            "CreateTime": "2026-01-05T10:00:05+01:00",
+            "LastUpdatedTime": "2026-01-05T01:00:07-08:00",
+        },
+    }
+    late = {
+        "Id": "2",
+        "SyncToken": "0",
+        "MetaData": {
+            "CreateTime": "2026-01-05T01:00:06-08:00",
+            "LastUpdatedTime": "2026-01-05T01:00:06-08:00",
+        },
+    }
     r = diff({}, [early, late], ctx)
     assert kinds(r) == [("2", CREATED, "0"), ("1", UPDATED, "0")]
 
 
 def test_complete_listing_deletes_missing_objects_with_qbo_shaped_tombstone() -> None:
     seen = BASE + timedelta(seconds=1)
-    prev = {"1": snap("1", "0", seen), "2": snap("2", "0", seen),
-            "3": snap("3", None, seen, deleted=True)}
+    prev = {
+        "1": snap("1", "0", seen),
+        "2": snap("2", "0", seen),
+        "3": snap("3", None, seen, deleted=True),
+    }
     observed = BASE + timedelta(hours=7, milliseconds=123)
     ctx = PairContext(baseline=BASE, complete=True, observed_at=observed)
     r = diff(prev, [obj("1", "0", seen)], ctx)
     assert kinds(r) == [("2", DELETED, "deleted")]
     raw = r.events[0].raw
-    assert raw == {"domain": "QBO", "status": "Deleted", "Id": "2",
-                   "MetaData": {"LastUpdatedTime": timestamps.to_qbo(observed)}}
+    assert raw == {
+        "domain": "QBO",
+        "status": "Deleted",
+        "Id": "2",
+        "MetaData": {"LastUpdatedTime": timestamps.to_qbo(observed)},
+    }
     assert r.events[0].occurred_at == observed.replace(microsecond=0)
 
 
@@ -188,8 +227,14 @@ def test_record_only_first_answer_emits_nothing_but_remembers() -> None:
 
 def test_backfill_creates_everything() -> None:
     ctx = PairContext(baseline=None, is_list=True, deactivated_as_deleted=True)
-    r = diff({}, [obj("1", "5", BASE - timedelta(days=900), BASE - timedelta(days=3)),
-                  obj("2", "1", BASE - timedelta(days=90), Active=False)], ctx)
+    r = diff(
+        {},
+        [
+            obj("1", "5", BASE - timedelta(days=900), BASE - timedelta(days=3)),
+            obj("2", "1", BASE - timedelta(days=90), Active=False),
+        ],
+        ctx,
+    )
     assert kinds(r) == [("2", CREATED, "1"), ("1", CREATED, "5")]
 
 

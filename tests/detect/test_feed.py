@@ -1,9 +1,10 @@
 """The ChangeFeed's coalescing and fallbacks, against a scripted fake RealmApi."""
+
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,15 +30,22 @@ from poller.qbo.types import (
     ValidationError,
 )
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime.now(UTC).replace(microsecond=500000) - timedelta(hours=1)
-WINDOW_FAULT = Fault("ValidationFault", "500", "Unsupported Operation",
-                     "Operation cdc with changedSince date X which is older than fixed days is not supported.")
+WINDOW_FAULT = Fault(
+    "ValidationFault",
+    "500",
+    "Unsupported Operation",
+    "Operation cdc with changedSince date X which is older than fixed days is not supported.",
+)
 
 
 def obj(oid: str, at: datetime, token: str = "0") -> dict:
-    return {"Id": oid, "SyncToken": token,
-            "MetaData": {"CreateTime": timestamps.to_qbo(at), "LastUpdatedTime": timestamps.to_qbo(at)}}
+    return {
+        "Id": oid,
+        "SyncToken": token,
+        "MetaData": {"CreateTime": timestamps.to_qbo(at), "LastUpdatedTime": timestamps.to_qbo(at)},
+    }
 
 
 class FakeRealm:
@@ -45,8 +53,14 @@ class FakeRealm:
 
     realm_id = "123"
 
-    def __init__(self, data: dict[str, list[dict]] | None = None, *, batch_cdc: bool = True,
-                 cap: int = 1000, now: datetime = NOW) -> None:
+    def __init__(
+        self,
+        data: dict[str, list[dict]] | None = None,
+        *,
+        batch_cdc: bool = True,
+        cap: int = 1000,
+        now: datetime = NOW,
+    ) -> None:
         self.data = data or {}
         self.batch_cdc = batch_cdc
         self.cap = cap
@@ -70,11 +84,17 @@ class FakeRealm:
     def _query(self, statement: str) -> QueryResult:
         entity = statement.split(" from ")[1].split(" ")[0]
         since = timestamps.parse(statement.split(">= '")[1].split("'")[0])
-        start = int(statement.split("STARTPOSITION ")[1].split(" ")[0]) if "STARTPOSITION" in statement else 1
+        start = (
+            int(statement.split("STARTPOSITION ")[1].split(" ")[0])
+            if "STARTPOSITION" in statement
+            else 1
+        )
         size = int(statement.split("MAXRESULTS ")[1])
-        rows = sorted((o for o in self.data.get(entity, []) if timestamps.last_updated(o) >= since),
-                      key=lambda o: (timestamps.last_updated(o), int(o["Id"])))
-        return QueryResult(self.now, entity, rows[start - 1:start - 1 + size], start)
+        rows = sorted(
+            (o for o in self.data.get(entity, []) if timestamps.last_updated(o) >= since),
+            key=lambda o: (timestamps.last_updated(o), int(o["Id"])),
+        )
+        return QueryResult(self.now, entity, rows[start - 1 : start - 1 + size], start)
 
     async def cdc(self, entities: tuple[str, ...], changed_since: datetime) -> CdcResult:
         self.calls.append(("cdc", (entities, changed_since)))
@@ -92,8 +112,11 @@ class FakeRealm:
         answers: dict[str, Any] = {}
         for item in items:
             if isinstance(item, CdcItem):
-                answers[item.bid] = (self._cdc(item.entities, item.changed_since) if self.batch_cdc
-                                     else Fault("ValidationFault", "4000", "Unsupported CDCQuery"))
+                answers[item.bid] = (
+                    self._cdc(item.entities, item.changed_since)
+                    if self.batch_cdc
+                    else Fault("ValidationFault", "4000", "Unsupported CDCQuery")
+                )
             else:
                 assert isinstance(item, QueryItem)
                 answers[item.bid] = self._query(item.statement)
@@ -103,11 +126,15 @@ class FakeRealm:
         return [c[0] for c in self.calls]
 
 
-def req(name: str, watermark: datetime | None = NOW - timedelta(minutes=10), **kw: Any) -> PairRequest:
+def req(
+    name: str, watermark: datetime | None = NOW - timedelta(minutes=10), **kw: Any
+) -> PairRequest:
     return PairRequest(resources.get(name), watermark, **kw)
 
 
-async def serve(realm: FakeRealm, requests: list[PairRequest], **kw: Any) -> list[PairAnswer | BaseException]:
+async def serve(
+    realm: FakeRealm, requests: list[PairRequest], **kw: Any
+) -> list[PairAnswer | BaseException]:
     """One cycle of the feed for these pairs (the instance's cycle calls `answer` once)."""
     feed = ChangeFeed(realm, overlap_s=120, **kw)
     return await feed.answer(requests)
@@ -121,8 +148,11 @@ async def test_all_22_resources_in_one_batch_request() -> None:
     cdc = [i for i in items if isinstance(i, CdcItem)]
     queries = [i for i in items if isinstance(i, QueryItem)]
     assert len(cdc) == 1 and len(cdc[0].entities) == 19
-    assert sorted(q.statement.split(" from ")[1].split(" ")[0] for q in queries) == \
-        ["TaxCode", "TaxRate", "TimeActivity"]
+    assert sorted(q.statement.split(" from ")[1].split(" ")[0] for q in queries) == [
+        "TaxCode",
+        "TaxRate",
+        "TimeActivity",
+    ]
     assert all(isinstance(a, PairAnswer) and a.time == NOW for a in answers)
 
 
@@ -135,7 +165,7 @@ async def test_realm_refusing_batch_cdc_falls_back_and_remembers() -> None:
     # The probe costs nothing extra: the batch's queries were answered, only the CDC moves.
     assert realm.kinds() == ["batch", "cdc"]
     realm.calls.clear()
-    answers = await serve(realm, requests, batch_cdc=memory)     # next cycle: remembered
+    answers = await serve(realm, requests, batch_cdc=memory)  # next cycle: remembered
     assert sorted(realm.kinds()) == ["batch", "cdc"]
     batch_items = next(c[1] for c in realm.calls if c[0] == "batch")
     assert not any(isinstance(i, CdcItem) for i in batch_items)
@@ -153,21 +183,26 @@ async def test_lone_items_skip_the_batch() -> None:
 
 async def test_combined_cdc_asks_from_earliest_and_each_pair_keeps_its_window() -> None:
     old_wm, new_wm = NOW - timedelta(minutes=30), NOW - timedelta(minutes=5)
-    realm = FakeRealm({"Customer": [obj("1", NOW - timedelta(minutes=20))],
-                       "Vendor": [obj("2", NOW - timedelta(minutes=20)), obj("3", NOW - timedelta(minutes=1))]})
+    realm = FakeRealm(
+        {
+            "Customer": [obj("1", NOW - timedelta(minutes=20))],
+            "Vendor": [obj("2", NOW - timedelta(minutes=20)), obj("3", NOW - timedelta(minutes=1))],
+        }
+    )
     a_cust, a_vend = await serve(realm, [req("customers", old_wm), req("vendors", new_wm)])
-    (_, (entities, since)), = realm.calls
+    ((_, (entities, since)),) = realm.calls
     assert since == old_wm - timedelta(seconds=120)
     assert [o["Id"] for o in a_cust.objects] == ["1"]
-    assert [o["Id"] for o in a_vend.objects] == ["3"]          # "2" is before its own window
-    assert a_cust.time == a_vend.time == NOW                  # QBO's clock, not ours
+    assert [o["Id"] for o in a_vend.objects] == ["3"]  # "2" is before its own window
+    assert a_cust.time == a_vend.time == NOW  # QBO's clock, not ours
 
 
 def test_query_statements() -> None:
     since = datetime(2026, 1, 15, 20, 0, 0, 999000, tzinfo=UTC)
     assert query_statement(resources.get("tax-codes"), since) == (
         "select * from TaxCode where Active IN (true,false) and MetaData.LastUpdatedTime >= "
-        "'2026-01-15T12:00:00-08:00' ORDERBY MetaData.LastUpdatedTime MAXRESULTS 1000")
+        "'2026-01-15T12:00:00-08:00' ORDERBY MetaData.LastUpdatedTime MAXRESULTS 1000"
+    )
     ta = query_statement(resources.get("time-activities"), since, start=11, page_size=10)
     assert "Active" not in ta
     assert ta.endswith("ORDERBY MetaData.LastUpdatedTime STARTPOSITION 11 MAXRESULTS 10")
@@ -175,44 +210,52 @@ def test_query_statements() -> None:
 
 async def test_query_paging_advances_from_and_steps_through_one_timestamp() -> None:
     t0 = NOW - timedelta(minutes=9)
-    rows = [obj(str(i), t0 + timedelta(seconds=i // 4)) for i in range(1, 13)]   # 4 per second
-    rows += [obj(str(i), t0 + timedelta(seconds=10)) for i in range(13, 20)]     # 7 in one second
+    rows = [obj(str(i), t0 + timedelta(seconds=i // 4)) for i in range(1, 13)]  # 4 per second
+    rows += [obj(str(i), t0 + timedelta(seconds=10)) for i in range(13, 20)]  # 7 in one second
     realm = FakeRealm({"TaxRate": rows})
     (answer,) = await serve(realm, [req("tax-rates")], page_size=3)
     assert sorted(int(o["Id"]) for o in answer.objects) == list(range(1, 20))
     statements = [c[1] for c in realm.calls]
-    assert any("STARTPOSITION" in s for s in statements)       # only inside one timestamp
+    assert any("STARTPOSITION" in s for s in statements)  # only inside one timestamp
     assert all(" >= '" in s for s in statements)
 
 
 async def test_cap_splits_by_entity_then_pages_a_name_list_and_lists_a_transaction() -> None:
     t = NOW - timedelta(minutes=3)
-    data = {"Customer": [obj(str(i), t) for i in range(1, 8)],       # 7 ≥ cap 5
-            "Invoice": [obj(str(i), t) for i in range(1, 7)],        # 6 ≥ cap 5
-            "Vendor": [obj("1", t)]}
+    data = {
+        "Customer": [obj(str(i), t) for i in range(1, 8)],  # 7 ≥ cap 5
+        "Invoice": [obj(str(i), t) for i in range(1, 7)],  # 6 ≥ cap 5
+        "Vendor": [obj("1", t)],
+    }
     realm = FakeRealm(data, cap=5)
-    cust, inv, vend = await serve(realm, [req("customers"), req("invoices"), req("vendors")],
-                                  cdc_cap=5, page_size=1000)
+    cust, inv, vend = await serve(
+        realm, [req("customers"), req("invoices"), req("vendors")], cdc_cap=5, page_size=1000
+    )
     assert [o["Id"] for o in vend.objects] == ["1"] and vend.mode == Mode.INCREMENTAL
     assert len(cust.objects) == 7 and cust.mode == Mode.INCREMENTAL and not cust.complete
     assert len(inv.objects) == 6 and inv.mode == Mode.LISTING and inv.complete
     kinds = realm.kinds()
-    assert kinds[0] == "cdc"          # combined, truncated
-    assert kinds[1] == "batch"        # one CDCQuery per entity, in one batch
+    assert kinds[0] == "cdc"  # combined, truncated
+    assert kinds[1] == "batch"  # one CDCQuery per entity, in one batch
     assert "query" in kinds or kinds.count("batch") >= 2
 
 
 async def test_watermark_older_than_29_days_is_reconciled_by_listing() -> None:
-    realm = FakeRealm({"Customer": [obj("1", NOW - timedelta(days=40))],
-                       "Vendor": [obj("2", NOW - timedelta(minutes=1))]})
+    realm = FakeRealm(
+        {
+            "Customer": [obj("1", NOW - timedelta(days=40))],
+            "Vendor": [obj("2", NOW - timedelta(minutes=1))],
+        }
+    )
     feed = ChangeFeed(realm, overlap_s=120)
-    await feed.answer([req("vendors")])                   # QBO's clock is now known
+    await feed.answer([req("vendors")])  # QBO's clock is now known
     realm.calls.clear()
-    cust, vend = await feed.answer([req("customers", NOW - timedelta(days=29, hours=1)),
-                                    req("vendors")])
+    cust, vend = await feed.answer(
+        [req("customers", NOW - timedelta(days=29, hours=1)), req("vendors")]
+    )
     assert cust.mode == Mode.LISTING and cust.complete and [o["Id"] for o in cust.objects] == ["1"]
     assert vend.mode == Mode.INCREMENTAL
-    assert realm.kinds() == ["batch"]                    # the listing's page travels with the CDC
+    assert realm.kinds() == ["batch"]  # the listing's page travels with the CDC
 
 
 async def test_window_error_raises_the_clock_estimate_and_lists() -> None:
@@ -246,10 +289,15 @@ async def test_uninitialized_now_pair_only_needs_qbo_time() -> None:
 
 
 async def test_backfill_and_time_activity_first_poll_are_listings() -> None:
-    realm = FakeRealm({"Invoice": [obj("1", NOW - timedelta(days=300))],
-                       "TimeActivity": [obj("5", NOW - timedelta(days=90))]})
-    inv, ta = await serve(realm, [req("invoices", None, initial_mode="backfill"),
-                                  req("time-activities", None)])
+    realm = FakeRealm(
+        {
+            "Invoice": [obj("1", NOW - timedelta(days=300))],
+            "TimeActivity": [obj("5", NOW - timedelta(days=90))],
+        }
+    )
+    inv, ta = await serve(
+        realm, [req("invoices", None, initial_mode="backfill"), req("time-activities", None)]
+    )
     assert inv.mode == Mode.LISTING and [o["Id"] for o in inv.objects] == ["1"]
     assert ta.mode == Mode.LISTING and ta.complete
 

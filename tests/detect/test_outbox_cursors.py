@@ -1,8 +1,9 @@
 """The outbox commit and instance leases, against the real PostgreSQL."""
+
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -15,25 +16,38 @@ from poller.store.crypto import SecretBox
 from poller.store.cursors import Advance, LeaseLost, LeaseRef, PairKey, Settle
 from poller.store.outbox import PairWrite
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 DUE = T0 + timedelta(minutes=15)
-BODY = {"name": "one", "providerData": {"refreshToken": "r", "realmId": "1"},
-        "configuration": {"oauth.api.key": "k", "oauth.api.secret": "s",
-                          "event.notification.enabled": True,
-                          "event.notification.callback.url": "http://x.test/h",
-                          "event.poller.urls": "customers|invoices"}}
+BODY = {
+    "name": "one",
+    "providerData": {"refreshToken": "r", "realmId": "1"},
+    "configuration": {
+        "oauth.api.key": "k",
+        "oauth.api.secret": "s",
+        "event.notification.enabled": True,
+        "event.notification.callback.url": "http://x.test/h",
+        "event.poller.urls": "customers|invoices",
+    },
+}
 
 
 @pytest.fixture
 async def instance(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        return (await instance_store.upsert(conn, parse_instance(BODY), SecretBox(None))).instance_id
+        return (
+            await instance_store.upsert(conn, parse_instance(BODY), SecretBox(None))
+        ).instance_id
 
 
 def ev(oid: str, version: str, kind: str = UPDATED, seconds: int = 0) -> Event:
-    return Event(oid, version, kind, T0 + timedelta(seconds=seconds),
-                 {"Id": oid, "SyncToken": version, "Amount": 337.5, "Name": "Zoë"})
+    return Event(
+        oid,
+        version,
+        kind,
+        T0 + timedelta(seconds=seconds),
+        {"Id": oid, "SyncToken": version, "Amount": 337.5, "Name": "Zoë"},
+    )
 
 
 def ok(resource: str, seconds: int = 0) -> Settle:
@@ -47,60 +61,99 @@ async def take(pool: asyncpg.Pool, instance: int, owner: str = "a") -> LeaseRef:
     return LeaseRef(instance, owner, lease.token, 30)
 
 
-async def commit(pool: asyncpg.Pool, lease: LeaseRef, writes: list[PairWrite],
-                 per: int = 3) -> dict[str, outbox.WriteStats]:
+async def commit(
+    pool: asyncpg.Pool, lease: LeaseRef, writes: list[PairWrite], per: int = 3
+) -> dict[str, outbox.WriteStats]:
     async with pool.acquire() as conn:
         stats, _ = await outbox.commit(conn, lease, writes, [ok(w.resource) for w in writes], per)
     return stats
 
 
-async def test_events_grouped_into_notifications_in_change_order(pool: asyncpg.Pool, instance: int) -> None:
+async def test_events_grouped_into_notifications_in_change_order(
+    pool: asyncpg.Pool, instance: int
+) -> None:
     lease = await take(pool, instance)
     events = [ev(str(i), "0", CREATED, i) for i in range(1, 8)]
     stats = await commit(pool, lease, [PairWrite("customers", [], events)])
     s = stats["customers"]
     assert (s.events, s.notifications, s.by_type) == (7, 3, {CREATED: 7})
-    rows = await pool.fetch("SELECT e.object_id, e.position, n.event_count, n.id AS nid "
-                            "FROM events e JOIN notifications n ON n.id = e.notification_id "
-                            "ORDER BY n.id, e.position")
+    rows = await pool.fetch(
+        "SELECT e.object_id, e.position, n.event_count, n.id AS nid "
+        "FROM events e JOIN notifications n ON n.id = e.notification_id "
+        "ORDER BY n.id, e.position"
+    )
     assert [r["object_id"] for r in rows] == [str(i) for i in range(1, 8)]
     assert [r["position"] for r in rows] == [0, 1, 2, 0, 1, 2, 0]
     assert [r["event_count"] for r in rows] == [3, 3, 3, 3, 3, 3, 1]
     event_ids = await pool.fetch("SELECT event_id FROM notifications ORDER BY id")
-    assert event_ids[0]["event_id"] == outbox.event_id_for(PairKey(instance, "customers"), events[0])
+    assert event_ids[0]["event_id"] == outbox.event_id_for(
+        PairKey(instance, "customers"), events[0]
+    )
     raw = await pool.fetchval("SELECT raw::text FROM events WHERE object_id = '1'")
     assert raw == '{"Id":"1","SyncToken":"0","Amount":337.5,"Name":"Zoë"}'
 
 
-async def test_several_pairs_in_one_commit_keep_their_own_notifications(pool: asyncpg.Pool,
-                                                                        instance: int) -> None:
+async def test_several_pairs_in_one_commit_keep_their_own_notifications(
+    pool: asyncpg.Pool, instance: int
+) -> None:
     lease = await take(pool, instance)
     cust = [ev(str(i), "0", CREATED, i) for i in range(1, 5)]
     inv = [ev(str(i), "3", UPDATED, i) for i in range(1, 3)]
     snaps = [SnapshotRow("1", "0", T0, True)]
     async with pool.acquire() as conn:
         stats, written = await outbox.commit(
-            conn, lease, [PairWrite("customers", snaps, cust), PairWrite("invoices", [], inv)],
-            [ok("customers", 5), ok("invoices", 7)], 3)
+            conn,
+            lease,
+            [PairWrite("customers", snaps, cust), PairWrite("invoices", [], inv)],
+            [ok("customers", 5), ok("invoices", 7)],
+            3,
+        )
     assert {r: (s.events, s.notifications) for r, s in stats.items()} == {
-        "customers": (4, 2), "invoices": (2, 1)}
+        "customers": (4, 2),
+        "invoices": (2, 1),
+    }
     assert {r: c.watermark for r, c in written.items()} == {
-        "customers": T0 + timedelta(seconds=5), "invoices": T0 + timedelta(seconds=7)}
-    rows = await pool.fetch("SELECT n.resource, n.event_count, e.resource AS er, e.object_id "
-                            "FROM notifications n JOIN events e ON e.notification_id = n.id "
-                            "ORDER BY n.id, e.position")
+        "customers": T0 + timedelta(seconds=5),
+        "invoices": T0 + timedelta(seconds=7),
+    }
+    rows = await pool.fetch(
+        "SELECT n.resource, n.event_count, e.resource AS er, e.object_id "
+        "FROM notifications n JOIN events e ON e.notification_id = n.id "
+        "ORDER BY n.id, e.position"
+    )
     assert all(r["resource"] == r["er"] for r in rows)
     assert [(r["resource"], r["object_id"]) for r in rows] == [
-        ("customers", "1"), ("customers", "2"), ("customers", "3"), ("customers", "4"),
-        ("invoices", "1"), ("invoices", "2")]
-    assert await pool.fetchval("SELECT count(*) FROM object_snapshots WHERE resource = 'customers'") == 1
+        ("customers", "1"),
+        ("customers", "2"),
+        ("customers", "3"),
+        ("customers", "4"),
+        ("invoices", "1"),
+        ("invoices", "2"),
+    ]
+    assert (
+        await pool.fetchval("SELECT count(*) FROM object_snapshots WHERE resource = 'customers'")
+        == 1
+    )
 
 
-async def test_duplicates_are_skipped_and_not_notified_again(pool: asyncpg.Pool, instance: int) -> None:
+async def test_duplicates_are_skipped_and_not_notified_again(
+    pool: asyncpg.Pool, instance: int
+) -> None:
     lease = await take(pool, instance)
-    await commit(pool, lease, [PairWrite("customers", [], [ev("1", "0", CREATED), ev("2", "0", CREATED)])])
-    stats = await commit(pool, lease, [PairWrite("customers", [], [
-        ev("1", "0", CREATED), ev("2", "1", UPDATED, 5), ev("2", "deleted", DELETED, 9)])])
+    await commit(
+        pool, lease, [PairWrite("customers", [], [ev("1", "0", CREATED), ev("2", "0", CREATED)])]
+    )
+    stats = await commit(
+        pool,
+        lease,
+        [
+            PairWrite(
+                "customers",
+                [],
+                [ev("1", "0", CREATED), ev("2", "1", UPDATED, 5), ev("2", "deleted", DELETED, 9)],
+            )
+        ],
+    )
     s = stats["customers"]
     assert (s.events, s.duplicates, s.notifications) == (2, 1, 1)
     assert await pool.fetchval("SELECT count(*) FROM events") == 4
@@ -111,16 +164,26 @@ async def test_duplicates_are_skipped_and_not_notified_again(pool: asyncpg.Pool,
 async def test_snapshot_upsert_and_load(pool: asyncpg.Pool, instance: int) -> None:
     lease = await take(pool, instance)
     rows = [SnapshotRow("1", "0", T0, True), SnapshotRow("2", None, T0, None, True)]
-    await commit(pool, lease, [PairWrite("customers", rows, []),
-                               PairWrite("invoices", [SnapshotRow("1", "7", T0)], [])])
-    await commit(pool, lease, [PairWrite("customers",
-                                         [SnapshotRow("1", "4", T0 + timedelta(seconds=3), False)], [])])
+    await commit(
+        pool,
+        lease,
+        [PairWrite("customers", rows, []), PairWrite("invoices", [SnapshotRow("1", "7", T0)], [])],
+    )
+    await commit(
+        pool,
+        lease,
+        [PairWrite("customers", [SnapshotRow("1", "4", T0 + timedelta(seconds=3), False)], [])],
+    )
     async with pool.acquire() as conn:
-        got = await outbox.load_snapshots(conn, instance, {"customers": ["1", "3"], "invoices": None})
+        got = await outbox.load_snapshots(
+            conn, instance, {"customers": ["1", "3"], "invoices": None}
+        )
         every = await outbox.load_snapshots(conn, instance, {"customers": None})
         none = await outbox.load_snapshots(conn, instance, {"customers": []})
-    assert got == {"customers": {"1": SnapshotRow("1", "4", T0 + timedelta(seconds=3), False, False)},
-                   "invoices": {"1": SnapshotRow("1", "7", T0, None, False)}}
+    assert got == {
+        "customers": {"1": SnapshotRow("1", "4", T0 + timedelta(seconds=3), False, False)},
+        "invoices": {"1": SnapshotRow("1", "7", T0, None, False)},
+    }
     assert set(every["customers"]) == {"1", "2"} and every["customers"]["2"].deleted
     assert none == {"customers": {}}
 
@@ -128,61 +191,91 @@ async def test_snapshot_upsert_and_load(pool: asyncpg.Pool, instance: int) -> No
 async def test_watermark_written_with_fencing_token(pool: asyncpg.Pool, instance: int) -> None:
     lease = await take(pool, instance)
     await commit(pool, lease, [PairWrite("customers", [], [ev("1", "0")])])
-    row = await pool.fetchrow("SELECT watermark, baseline, initialized, polls FROM pair_cursors "
-                              "WHERE instance_id = $1 AND resource = 'customers'", instance)
-    assert (row["watermark"], row["baseline"], row["initialized"], row["polls"]) == (T0, T0, True, 1)
+    row = await pool.fetchrow(
+        "SELECT watermark, baseline, initialized, polls FROM pair_cursors "
+        "WHERE instance_id = $1 AND resource = 'customers'",
+        instance,
+    )
+    assert (row["watermark"], row["baseline"], row["initialized"], row["polls"]) == (
+        T0,
+        T0,
+        True,
+        1,
+    )
     # A stale token: the fenced settle refuses, and takes the whole transaction with it.
     stale = LeaseRef(instance, "a", lease.token + 1, 30)
     with pytest.raises(LeaseLost):
-        await commit(pool, stale, [PairWrite("customers", [SnapshotRow("9", "0", T0)], [ev("9", "0")])])
+        await commit(
+            pool, stale, [PairWrite("customers", [SnapshotRow("9", "0", T0)], [ev("9", "0")])]
+        )
     async with pool.acquire() as conn:
-        with pytest.raises(LeaseLost):                   # and alone, with nothing else to write
-            await outbox.commit(conn, stale, [PairWrite("customers", [], [])], [ok("customers", 60)], 3)
+        with pytest.raises(LeaseLost):  # and alone, with nothing else to write
+            await outbox.commit(
+                conn, stale, [PairWrite("customers", [], [])], [ok("customers", 60)], 3
+            )
     assert await pool.fetchval("SELECT count(*) FROM events WHERE object_id = '9'") == 0
     assert await pool.fetchval("SELECT count(*) FROM object_snapshots WHERE object_id = '9'") == 0
     assert await pool.fetchval("SELECT count(*) FROM notifications") == 1
-    assert await pool.fetchval("SELECT polls FROM pair_cursors WHERE instance_id = $1 "
-                               "AND resource = 'customers'", instance) == 1
+    assert (
+        await pool.fetchval(
+            "SELECT polls FROM pair_cursors WHERE instance_id = $1 AND resource = 'customers'",
+            instance,
+        )
+        == 1
+    )
 
 
-async def test_commit_wakes_the_dispatcher_once(pool: asyncpg.Pool, instance: int, db_dsn: str) -> None:
+async def test_commit_wakes_the_dispatcher_once(
+    pool: asyncpg.Pool, instance: int, db_dsn: str
+) -> None:
     listener = await asyncpg.connect(db_dsn)
     got: list[str] = []
     await listener.add_listener("qbo_poller_outbox", lambda *args: got.append(args[2]))
     try:
         lease = await take(pool, instance)
-        await commit(pool, lease, [PairWrite("customers", [], [ev(str(i), "0") for i in range(7)]),
-                                   PairWrite("invoices", [], [ev("1", "0")])])
-        await commit(pool, lease, [PairWrite("customers", [], [ev("1", "0")])])   # nothing new
+        await commit(
+            pool,
+            lease,
+            [
+                PairWrite("customers", [], [ev(str(i), "0") for i in range(7)]),
+                PairWrite("invoices", [], [ev("1", "0")]),
+            ],
+        )
+        await commit(pool, lease, [PairWrite("customers", [], [ev("1", "0")])])  # nothing new
         await asyncio.sleep(0.2)
     finally:
         await listener.close()
     assert got == ["qbo_poller_outbox"]
 
 
-async def test_instance_lease_renew_take_over_after_expiry_and_release(pool: asyncpg.Pool,
-                                                                       instance: int) -> None:
+async def test_instance_lease_renew_take_over_after_expiry_and_release(
+    pool: asyncpg.Pool, instance: int
+) -> None:
     async with pool.acquire() as conn:
         a1 = await cursors.acquire(conn, instance, "a", 30)
-        a2 = await cursors.acquire(conn, instance, "a", 30)       # renewal keeps the token
+        a2 = await cursors.acquire(conn, instance, "a", 30)  # renewal keeps the token
         assert a1.token is not None and a2.token == a1.token
-        assert set(a1.cursors) == {"customers", "invoices"}       # every pair's cursor with it
-        b0 = await cursors.acquire(conn, instance, "b", 30)       # held: not taken, no token
+        assert set(a1.cursors) == {"customers", "invoices"}  # every pair's cursor with it
+        b0 = await cursors.acquire(conn, instance, "b", 30)  # held: not taken, no token
         assert b0.token is None and b0.holder == "a" and 29 < b0.held_for_s <= 30
-        await conn.execute("UPDATE instance_leases SET expires_at = now() - interval '1 s' "
-                           "WHERE instance_id = $1", instance)
-        b = await cursors.acquire(conn, instance, "b", 30)        # takeover bumps the token
+        await conn.execute(
+            "UPDATE instance_leases SET expires_at = now() - interval '1 s' WHERE instance_id = $1",
+            instance,
+        )
+        b = await cursors.acquire(conn, instance, "b", 30)  # takeover bumps the token
         assert b.token == a1.token + 1
-        with pytest.raises(LeaseLost):                            # a's late commit is fenced out
+        with pytest.raises(LeaseLost):  # a's late commit is fenced out
             await cursors.settle(conn, LeaseRef(instance, "a", a1.token, 30), [ok("customers")])
         assert await cursors.release(conn, instance, "b")
-        with pytest.raises(LeaseLost):                            # released: b's too
+        with pytest.raises(LeaseLost):  # released: b's too
             await cursors.settle(conn, LeaseRef(instance, "b", b.token, 30), [ok("customers")])
         a3 = await cursors.acquire(conn, instance, "a", 30)
         assert a3.token == b.token + 1
         # The lease lapsed while still ours and nobody took it: taken again, with a new token.
-        await conn.execute("UPDATE instance_leases SET expires_at = now() - interval '1 s' "
-                           "WHERE instance_id = $1", instance)
+        await conn.execute(
+            "UPDATE instance_leases SET expires_at = now() - interval '1 s' WHERE instance_id = $1",
+            instance,
+        )
         a4 = await cursors.acquire(conn, instance, "a", 30)
         assert a4.token == a3.token + 1
         assert await conn.fetchval("SELECT count(*) FROM instance_leases") == 1
@@ -193,8 +286,9 @@ async def test_concurrent_takers_one_wins(pool: asyncpg.Pool, instance: int, db_
     try:
         for _ in range(5):
             await pool.execute("UPDATE instance_leases SET expires_at = now() - interval '1 s'")
-            leases = await asyncio.gather(*(cursors.acquire(c, instance, f"r{n}", 30)
-                                            for n, c in enumerate(conns)))
+            leases = await asyncio.gather(
+                *(cursors.acquire(c, instance, f"r{n}", 30) for n, c in enumerate(conns))
+            )
             winners = [lease for lease in leases if lease.token is not None]
             assert len(winners) == 1
     finally:
@@ -205,14 +299,20 @@ async def test_concurrent_takers_one_wins(pool: asyncpg.Pool, instance: int, db_
 async def test_settle_records_errors_beside_successes(pool: asyncpg.Pool, instance: int) -> None:
     lease = await take(pool, instance)
     async with pool.acquire() as conn:
-        written = await cursors.settle(conn, lease, [
-            ok("customers"), Settle("invoices", DUE, error="ServerError: boom")])
-        again = await cursors.settle(conn, lease, [Settle("invoices", DUE, error="ServerError: boom")])
+        written = await cursors.settle(
+            conn, lease, [ok("customers"), Settle("invoices", DUE, error="ServerError: boom")]
+        )
+        again = await cursors.settle(
+            conn, lease, [Settle("invoices", DUE, error="ServerError: boom")]
+        )
     assert written["customers"].initialized and written["customers"].consecutive_errors == 0
     assert not written["invoices"].initialized and written["invoices"].watermark is None
     assert again["invoices"].consecutive_errors == 2
-    row = await pool.fetchrow("SELECT last_error, polls, next_due_at FROM pair_cursors "
-                              "WHERE instance_id = $1 AND resource = 'invoices'", instance)
+    row = await pool.fetchrow(
+        "SELECT last_error, polls, next_due_at FROM pair_cursors "
+        "WHERE instance_id = $1 AND resource = 'invoices'",
+        instance,
+    )
     assert (row["last_error"], row["polls"], row["next_due_at"]) == ("ServerError: boom", 0, DUE)
     async with pool.acquire() as conn:
         assert await cursors.schedule(conn, instance) == {"customers": DUE, "invoices": DUE}

@@ -9,6 +9,7 @@ outbox must hold, per touched object: its latest state last, CREATED first when 
 created after the baseline, DELETED for deletes, every state current at a clean poll, nothing
 twice, nothing that never existed, nothing for untouched objects.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,14 +26,18 @@ from poller.emulator import QBOFault, run_emulator
 from poller.store import db
 from tests.detect.harness import Env, add_instance, events
 
-ENTITIES = {                         # entity → (resource, kind)
+ENTITIES = {  # entity → (resource, kind)
     "Customer": ("customers", "list"),
     "Invoice": ("invoices", "txn"),
     "TaxRate": ("tax-rates", "tax"),
     "TimeActivity": ("time-activities", "txn"),
 }
-FIELD = {"Customer": "CompanyName", "Invoice": "PrivateNote", "TaxRate": "Description",
-         "TimeActivity": "Description"}
+FIELD = {
+    "Customer": "CompanyName",
+    "Invoice": "PrivateNote",
+    "TaxRate": "Description",
+    "TimeActivity": "Description",
+}
 NAMES = itertools.count()
 
 entity = st.sampled_from(sorted(ENTITIES))
@@ -47,7 +52,7 @@ mutation = st.one_of(
 )
 control = st.one_of(
     st.tuples(st.just("poll")),
-    st.tuples(st.just("tick"), st.integers(min_value=1, max_value=8)),   # overlap is 5 s
+    st.tuples(st.just("tick"), st.integers(min_value=1, max_value=8)),  # overlap is 5 s
     st.tuples(st.just("restart")),
     st.tuples(st.just("crash")),
 )
@@ -60,7 +65,7 @@ class Obj:
     entity: str
     oid: str
     created_after_baseline: bool
-    history: list[str] = field(default_factory=list)    # tokens, then "deleted"
+    history: list[str] = field(default_factory=list)  # tokens, then "deleted"
     touched: bool = False
     polled_states: set[str] = field(default_factory=set)  # states current at a clean poll
 
@@ -72,11 +77,23 @@ class Obj:
 def creation_body(name: str) -> dict[str, Any]:
     return {
         "Customer": {"DisplayName": f"Prop {name}"},
-        "Invoice": {"CustomerRef": {"value": "1"}, "Line": [{
-            "Amount": 5, "DetailType": "SalesItemLineDetail",
-            "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}]},
+        "Invoice": {
+            "CustomerRef": {"value": "1"},
+            "Line": [
+                {
+                    "Amount": 5,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {"ItemRef": {"value": "1"}},
+                }
+            ],
+        },
         "TaxRate": {"Name": f"Rate {name}", "RateValue": 1},
-        "TimeActivity": {"NameOf": "Employee", "EmployeeRef": {"value": "1"}, "Hours": 1, "Minutes": 0},
+        "TimeActivity": {
+            "NameOf": "Employee",
+            "EmployeeRef": {"value": "1"},
+            "Hours": 1,
+            "Minutes": 0,
+        },
     }
 
 
@@ -129,7 +146,7 @@ class Scenario:
             else:
                 result = emu.void(realm, ent, obj.oid)
         except QBOFault:
-            return                        # QBO refused (e.g. voiding twice): nothing changed
+            return  # QBO refused (e.g. voiding twice): nothing changed
         self.record(obj, result)
 
     def observe_poll(self) -> None:
@@ -147,8 +164,9 @@ async def run_scenario(dsn: str, steps: list[tuple[Any, ...]], seed: int) -> Non
             emu.clock.freeze()
             env = Env(emu, pool, dsn)
             realm = emu.add_realm(seed=seed, per_entity=2)
-            iid = await add_instance(pool, emu, realm, name=f"prop-{realm}",
-                                     resources=[r for r, _ in ENTITIES.values()])
+            iid = await add_instance(
+                pool, emu, realm, name=f"prop-{realm}", resources=[r for r, _ in ENTITIES.values()]
+            )
             sc = Scenario(env, realm, iid)
             settings_ = env.settings(reconcile_interval_s=0.15, events_per_notification=2)
             await drive(env, sc, steps, settings_)
@@ -167,7 +185,7 @@ async def drive(env: Env, sc: Scenario, steps: list[tuple[Any, ...]], settings_:
     driver_cm = env.driver(sc.iid, settings_, before_commit=hook)
     driver = await driver_cm.__aenter__()
     try:
-        await driver.cycle()                                   # the baseline
+        await driver.cycle()  # the baseline
         sc.baseline_taken = True
         for op in steps:
             if op[0] == "poll":
@@ -186,7 +204,7 @@ async def drive(env: Env, sc: Scenario, steps: list[tuple[Any, ...]], settings_:
             else:
                 sc.apply(op)
         env.emu.clock.advance(1)
-        await asyncio.sleep(0.2)                               # a TimeActivity re-listing is due
+        await asyncio.sleep(0.2)  # a TimeActivity re-listing is due
         await driver.cycle()
         await driver.cycle()
         sc.observe_poll()
@@ -199,14 +217,19 @@ async def check(pool: asyncpg.Pool, sc: Scenario) -> None:
     by_obj: dict[tuple[str, str], list[tuple[str, str]]] = {}
     resource_entity = {r: e for e, (r, _) in ENTITIES.items()}
     for e in got:
-        by_obj.setdefault((resource_entity[e.resource], e.object_id), []).append((e.version, e.event_type))
+        by_obj.setdefault((resource_entity[e.resource], e.object_id), []).append(
+            (e.version, e.event_type)
+        )
     for key in by_obj:
-        assert key in sc.objects and sc.objects[key].touched, f"invented events for {key}: {by_obj[key]}"
+        assert key in sc.objects and sc.objects[key].touched, (
+            f"invented events for {key}: {by_obj[key]}"
+        )
     for key, obj in sc.objects.items():
         if obj.touched:
             check_object(key, obj, by_obj.get(key, []))
     in_notifications = await pool.fetchval(
-        "SELECT count(*) FROM events WHERE instance_id = $1 AND notification_id IS NOT NULL", sc.iid)
+        "SELECT count(*) FROM events WHERE instance_id = $1 AND notification_id IS NOT NULL", sc.iid
+    )
     assert in_notifications == len(got)
 
 
@@ -216,8 +239,10 @@ def check_object(key: tuple[str, str], obj: Obj, evs: list[tuple[str, str]]) -> 
     assert set(versions) <= set(obj.history), f"invented version for {key}: {evs} vs {obj.history}"
     owed = set(obj.polled_states)
     if obj.entity == "TimeActivity" and owed == {"deleted"}:
-        owed = set()   # created and hard-deleted between polls: no query can ever see it
-    assert owed <= set(versions), f"lost state of {key}: owed {owed}, got {evs}, history {obj.history}"
+        owed = set()  # created and hard-deleted between polls: no query can ever see it
+    assert owed <= set(versions), (
+        f"lost state of {key}: owed {owed}, got {evs}, history {obj.history}"
+    )
     tokens = [int(v) for v in versions if v != "deleted"]
     assert tokens == sorted(tokens), f"out of order for {key}: {evs}"
     assert "deleted" not in versions or versions[-1] == "deleted", f"{key}: {evs}"
@@ -233,8 +258,15 @@ def check_object(key: tuple[str, str], obj: Obj, evs: list[tuple[str, str]]) -> 
 
 
 # PROP_EXAMPLES=500 for a longer hunt; the default keeps the suite fast (~0.6 s per example).
-@settings(max_examples=int(os.environ.get("PROP_EXAMPLES", "40")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(steps=st.lists(step, min_size=8, max_size=40), seed=st.integers(min_value=0, max_value=10_000))
-def test_outbox_matches_the_reference_model(db_dsn: str, steps: list[tuple[Any, ...]], seed: int) -> None:
+@settings(
+    max_examples=int(os.environ.get("PROP_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(step, min_size=8, max_size=40), seed=st.integers(min_value=0, max_value=10_000)
+)
+def test_outbox_matches_the_reference_model(
+    db_dsn: str, steps: list[tuple[Any, ...]], seed: int
+) -> None:
     asyncio.run(run_scenario(db_dsn, steps, seed))

@@ -1,4 +1,5 @@
 """PollerService: instances come and go without a restart; failures stay where they happen."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,6 @@ import asyncpg
 import pytest
 
 from poller.detect.feed import PairAnswer
-
 from poller.qbo.limiter import LimiterConfig
 from poller.store import cursors
 from poller.store import instances as instance_store
@@ -19,8 +19,14 @@ from tests.detect.harness import Env, add_instance, events, qbo_client, running_
 
 
 async def polls(pool: asyncpg.Pool, iid: int, resource: str = "customers") -> int:
-    return await pool.fetchval("SELECT coalesce(polls, 0) FROM pair_cursors WHERE instance_id = $1 "
-                               "AND resource = $2", iid, resource) or 0
+    return (
+        await pool.fetchval(
+            "SELECT coalesce(polls, 0) FROM pair_cursors WHERE instance_id = $1 AND resource = $2",
+            iid,
+            resource,
+        )
+        or 0
+    )
 
 
 async def test_instances_added_changed_paused_and_removed_while_running(env: Env) -> None:
@@ -33,7 +39,9 @@ async def test_instances_added_changed_paused_and_removed_while_running(env: Env
         new = emu.create(realm, "Customer", {"DisplayName": "Seen By Service"})
         await wait_until(lambda: _has(pool, new["Id"]))
         # Changed: another resource list → restarted with the new pairs.
-        await add_instance(pool, emu, realm, name="a", interval_s=0.1, resources=["customers", "vendors"])
+        await add_instance(
+            pool, emu, realm, name="a", interval_s=0.1, resources=["customers", "vendors"]
+        )
         await wait_until(lambda: _gt(polls(pool, a, "vendors"), 1))
         assert set(p.resource.name for p in svc.running[a].pairs) == {"customers", "vendors"}
         # Paused → its tasks stop.
@@ -57,10 +65,15 @@ async def test_reconnect_required_stops_only_that_instance(env: Env) -> None:
     r1, r2 = emu.add_realm(seed=1, per_entity=1), emu.add_realm(seed=2, per_entity=1)
     settings = env.settings()
     good = await add_instance(pool, emu, r1, name="good", interval_s=0.1, resources=["customers"])
-    bad = await add_instance(pool, emu, r2, name="bad", interval_s=0.1, resources=["customers", "bills"])
+    bad = await add_instance(
+        pool, emu, r2, name="bad", interval_s=0.1, resources=["customers", "bills"]
+    )
     # The grant is gone: Intuit answers invalid_grant to its refresh token.
-    await pool.execute("UPDATE oauth_credentials SET refresh_token_enc = 'plain:revoked-long-ago', "
-                       "access_token_enc = NULL WHERE instance_id = $1", bad)
+    await pool.execute(
+        "UPDATE oauth_credentials SET refresh_token_enc = 'plain:revoked-long-ago', "
+        "access_token_enc = NULL WHERE instance_id = $1",
+        bad,
+    )
     async with qbo_client(settings, pool) as client, running_service(pool, settings, client) as svc:
         await wait_until(lambda: _status_is(pool, bad, "needs_reconnect"))
         base = await polls(pool, good)
@@ -71,22 +84,32 @@ async def test_reconnect_required_stops_only_that_instance(env: Env) -> None:
 
 async def test_a_throttled_realm_slows_only_itself(env: Env) -> None:
     emu, pool = env.emu, env.pool
-    slow_realm, fast_realm = emu.add_realm(seed=1, per_entity=1), emu.add_realm(seed=2, per_entity=1)
+    slow_realm, fast_realm = (
+        emu.add_realm(seed=1, per_entity=1),
+        emu.add_realm(seed=2, per_entity=1),
+    )
     settings = env.settings()
-    slow = await add_instance(pool, emu, slow_realm, name="slow", interval_s=0.1, resources=["customers"])
-    fast = await add_instance(pool, emu, fast_realm, name="fast", interval_s=0.1, resources=["customers"])
-    limits = LimiterConfig(throttle_pause_s=1.0)       # the real limiter; Intuit's pause is 60 s
-    async with qbo_client(settings, pool, limits) as client, running_service(pool, settings, client):
+    slow = await add_instance(
+        pool, emu, slow_realm, name="slow", interval_s=0.1, resources=["customers"]
+    )
+    fast = await add_instance(
+        pool, emu, fast_realm, name="fast", interval_s=0.1, resources=["customers"]
+    )
+    limits = LimiterConfig(throttle_pause_s=1.0)  # the real limiter; Intuit's pause is 60 s
+    async with (
+        qbo_client(settings, pool, limits) as client,
+        running_service(pool, settings, client),
+    ):
         await wait_until(lambda: _gt(polls(pool, slow), 1))
         await wait_until(lambda: _gt(polls(pool, fast), 1))
         emu.throttle(slow_realm, 2.0)
-        await asyncio.sleep(0.3)                        # let the slow realm hit its 429
+        await asyncio.sleep(0.3)  # let the slow realm hit its 429
         slow0, fast0 = await polls(pool, slow), await polls(pool, fast)
         t0 = time.monotonic()
         await asyncio.sleep(1.2)
         slow1, fast1 = await polls(pool, slow), await polls(pool, fast)
-        assert fast1 - fast0 >= 5                       # ~every 0.1 s, undisturbed
-        assert slow1 - slow0 <= 1                       # waiting out its pause
+        assert fast1 - fast0 >= 5  # ~every 0.1 s, undisturbed
+        assert slow1 - slow0 <= 1  # waiting out its pause
         assert emu.counters(slow_realm)["throttled"] >= 1
         await wait_until(lambda: _gt(polls(pool, slow), slow1 + 2), timeout=8)
         assert time.monotonic() - t0 < 8
@@ -101,11 +124,18 @@ async def test_errors_back_off_the_pair_and_recover(env: Env) -> None:
         await wait_until(lambda: _gt(polls(pool, iid), 1))
         emu.inject_fault("error", endpoint="cdc", realm=realm, count=4, status=503)
         await wait_until(lambda: _errors_at_least(pool, iid, 1))
-        row = await pool.fetchrow("SELECT last_error, next_due_at FROM pair_cursors WHERE instance_id = $1", iid)
+        row = await pool.fetchrow(
+            "SELECT last_error, next_due_at FROM pair_cursors WHERE instance_id = $1", iid
+        )
         assert "ServerError" in row["last_error"]
         new = emu.create(realm, "Customer", {"DisplayName": "After The Outage"})
         await wait_until(lambda: _has(pool, new["Id"]), timeout=8)
-        assert await pool.fetchval("SELECT consecutive_errors FROM pair_cursors WHERE instance_id = $1", iid) == 0
+        assert (
+            await pool.fetchval(
+                "SELECT consecutive_errors FROM pair_cursors WHERE instance_id = $1", iid
+            )
+            == 0
+        )
 
 
 async def test_stop_is_prompt_even_with_a_request_in_flight(env: Env) -> None:
@@ -123,7 +153,7 @@ async def test_stop_is_prompt_even_with_a_request_in_flight(env: Env) -> None:
         await ctx.__aexit__(None, None, None)
         assert time.monotonic() - t0 < 1.0
     lease = await pool.fetchval("SELECT owner FROM instance_leases WHERE instance_id = $1", iid)
-    assert lease is None                                 # released on the way out
+    assert lease is None  # released on the way out
 
 
 async def _gt(value, bound: int) -> bool:  # type: ignore[no-untyped-def]
@@ -143,31 +173,40 @@ async def _status_is(pool: asyncpg.Pool, iid: int, status: str) -> bool:
 
 
 async def _errors_at_least(pool: asyncpg.Pool, iid: int, n: int) -> bool:
-    return (await pool.fetchval("SELECT consecutive_errors FROM pair_cursors WHERE instance_id = $1",
-                                iid) or 0) >= n
+    return (
+        await pool.fetchval(
+            "SELECT consecutive_errors FROM pair_cursors WHERE instance_id = $1", iid
+        )
+        or 0
+    ) >= n
 
 
 async def _owners(pool: asyncpg.Pool, iids: list[int]) -> dict[int, str | None]:
-    rows = await pool.fetch("SELECT instance_id, owner FROM instance_leases "
-                            "WHERE instance_id = ANY($1::bigint[])", iids)
+    rows = await pool.fetch(
+        "SELECT instance_id, owner FROM instance_leases WHERE instance_id = ANY($1::bigint[])", iids
+    )
     return {r["instance_id"]: r["owner"] for r in rows}
 
 
 async def test_two_replicas_never_split_an_instance_and_take_over_from_a_crashed_one(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     emu, pool = env.emu, env.pool
     resources = ["customers", "invoices", "tax-rates"]
     realms = [emu.add_realm(seed=10 + n, per_entity=1) for n in range(3)]
-    iids = [await add_instance(pool, emu, r, name=f"i{n}", interval_s=0.2, resources=resources)
-            for n, r in enumerate(realms)]
+    iids = [
+        await add_instance(pool, emu, r, name=f"i{n}", interval_s=0.2, resources=resources)
+        for n, r in enumerate(realms)
+    ]
     cycles: dict[tuple[str, int, float], set[str]] = defaultdict(set)
 
     def recorder(replica: str):  # type: ignore[no-untyped-def]
         async def hook(key: PairKey, answer: PairAnswer) -> None:
             cycles[(replica, key.instance_id, answer.cycle_started)].add(key.resource)
+
         return hook
 
-    made: list[tuple[int, str]] = []           # (instance, object id): Ids repeat across realms
+    made: list[tuple[int, str]] = []  # (instance, object id): Ids repeat across realms
 
     async def churn(n: int) -> None:
         for i in range(n):
@@ -178,7 +217,9 @@ async def test_two_replicas_never_split_an_instance_and_take_over_from_a_crashed
     async def seen() -> Counter[tuple[int, str]]:
         got: Counter[tuple[int, str]] = Counter()
         for iid in iids:
-            got.update((iid, e.object_id) for e in await events(pool, iid) if e.resource == "customers")
+            got.update(
+                (iid, e.object_id) for e in await events(pool, iid) if e.resource == "customers"
+            )
         return got
 
     a_settings = env.settings(replica_id="replica-a", pair_lease_s=0.5)
@@ -187,10 +228,14 @@ async def test_two_replicas_never_split_an_instance_and_take_over_from_a_crashed
         a = running_service(pool, a_settings, ca, before_commit=recorder("a"))
         await a.__aenter__()
         try:
-            await wait_until(lambda: _true_async(_owners(pool, iids), lambda o: o == dict.fromkeys(iids, "replica-a")))
+            await wait_until(
+                lambda: _true_async(
+                    _owners(pool, iids), lambda o: o == dict.fromkeys(iids, "replica-a")
+                )
+            )
             async with running_service(pool, b_settings, cb, before_commit=recorder("b")):
-                await churn(12)                                  # both run: a keeps everything
-                assert not [k for k in cycles if k[0] == "b"], cycles   # b spent no QBO request
+                await churn(12)  # both run: a keeps everything
+                assert not [k for k in cycles if k[0] == "b"], cycles  # b spent no QBO request
                 # a crashes: it never releases, b takes over once a's leases lapse.
                 noop = AsyncMock(return_value=False)
                 monkeypatch.setattr(cursors, "release", noop)
@@ -209,13 +254,13 @@ async def test_two_replicas_never_split_an_instance_and_take_over_from_a_crashed
             if a is not None:
                 await a.__aexit__(None, None, None)
     got = await seen()
-    assert got == Counter(made), (got, made)                        # each exactly once
+    assert got == Counter(made), (got, made)  # each exactly once
     assert {e.resource for e in await events(pool)} == {"customers"}
     # Every cycle of either replica carried all the pairs of its instance: never split.
     assert cycles and all(pairs == set(resources) for pairs in cycles.values()), cycles
     assert {k[0] for k in cycles} == {"a", "b"}
     tokens = await pool.fetch("SELECT token FROM instance_leases")
-    assert [r["token"] for r in tokens] == [2, 2, 2], tokens         # one takeover each
+    assert [r["token"] for r in tokens] == [2, 2, 2], tokens  # one takeover each
 
 
 async def _true_async(value, check) -> bool:  # type: ignore[no-untyped-def]

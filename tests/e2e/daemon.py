@@ -1,4 +1,5 @@
 """Run `python -m poller` as a subprocess, the way systemd or a container would."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,19 @@ def free_port() -> int:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("POLLER_", "QBO_", "DATABASE_URL", "NOTIFY_SOCKET", "WATCHDOG_"))}
-    env.update({"POLLER_LOG_FORMAT": "json", "QBO_API_BASE_URL": UNREACHABLE,
-                "QBO_OAUTH_TOKEN_URL": UNREACHABLE + "/token", "PYTHONUNBUFFERED": "1"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POLLER_", "QBO_", "DATABASE_URL", "NOTIFY_SOCKET", "WATCHDOG_"))
+    }
+    env.update(
+        {
+            "POLLER_LOG_FORMAT": "json",
+            "QBO_API_BASE_URL": UNREACHABLE,
+            "QBO_OAUTH_TOKEN_URL": UNREACHABLE + "/token",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -38,18 +48,30 @@ def write_instances(path: Path, bodies: list[dict[str, Any]] | dict[str, Any]) -
 
 
 class Daemon:
-    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ("run",), cwd: Path | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        args: tuple[str, ...] = ("run",),
+        cwd: Path | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path else subprocess.PIPE  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "poller", *args], env=env, cwd=cwd,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "poller", *args],
+            env=env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_http(self, port: int, path: str, timeout: float = 60.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited early with {self.proc.returncode}: {self.output()}")
+                raise AssertionError(
+                    f"daemon exited early with {self.proc.returncode}: {self.output()}"
+                )
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
                     return int(r.status)
@@ -83,6 +105,13 @@ class Daemon:
             self._log.close()  # type: ignore[union-attr]
 
 
-def run_once(args: list[str], env: dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "poller", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def run_once(
+    args: list[str], env: dict[str, str], timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "poller", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

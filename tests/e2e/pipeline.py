@@ -1,4 +1,5 @@
 """The whole daemon in-process (the real supervisor), against the emulator and a receiver."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,21 +16,36 @@ from poller.instances import Instance, parse_instance
 REDIRECT = "http://127.0.0.1/oauth"
 
 
-def instance_for(emu: Any, realm: str, callback_url: str, name: str = "E2E", *,
-                 key: str | None = "e2e-signature-key", interval_minutes: str = "0.005",
-                 resources: str = "customers|invoices|vendors", **config: Any) -> Instance:
+def instance_for(
+    emu: Any,
+    realm: str,
+    callback_url: str,
+    name: str = "E2E",
+    *,
+    key: str | None = "e2e-signature-key",
+    interval_minutes: str = "0.005",
+    resources: str = "customers|invoices|vendors",
+    **config: Any,
+) -> Instance:
     body: dict[str, Any] = {
         "element": {"key": "quickbooks"},
-        "providerData": {"code": emu.issue_auth_code(realm, redirect_uri=REDIRECT), "realmId": realm},
+        "providerData": {
+            "code": emu.issue_auth_code(realm, redirect_uri=REDIRECT),
+            "realmId": realm,
+        },
         "configuration": {
-            "oauth.callback.url": REDIRECT, "oauth.api.key": emu.client_id,
-            "oauth.api.secret": emu.client_secret, "authentication.type": "oauth2",
+            "oauth.callback.url": REDIRECT,
+            "oauth.api.key": emu.client_id,
+            "oauth.api.secret": emu.client_secret,
+            "authentication.type": "oauth2",
             "event.notification.enabled": True,
             "event.notification.callback.url": callback_url,
             "event.poller.refresh_interval": interval_minutes,
-            "event.poller.urls": resources, **config,
+            "event.poller.urls": resources,
+            **config,
         },
-        "tags": ["e2e"], "name": name,
+        "tags": ["e2e"],
+        "name": name,
     }
     if key is not None:
         body["configuration"]["event.notification.signature.key"] = key
@@ -37,16 +53,24 @@ def instance_for(emu: Any, realm: str, callback_url: str, name: str = "E2E", *,
 
 
 def settings_for(db_dsn: str, emu: Any, **env: str) -> Settings:
-    values = {"DATABASE_URL": db_dsn, "QBO_API_BASE_URL": emu.base_url,
-              "QBO_OAUTH_TOKEN_URL": emu.token_url, "POLLER_HTTP_ADDR": "127.0.0.1:0",
-              "POLLER_OVERLAP_SECONDS": "2", "POLLER_RETRY_SCHEDULE": "0.1s,0.2s,0.5s",
-              "POLLER_DELIVERY_POLL_INTERVAL": "0.2s", "POLLER_SHUTDOWN_GRACE_SECONDS": "2"}
+    values = {
+        "DATABASE_URL": db_dsn,
+        "QBO_API_BASE_URL": emu.base_url,
+        "QBO_OAUTH_TOKEN_URL": emu.token_url,
+        "POLLER_HTTP_ADDR": "127.0.0.1:0",
+        "POLLER_OVERLAP_SECONDS": "2",
+        "POLLER_RETRY_SCHEDULE": "0.1s,0.2s,0.5s",
+        "POLLER_DELIVERY_POLL_INTERVAL": "0.2s",
+        "POLLER_SHUTDOWN_GRACE_SECONDS": "2",
+    }
     values.update(env)
     return load_settings(env=values)
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(settings: Settings, instances: list[Instance]) -> AsyncIterator[asyncio.Task[int]]:
+async def running_daemon(
+    settings: Settings, instances: list[Instance]
+) -> AsyncIterator[asyncio.Task[int]]:
     stop = asyncio.Event()
     task = asyncio.create_task(supervisor.run(settings, instances, stop=stop), name="daemon")
     try:
@@ -57,7 +81,9 @@ async def running_daemon(settings: Settings, instances: list[Instance]) -> Async
         assert code == 0
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -1,4 +1,5 @@
 """Bad configuration: exit code 2 and one line naming the problem, before anything starts."""
+
 from __future__ import annotations
 
 import copy
@@ -28,13 +29,19 @@ def oauth1() -> dict[str, Any]:
 
 
 CASES = {
-    "unknown resource": (with_config(event__poller__urls="customers|gizmos"),
-                         ["event.poller.urls", "'gizmos'", "valid resources"]),
+    "unknown resource": (
+        with_config(event__poller__urls="customers|gizmos"),
+        ["event.poller.urls", "'gizmos'", "valid resources"],
+    ),
     "oauth1": (oauth1(), ["OAuth 1.0", "2019-12-17"]),
-    "no callback": (with_config(event__notification__callback__url=None),
-                    ["event.notification.callback.url", "required"]),
-    "ftp callback": (with_config(event__notification__callback__url="ftp://files.example/x"),
-                     ["event.notification.callback.url='ftp://files.example/x'", "http"]),
+    "no callback": (
+        with_config(event__notification__callback__url=None),
+        ["event.notification.callback.url", "required"],
+    ),
+    "ftp callback": (
+        with_config(event__notification__callback__url="ftp://files.example/x"),
+        ["event.notification.callback.url='ftp://files.example/x'", "http"],
+    ),
 }
 
 
@@ -52,15 +59,18 @@ def assert_one_line(result: Any, fragments: list[str]) -> None:
 def test_bad_instance_exits_2(case: str, tmp_path: Path) -> None:
     body, fragments = CASES[case]
     path = write_instances(tmp_path / "instances.json", body)
-    result = run_once(["run"], base_env(POLLER_INSTANCES_FILE=str(path),
-                                        POLLER_DATA_DIR=str(tmp_path / "data")))
+    result = run_once(
+        ["run"], base_env(POLLER_INSTANCES_FILE=str(path), POLLER_DATA_DIR=str(tmp_path / "data"))
+    )
     assert_one_line(result, fragments)
     assert not (tmp_path / "data").exists()  # nothing started
 
 
 def test_non_numeric_overlap_exits_2(tmp_path: Path) -> None:
-    result = run_once(["run"], base_env(POLLER_OVERLAP_SECONDS="two minutes",
-                                        POLLER_DATA_DIR=str(tmp_path / "data")))
+    result = run_once(
+        ["run"],
+        base_env(POLLER_OVERLAP_SECONDS="two minutes", POLLER_DATA_DIR=str(tmp_path / "data")),
+    )
     assert_one_line(result, ["POLLER_OVERLAP_SECONDS='two minutes'"])
 
 
@@ -75,6 +85,7 @@ def test_check_config_validates_without_starting(tmp_path: Path) -> None:
     path = write_instances(tmp_path / "instances.json", BODY)
     ok = run_once(["check-config"], base_env(POLLER_INSTANCES_FILE=str(path)))
     assert ok.returncode == 0 and "1 instance(s)" in ok.stdout
-    bad = run_once(["check-config"], base_env(POLLER_INSTANCES_FILE=str(path),
-                                              POLLER_SIGNATURE_SCHEME="sha1"))
+    bad = run_once(
+        ["check-config"], base_env(POLLER_INSTANCES_FILE=str(path), POLLER_SIGNATURE_SCHEME="sha1")
+    )
     assert_one_line(bad, ["POLLER_SIGNATURE_SCHEME='sha1'"])

@@ -1,4 +1,5 @@
 """The README's demo command: signed events within 30 seconds, and a clean exit."""
+
 from __future__ import annotations
 
 import os
@@ -25,11 +26,17 @@ def demo_processes(tmp: Path) -> list[psutil.Process]:
     return found
 
 
-def run_demo(tmp: Path, *args: str, stop_with: signal.Signals | None = None,
-             after: float = 0) -> tuple[int, str]:
+def run_demo(
+    tmp: Path, *args: str, stop_with: signal.Signals | None = None, after: float = 0
+) -> tuple[int, str]:
     env = {**os.environ, "TMPDIR": str(tmp)}  # the demo's working directory lands in tmp
-    proc = subprocess.Popen([sys.executable, "-m", "poller", "demo", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poller", "demo", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if stop_with is not None:
         time.sleep(after)
         proc.send_signal(stop_with)
@@ -46,7 +53,9 @@ def test_demo_shows_signed_events_within_30_seconds_and_exits_cleanly(tmp_path: 
     first = float(re.match(r"\s*([\d.]+)s", lines[0]).group(1))  # type: ignore[union-attr]
     assert first < 30
     assert "SIGNATURE FAILED" not in out
-    summary = re.search(r"summary: (\d+) events in (\d+) signed callbacks.*signature failures: 0", out)
+    summary = re.search(
+        r"summary: (\d+) events in (\d+) signed callbacks.*signature failures: 0", out
+    )
     assert summary and int(summary.group(1)) >= len(lines)
     assert demo_processes(tmp_path) == []
     # Its working directory is gone too (pgserver keeps only its runtime lock folder there).

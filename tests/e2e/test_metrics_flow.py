@@ -1,4 +1,5 @@
 """/metrics, parsed with prometheus-client's own parser, moves after a poll and a delivery."""
+
 from __future__ import annotations
 
 import aiohttp
@@ -24,8 +25,11 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 
 
 def total(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return sum(v for (n, ls), v in samples.items()
-               if n == name and all((k, val) in ls for k, val in labels.items()))
+    return sum(
+        v
+        for (n, ls), v in samples.items()
+        if n == name and all((k, val) in ls for k, val in labels.items())
+    )
 
 
 async def test_metrics_move_after_a_poll_and_a_delivery(db_dsn: str) -> None:
@@ -36,24 +40,45 @@ async def test_metrics_move_after_a_poll_and_a_delivery(db_dsn: str) -> None:
         inst = instance_for(emu, realm, url, name="Metrics")
         settings = settings_for(db_dsn, emu, POLLER_HTTP_ADDR=f"127.0.0.1:{port}")
         async with running_daemon(settings, [inst]):
-            await wait_for(lambda: sum(v for k, v in emu.counters(realm).items()
-                                       if k in ("batch", "cdc")) >= 2, what="first polls")
+            await wait_for(
+                lambda: (
+                    sum(v for k, v in emu.counters(realm).items() if k in ("batch", "cdc")) >= 2
+                ),
+                what="first polls",
+            )
             before = await scrape(port)
             emu.create(realm, "Customer", {"DisplayName": "Metered"})
             await wait_for(lambda: len(receiver.events()) >= 1, what="a delivery")
-            await wait_for(lambda: sum(v for k, v in emu.counters(realm).items()
-                                       if k in ("batch", "cdc")) >= 4, what="more polls")
+            await wait_for(
+                lambda: (
+                    sum(v for k, v in emu.counters(realm).items() if k in ("batch", "cdc")) >= 4
+                ),
+                what="more polls",
+            )
             after = await scrape(port)
-    assert total(after, "qbo_poller_polls_total", outcome="ok") > total(before, "qbo_poller_polls_total", outcome="ok")
-    assert total(after, "qbo_poller_qbo_requests_total") > total(before, "qbo_poller_qbo_requests_total")
+    assert total(after, "qbo_poller_polls_total", outcome="ok") > total(
+        before, "qbo_poller_polls_total", outcome="ok"
+    )
+    assert total(after, "qbo_poller_qbo_requests_total") > total(
+        before, "qbo_poller_qbo_requests_total"
+    )
     assert total(after, "qbo_poller_qbo_requests_total", status="200") > 0
-    assert total(after, "qbo_poller_events_total", type="CREATED") >= \
-        total(before, "qbo_poller_events_total", type="CREATED") + 1
-    assert total(after, "qbo_poller_deliveries_total", outcome="delivered") >= \
-        total(before, "qbo_poller_deliveries_total", outcome="delivered") + 1
-    assert total(after, "qbo_poller_delivery_latency_seconds_count") >= \
-        total(before, "qbo_poller_delivery_latency_seconds_count") + 1
-    assert ("qbo_poller_watermark_lag_seconds", (("instance", "Metrics"), ("resource", "customers"))) in after
+    assert (
+        total(after, "qbo_poller_events_total", type="CREATED")
+        >= total(before, "qbo_poller_events_total", type="CREATED") + 1
+    )
+    assert (
+        total(after, "qbo_poller_deliveries_total", outcome="delivered")
+        >= total(before, "qbo_poller_deliveries_total", outcome="delivered") + 1
+    )
+    assert (
+        total(after, "qbo_poller_delivery_latency_seconds_count")
+        >= total(before, "qbo_poller_delivery_latency_seconds_count") + 1
+    )
+    assert (
+        "qbo_poller_watermark_lag_seconds",
+        (("instance", "Metrics"), ("resource", "customers")),
+    ) in after
     assert any(n == "qbo_poller_outbox_depth" for n, _ in after)
     assert any(n == "qbo_poller_dead_letters" for n, _ in after)
     assert any(n == "qbo_poller_held_notifications" for n, _ in after)

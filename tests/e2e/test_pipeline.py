@@ -1,4 +1,5 @@
 """End to end: a change in the emulator arrives as a signed callback at a loopback receiver."""
+
 from __future__ import annotations
 
 import base64
@@ -23,21 +24,34 @@ async def test_changes_arrive_signed_with_both_schemes(db_dsn: str) -> None:
         async with running_daemon(settings_for(db_dsn, emu), [inst]):
             # Wait until the first poll recorded its baseline (nothing existing is emitted).
             await wait_for(lambda: emu.counters(realm).get("token", 0) >= 1, what="token exchange")
-            await wait_for(lambda: sum(v for k, v in emu.counters(realm).items()
-                                       if k in ("batch", "cdc")) >= 2, what="first polls")
+            await wait_for(
+                lambda: (
+                    sum(v for k, v in emu.counters(realm).items() if k in ("batch", "cdc")) >= 2
+                ),
+                what="first polls",
+            )
             customer = emu.create(realm, "Customer", {"DisplayName": "Ada Lovelace"})
             emu.update(realm, "Customer", {"Id": customer["Id"], "Notes": "VIP"})
             invoice_id, edited_id = emu.ids(realm, "Invoice")[:2]
             emu.delete(realm, "Invoice", invoice_id)
             edited = emu.update(realm, "Invoice", {"Id": edited_id, "PrivateNote": "edited"})
-            await wait_for(lambda: {("CREATED", "customers", customer["Id"]),
-                                    ("DELETED", "invoices", invoice_id),
-                                    ("UPDATED", "invoices", edited_id)} <= set(events_of(receiver)),
-                           what="callbacks")
+            await wait_for(
+                lambda: (
+                    {
+                        ("CREATED", "customers", customer["Id"]),
+                        ("DELETED", "invoices", invoice_id),
+                        ("UPDATED", "invoices", edited_id),
+                    }
+                    <= set(events_of(receiver))
+                ),
+                what="callbacks",
+            )
     assert receiver.notifications
     for received in receiver.notifications.values():
         # Elements scheme by hand: sha256= base64(HMAC-SHA256(key bytes, raw body)).
-        expected = base64.b64encode(hmac.new(WHSEC.encode(), received.body, hashlib.sha256).digest())
+        expected = base64.b64encode(
+            hmac.new(WHSEC.encode(), received.body, hashlib.sha256).digest()
+        )
         assert received.headers["Elements-Webhook-Signature"] == "sha256=" + expected.decode()
         # Standard Webhooks with the published verifier.
         verified = Webhook(WHSEC).verify(received.body, received.headers)
@@ -49,12 +63,18 @@ async def test_changes_arrive_signed_with_both_schemes(db_dsn: str) -> None:
         raw = message["raw"]
         assert raw["objectType"] == message["events"][0]["objectType"]
         assert len(raw[raw["objectType"]]) == len(message["events"])
-    created = [r for r in receiver.notifications.values()
-               if any(e["eventType"] == "CREATED" and e["objectId"] == customer["Id"] for e in r.events)]
+    created = [
+        r
+        for r in receiver.notifications.values()
+        if any(e["eventType"] == "CREATED" and e["objectId"] == customer["Id"] for e in r.events)
+    ]
     record = created[0].message["raw"]["customers"][0]
     assert record["Id"] == customer["Id"] and record["DisplayName"] == "Ada Lovelace"
-    deleted = [r for r in receiver.notifications.values()
-               if any(e["eventType"] == "DELETED" for e in r.events)][0]
+    deleted = [
+        r
+        for r in receiver.notifications.values()
+        if any(e["eventType"] == "DELETED" for e in r.events)
+    ][0]
     tombstone = deleted.message["raw"]["invoices"][0]
     assert tombstone["status"] == "Deleted" and tombstone["Id"] == invoice_id
     # The object is passed through exactly as QuickBooks wrote it: same keys, same order, and
@@ -71,12 +91,20 @@ async def test_existing_data_is_not_emitted_on_first_start(db_dsn: str) -> None:
         realm = emu.add_realm("4620816365100002", seed=4, per_entity=20)
         inst = instance_for(emu, realm, url, key=None)
         async with running_daemon(settings_for(db_dsn, emu), [inst]):
-            await wait_for(lambda: sum(v for k, v in emu.counters(realm).items()
-                                       if k in ("batch", "cdc")) >= 4, what="several polls")
+            await wait_for(
+                lambda: (
+                    sum(v for k, v in emu.counters(realm).items() if k in ("batch", "cdc")) >= 4
+                ),
+                what="several polls",
+            )
             emu.create(realm, "Vendor", {"DisplayName": "Only this one"})
             await wait_for(lambda: len(receiver.events()) >= 1, what="the new vendor")
-            await wait_for(lambda: sum(v for k, v in emu.counters(realm).items()
-                                       if k in ("batch", "cdc")) >= 8, what="more polls")
+            await wait_for(
+                lambda: (
+                    sum(v for k, v in emu.counters(realm).items() if k in ("batch", "cdc")) >= 8
+                ),
+                what="more polls",
+            )
     assert [(t, o) for t, o, _ in events_of(receiver)] == [("CREATED", "vendors")]
     received = next(iter(receiver.notifications.values()))
     assert "Elements-Webhook-Signature" not in received.headers  # no key: unsigned

@@ -1,4 +1,5 @@
 """`qbo-poller run` as a process: embedded PostgreSQL, health, readiness, SIGTERM, sd_notify."""
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,11 @@ def test_embedded_run_serves_health_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     instances = write_instances(tmp_path / "instances.json", BODY)
     port = free_port()
-    env = base_env(POLLER_DATA_DIR=str(data_dir), POLLER_INSTANCES_FILE=str(instances),
-                   POLLER_HTTP_ADDR=f"127.0.0.1:{port}")
+    env = base_env(
+        POLLER_DATA_DIR=str(data_dir),
+        POLLER_INSTANCES_FILE=str(instances),
+        POLLER_HTTP_ADDR=f"127.0.0.1:{port}",
+    )
     daemon = Daemon(env, log_path=tmp_path / "daemon.log")
     try:
         assert daemon.wait_http(port, "/readyz", timeout=90) == 200
@@ -57,8 +61,12 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path, db_dsn: str) -> None:
     listener.bind(str(sock_path))
     listener.settimeout(30)
     port = free_port()
-    env = base_env(DATABASE_URL=db_dsn, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="200000",
-                   POLLER_HTTP_ADDR=f"127.0.0.1:{port}")
+    env = base_env(
+        DATABASE_URL=db_dsn,
+        NOTIFY_SOCKET=str(sock_path),
+        WATCHDOG_USEC="200000",
+        POLLER_HTTP_ADDR=f"127.0.0.1:{port}",
+    )
     daemon = Daemon(env, log_path=tmp_path / "daemon.log")
     messages: list[str] = []
     try:
@@ -98,11 +106,18 @@ def test_no_secret_reaches_the_logs(tmp_path: Path, db_dsn: str) -> None:
     other["name"] = "Env credentials"
     del other["configuration"]["oauth.api.secret"]
     instances = write_instances(tmp_path / "instances.json", [body, other])
-    dsn = db_dsn.replace("postgresql://postgres@", f"postgresql://postgres:{secrets['dsn_password']}@")
+    dsn = db_dsn.replace(
+        "postgresql://postgres@", f"postgresql://postgres:{secrets['dsn_password']}@"
+    )
     port = free_port()
-    env = base_env(DATABASE_URL=dsn, POLLER_INSTANCES_FILE=str(instances), POLLER_LOG_LEVEL="debug",
-                   QBO_CLIENT_SECRET=secrets["env_client"], POLLER_SECRET_KEY=secrets["secret_key"],
-                   POLLER_HTTP_ADDR=f"127.0.0.1:{port}")
+    env = base_env(
+        DATABASE_URL=dsn,
+        POLLER_INSTANCES_FILE=str(instances),
+        POLLER_LOG_LEVEL="debug",
+        QBO_CLIENT_SECRET=secrets["env_client"],
+        POLLER_SECRET_KEY=secrets["secret_key"],
+        POLLER_HTTP_ADDR=f"127.0.0.1:{port}",
+    )
     daemon = Daemon(env, log_path=tmp_path / "daemon.log")
     try:
         assert daemon.wait_http(port, "/readyz") == 200
@@ -115,4 +130,3 @@ def test_no_secret_reaches_the_logs(tmp_path: Path, db_dsn: str) -> None:
     assert '"event":"daemon_ready"' in log
     for name, value in secrets.items():
         assert value not in log, f"{name} leaked into the log"
-

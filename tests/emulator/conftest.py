@@ -3,9 +3,9 @@ small aiohttp client that talks to it like a QBO client would."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -35,7 +35,9 @@ class Reply:
 class Api:
     """Just enough of a QBO client: bearer auth, JSON, raw replies."""
 
-    def __init__(self, session: aiohttp.ClientSession, emu: Emulator, realm: str, token: str | None) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, emu: Emulator, realm: str, token: str | None
+    ) -> None:
         self.session = session
         self.emu = emu
         self.realm = realm
@@ -51,7 +53,9 @@ class Api:
     def url(self, path: str, realm: str | None = None) -> str:
         return f"{self.emu.base_url}/v3/company/{realm or self.realm}{path}"
 
-    async def request(self, method: str, path: str, *, realm: str | None = None, **kw: Any) -> Reply:
+    async def request(
+        self, method: str, path: str, *, realm: str | None = None, **kw: Any
+    ) -> Reply:
         headers = {**self.headers, **kw.pop("headers", {})}
         async with self.session.request(method, self.url(path, realm), headers=headers, **kw) as r:
             return Reply(r.status, r.headers, await r.read())

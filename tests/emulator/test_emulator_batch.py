@@ -38,7 +38,10 @@ async def test_realm_can_refuse_cdc_items(emu: Emulator, api: Api) -> None:
     reply = await api.batch(
         [
             {"bId": "q", "Query": "select * from TaxRate"},
-            {"bId": "c", "CDCQuery": {"Entities": "Customer", "ChangedSince": emu.clock.now().isoformat()}},
+            {
+                "bId": "c",
+                "CDCQuery": {"Entities": "Customer", "ChangedSince": emu.clock.now().isoformat()},
+            },
         ]
     )
     assert reply.status == 200
@@ -50,7 +53,12 @@ async def test_realm_can_refuse_cdc_items(emu: Emulator, api: Api) -> None:
     assert (await api.cdc("Customer", emu.clock.now().isoformat())).status == 200
     emu.set_cdc_in_batch(api.realm, True)
     again = await api.batch(
-        [{"bId": "c", "CDCQuery": {"Entities": "Customer", "ChangedSince": emu.clock.now().isoformat()}}]
+        [
+            {
+                "bId": "c",
+                "CDCQuery": {"Entities": "Customer", "ChangedSince": emu.clock.now().isoformat()},
+            }
+        ]
     )
     assert "CDCResponse" in again.json["BatchItemResponse"][0]
 
@@ -58,7 +66,12 @@ async def test_realm_can_refuse_cdc_items(emu: Emulator, api: Api) -> None:
 async def test_object_shape_option_for_cdc_items(emu: Emulator, api: Api) -> None:
     emu.batch_cdc_shape = "object"
     reply = await api.batch(
-        [{"bId": "c", "CDCQuery": {"Entities": "Customer", "ChangedSince": emu.clock.now().isoformat()}}]
+        [
+            {
+                "bId": "c",
+                "CDCQuery": {"Entities": "Customer", "ChangedSince": emu.clock.now().isoformat()},
+            }
+        ]
     )
     assert reply.json["BatchItemResponse"][0]["CDCResponse"] == {"QueryResponse": [{}]}
 
@@ -76,7 +89,11 @@ async def test_item_faults_and_writes(emu: Emulator, api: Api) -> None:
     receipt = emu.get(api.realm, "SalesReceipt", emu.ids(api.realm, "SalesReceipt")[0])
     reply = await api.batch(
         [
-            {"bId": "bid1", "operation": "create", "Vendor": {"DisplayName": "Boraski Family Store"}},
+            {
+                "bId": "bid1",
+                "operation": "create",
+                "Vendor": {"DisplayName": "Boraski Family Store"},
+            },
             {
                 "bId": "bid2",
                 "operation": "delete",
@@ -85,7 +102,12 @@ async def test_item_faults_and_writes(emu: Emulator, api: Api) -> None:
             {
                 "bId": "bid3",
                 "operation": "update",
-                "SalesReceipt": {"Id": receipt["Id"], "SyncToken": "999", "sparse": True, "PrivateNote": "x"},
+                "SalesReceipt": {
+                    "Id": receipt["Id"],
+                    "SyncToken": "999",
+                    "sparse": True,
+                    "PrivateNote": "x",
+                },
             },
             {
                 "bId": "bid4",
@@ -98,10 +120,17 @@ async def test_item_faults_and_writes(emu: Emulator, api: Api) -> None:
     assert reply.status == 200
     created, deleted, stale, gone, bad_query = reply.json["BatchItemResponse"]
     assert (
-        created["Vendor"]["DisplayName"] == "Boraski Family Store" and created["Vendor"]["SyncToken"] == "0"
+        created["Vendor"]["DisplayName"] == "Boraski Family Store"
+        and created["Vendor"]["SyncToken"] == "0"
     )
     assert deleted["Invoice"] == {"domain": "QBO", "status": "Deleted", "Id": invoice_id}
     assert stale["Fault"]["Error"][0]["code"] == "5010"
     assert gone["Fault"]["Error"][0]["code"] == "610"
     assert bad_query["Fault"]["Error"][0]["code"] == "4001"
-    assert [i["bId"] for i in reply.json["BatchItemResponse"]] == ["bid1", "bid2", "bid3", "bid4", "bid5"]
+    assert [i["bId"] for i in reply.json["BatchItemResponse"]] == [
+        "bid1",
+        "bid2",
+        "bid3",
+        "bid4",
+        "bid5",
+    ]

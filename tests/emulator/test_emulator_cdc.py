@@ -32,7 +32,9 @@ async def test_changes_grouped_sorted_and_tombstones_last(emu: Emulator, blank: 
     emu.clock.advance(5)
     emu.delete(realm, "Invoice", inv_a["Id"])  # a tombstone, older than inv_b's update
     emu.clock.advance(5)
-    emu.update(realm, "Customer", {"Id": c1["Id"], "CompanyName": "Updated"})  # changed twice: shows once
+    emu.update(
+        realm, "Customer", {"Id": c1["Id"], "CompanyName": "Updated"}
+    )  # changed twice: shows once
     emu.update(realm, "Invoice", {"Id": inv_b["Id"], "PrivateNote": "later"})
 
     groups = _groups(await blank.cdc("invoice,Customer", "2026-11-20T09:00:00-08:00"))
@@ -116,7 +118,11 @@ async def test_deactivation_is_an_update_not_a_tombstone(emu: Emulator, blank: A
     emu.delete(blank.realm, "Vendor", vendor["Id"])  # name list: Active=false
     (group,) = _groups(await blank.cdc("Vendor", "2026-11-20T09:00:00-08:00"))
     (row,) = group["Vendor"]
-    assert row["Active"] is False and row["DisplayName"] == "Hicks Hardware (deleted)" and "status" not in row
+    assert (
+        row["Active"] is False
+        and row["DisplayName"] == "Hicks Hardware (deleted)"
+        and "status" not in row
+    )
 
 
 async def test_thousand_object_cap_is_deterministic(emu: Emulator, blank: Api) -> None:

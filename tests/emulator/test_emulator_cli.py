@@ -46,14 +46,19 @@ async def test_cli_serves_and_stops_on_sigterm() -> None:
         assert lines["base_url"].startswith("http://127.0.0.1:")
         assert lines["token_url"] == lines["base_url"] + "/oauth2/v1/tokens/bearer"
         async with aiohttp.ClientSession() as s:
-            basic = base64.b64encode(f"{lines['client_id']}:{lines['client_secret']}".encode()).decode()
+            basic = base64.b64encode(
+                f"{lines['client_id']}:{lines['client_secret']}".encode()
+            ).decode()
             form = {"grant_type": "refresh_token", "refresh_token": tokens["222"]}
             async with s.post(
                 lines["token_url"], data=form, headers={"Authorization": f"Basic {basic}"}
             ) as r:
                 body = await r.json(content_type=None)
             assert body["expires_in"] == 120
-            headers = {"Authorization": f"Bearer {body['access_token']}", "Accept": "application/json"}
+            headers = {
+                "Authorization": f"Bearer {body['access_token']}",
+                "Accept": "application/json",
+            }
             async with s.get(
                 f"{lines['base_url']}/v3/company/222/query",
                 params={"query": "select count(*) from Customer"},

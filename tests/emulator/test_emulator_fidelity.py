@@ -18,17 +18,17 @@ import pytest
 from poller.emulator import Emulator
 
 pytest.importorskip("quickbooks")
-from intuitlib.client import AuthClient  # noqa: E402
-from intuitlib.exceptions import AuthClientError  # noqa: E402
-from quickbooks import QuickBooks  # noqa: E402
-from quickbooks.cdc import change_data_capture  # noqa: E402
-from quickbooks.exceptions import QuickbooksException, ValidationException  # noqa: E402
-from quickbooks.objects.base import Ref  # noqa: E402
-from quickbooks.objects.customer import Customer  # noqa: E402
-from quickbooks.objects.detailline import SalesItemLine, SalesItemLineDetail  # noqa: E402
-from quickbooks.objects.invoice import Invoice  # noqa: E402
-from quickbooks.objects.payment import Payment  # noqa: E402
-from quickbooks.objects.taxcode import TaxCode  # noqa: E402
+from intuitlib.client import AuthClient
+from intuitlib.exceptions import AuthClientError
+from quickbooks import QuickBooks
+from quickbooks.cdc import change_data_capture
+from quickbooks.exceptions import QuickbooksException, ValidationException
+from quickbooks.objects.base import Ref
+from quickbooks.objects.customer import Customer
+from quickbooks.objects.detailline import SalesItemLine, SalesItemLineDetail
+from quickbooks.objects.invoice import Invoice
+from quickbooks.objects.payment import Payment
+from quickbooks.objects.taxcode import TaxCode
 
 REDIRECT = "https://app.example/callback"
 
@@ -36,7 +36,9 @@ REDIRECT = "https://app.example/callback"
 def connect(emu: Emulator, realm: str, code: str) -> tuple[AuthClient, QuickBooks]:
     auth = AuthClient(emu.client_id, emu.client_secret, REDIRECT, emu.discovery_url)
     auth.get_bearer_token(code, realm_id=realm)
-    qb = QuickBooks(auth_client=auth, refresh_token=auth.refresh_token, company_id=realm, minorversion=75)
+    qb = QuickBooks(
+        auth_client=auth, refresh_token=auth.refresh_token, company_id=realm, minorversion=75
+    )
     qb.api_url_v3 = qb.sandbox_api_url_v3 = f"{emu.base_url}/v3"
     return auth, qb
 
@@ -59,7 +61,9 @@ def scenario(emu: Emulator, realm: str, code: str, seeded: dict[str, Any]) -> di
     out["all"] = [c.Id for c in Customer.all(qb=qb, max_results=1000)]
     out["count"] = Customer.count(qb=qb)
     out["filter"] = [c.DisplayName for c in Customer.filter(DisplayName=seeded["name"], qb=qb)]
-    out["where"] = [c.Id for c in Customer.where("Active = true", order_by="Id DESC", max_results=3, qb=qb)]
+    out["where"] = [
+        c.Id for c in Customer.where("Active = true", order_by="Id DESC", max_results=3, qb=qb)
+    ]
     out["choose"] = sorted(c.Id for c in Customer.choose(["1", "2"], qb=qb))
     out["taxcodes"] = len(TaxCode.all(qb=qb))
 
@@ -91,7 +95,12 @@ def scenario(emu: Emulator, realm: str, code: str, seeded: dict[str, Any]) -> di
     invoice.Line = [line]
     invoice.CustomerRef = read_back.to_ref()
     invoice = invoice.save(qb=qb)
-    out["invoice"] = (invoice.TotalAmt, invoice.Balance, invoice.DocNumber is not None, len(invoice.Line))
+    out["invoice"] = (
+        invoice.TotalAmt,
+        invoice.Balance,
+        invoice.DocNumber is not None,
+        len(invoice.Line),
+    )
     voided = invoice.void(qb=qb)["Invoice"]
     out["voided"] = (voided["TotalAmt"], voided["PrivateNote"], voided["SyncToken"])
     fresh = Invoice.get(invoice.Id, qb=qb)
@@ -136,7 +145,9 @@ async def test_python_quickbooks_round_trip(emu: Emulator) -> None:
     assert out["stale_refresh"][0] == 400 and b"invalid_grant" in out["stale_refresh"][1]
     assert out["all"] == [str(i) for i in range(1, 13)] and out["count"] == 12
     assert out["filter"] == [seeded["name"]]
-    assert out["where"] == ["12", "11", "10"] and out["choose"] == ["1", "2"] and out["taxcodes"] == 12
+    assert (
+        out["where"] == ["12", "11", "10"] and out["choose"] == ["1", "2"] and out["taxcodes"] == 12
+    )
     new_id, token, fqn = out["created"]
     assert (new_id, token, fqn) == ("13", "0", "Amy's Bird Sanctuary")
     assert out["filter_quote"] == ["13"]

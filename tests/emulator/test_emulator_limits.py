@@ -45,7 +45,9 @@ async def test_ten_per_second(emu: Emulator, api: Api) -> None:
 async def test_ten_in_flight(emu: Emulator, api: Api) -> None:
     emu.set_limits(api.realm, per_second=None, per_minute=None, in_flight=10)
     emu.inject_fault("latency", endpoint="query", seconds=0.3, count=10)
-    results = await asyncio.gather(*(api.query("select * from Term") for _ in range(10)), _late(api))
+    results = await asyncio.gather(
+        *(api.query("select * from Term") for _ in range(10)), _late(api)
+    )
     statuses = sorted(r.status for r in results)
     assert statuses == [200] * 10 + [429]
 
@@ -69,7 +71,12 @@ async def test_five_hundred_per_minute(emu: Emulator, api: Api) -> None:
 
 async def test_small_configurable_limits(emu: Emulator, api: Api) -> None:
     emu.set_limits(api.realm, per_minute=3, per_second=None, in_flight=None)
-    assert [(await api.query("select * from Term")).status for _ in range(4)] == [200, 200, 200, 429]
+    assert [(await api.query("select * from Term")).status for _ in range(4)] == [
+        200,
+        200,
+        200,
+        429,
+    ]
     emu.set_limits(api.realm, per_minute=None)
     assert (await api.query("select * from Term")).status == 200
 
@@ -172,8 +179,17 @@ async def test_counters(emu: Emulator, api: Api) -> None:
     await api.post(
         "Customer", {"Id": "1", "SyncToken": "0", "sparse": True, "Notes": "x"}
     )  # maybe stale: still counted
-    assert emu.counters(api.realm) == {"query": 2, "cdc": 1, "read": 1, "create": 1, "update": 1, "total": 6}
-    async with api.session.get(f"{emu.base_url}/_emulator/counters", params={"realm": api.realm}) as r:
+    assert emu.counters(api.realm) == {
+        "query": 2,
+        "cdc": 1,
+        "read": 1,
+        "create": 1,
+        "update": 1,
+        "total": 6,
+    }
+    async with api.session.get(
+        f"{emu.base_url}/_emulator/counters", params={"realm": api.realm}
+    ) as r:
         assert (await r.json())["total"] == 6
     assert api.realm in emu.counters()
     emu.reset_counters()

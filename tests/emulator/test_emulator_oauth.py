@@ -16,11 +16,17 @@ REDIRECT = "https://app.example/oauth"
 
 def basic(emu: Emulator, secret: str | None = None) -> dict[str, str]:
     raw = f"{emu.client_id}:{secret or emu.client_secret}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode(), "Accept": "application/json"}
+    return {
+        "Authorization": "Basic " + base64.b64encode(raw).decode(),
+        "Accept": "application/json",
+    }
 
 
 async def token(
-    session: aiohttp.ClientSession, emu: Emulator, form: dict[str, str], headers: dict[str, str] | None = None
+    session: aiohttp.ClientSession,
+    emu: Emulator,
+    form: dict[str, str],
+    headers: dict[str, str] | None = None,
 ) -> Reply:
     async with session.post(
         emu.token_url, data=form, headers=headers if headers is not None else basic(emu)
@@ -28,7 +34,9 @@ async def token(
         return Reply(r.status, r.headers, await r.read())
 
 
-async def test_code_exchange_is_single_use(emu: Emulator, realm: str, session: aiohttp.ClientSession) -> None:
+async def test_code_exchange_is_single_use(
+    emu: Emulator, realm: str, session: aiohttp.ClientSession
+) -> None:
     code = emu.issue_auth_code(realm, emu.client_id, REDIRECT)
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
     first = await token(session, emu, form)
@@ -60,7 +68,9 @@ async def test_code_bound_to_redirect_uri_and_client(
 ) -> None:
     code = emu.issue_auth_code(realm, emu.client_id, REDIRECT)
     wrong = await token(
-        session, emu, {"grant_type": "authorization_code", "code": code, "redirect_uri": "https://evil"}
+        session,
+        emu,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": "https://evil"},
     )
     assert wrong.status == 400 and wrong.json["error"] == "invalid_grant"
     bad_secret = await token(
@@ -100,23 +110,37 @@ async def test_refresh_rotates_and_supersedes(
     )
     assert r1.status == 200
     new = r1.json
-    assert new["refresh_token"] != issued["refresh_token"] and new["access_token"] != issued["access_token"]
+    assert (
+        new["refresh_token"] != issued["refresh_token"]
+        and new["access_token"] != issued["access_token"]
+    )
     assert 0 < new["x_refresh_token_hard_expires_in"] <= 5 * 365 * 86400
-    old = await token(session, emu, {"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]})
+    old = await token(
+        session, emu, {"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]}
+    )
     assert old.status == 400
-    assert old.json == {"error_description": "Incorrect or invalid refresh token", "error": "invalid_grant"}
-    r2 = await token(session, emu, {"grant_type": "refresh_token", "refresh_token": new["refresh_token"]})
+    assert old.json == {
+        "error_description": "Incorrect or invalid refresh token",
+        "error": "invalid_grant",
+    }
+    r2 = await token(
+        session, emu, {"grant_type": "refresh_token", "refresh_token": new["refresh_token"]}
+    )
     assert r2.status == 200 and "x_refresh_token_hard_expires_in" not in r2.json
     assert emu.counters(realm)["token"] == 3
 
 
-async def test_daily_rotation_and_grace(emu: Emulator, realm: str, session: aiohttp.ClientSession) -> None:
+async def test_daily_rotation_and_grace(
+    emu: Emulator, realm: str, session: aiohttp.ClientSession
+) -> None:
     emu.configure_oauth(refresh_rotation="daily", refresh_grace_seconds=600)
     emu.clock.freeze()
     first = emu.issue_tokens(realm)["refresh_token"]
 
     async def refresh(value: str) -> dict[str, Any]:
-        return (await token(session, emu, {"grant_type": "refresh_token", "refresh_token": value})).json
+        return (
+            await token(session, emu, {"grant_type": "refresh_token", "refresh_token": value})
+        ).json
 
     emu.clock.advance(hours=5)
     assert (await refresh(first))["refresh_token"] == first  # same value within the day
@@ -160,7 +184,9 @@ async def test_unknown_missing_and_foreign_tokens(emu: Emulator, api: Api) -> No
     unknown = await api.query("select * from Term")
     assert unknown.status == 401 and unknown.json["fault"]["error"][0]["code"] == "3200"
     api.token = "short"
-    assert "Malformed" in (await api.query("select * from Term")).json["fault"]["error"][0]["detail"]
+    assert (
+        "Malformed" in (await api.query("select * from Term")).json["fault"]["error"][0]["detail"]
+    )
     api.token = None
     missing = await api.query("select * from Term")
     assert missing.status == 401 and missing.body.startswith(b"<?xml")
@@ -182,7 +208,9 @@ async def test_revoke(emu: Emulator, api: Api) -> None:
         api.session, emu, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     )
     assert again.json["error"] == "invalid_grant"
-    async with api.session.post(emu.revoke_url, json={"token": "x"}, headers=basic(emu, "wrong")) as r:
+    async with api.session.post(
+        emu.revoke_url, json={"token": "x"}, headers=basic(emu, "wrong")
+    ) as r:
         assert r.status == 401
 
 
@@ -200,7 +228,9 @@ async def test_discovery_document_and_authorize(
         "state": "xyz",
         "realmId": realm,
     }
-    async with session.get(doc["authorization_endpoint"], params=params, allow_redirects=False) as r:
+    async with session.get(
+        doc["authorization_endpoint"], params=params, allow_redirects=False
+    ) as r:
         assert r.status == 302
         location = r.headers["Location"]
     assert (

@@ -34,17 +34,27 @@ async def test_select_shape_and_default_order(api: Api) -> None:
     ids = [int(c["Id"]) for c in qr["Customer"]]
     assert ids == sorted(ids) and qr["maxResults"] == len(ids) == 8 and qr["startPosition"] == 1
     first = qr["Customer"][0]
-    assert first["domain"] == "QBO" and first["sparse"] is False and isinstance(first["SyncToken"], str)
-    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-0[78]:00$", first["MetaData"]["LastUpdatedTime"])
+    assert (
+        first["domain"] == "QBO"
+        and first["sparse"] is False
+        and isinstance(first["SyncToken"], str)
+    )
+    assert re.match(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-0[78]:00$", first["MetaData"]["LastUpdatedTime"]
+    )
 
 
 async def test_default_100_paging_and_past_the_end(emu: Emulator, api: Api) -> None:
     emu.fill(api.realm, seed=1, per_entity={"Vendor": 130})
     reply = await api.query("SELECT * FROM Vendor")
     assert reply.json["QueryResponse"]["maxResults"] == 100
-    page2 = (await api.query("SELECT * FROM Vendor STARTPOSITION 101 MAXRESULTS 50")).json["QueryResponse"]
+    page2 = (await api.query("SELECT * FROM Vendor STARTPOSITION 101 MAXRESULTS 50")).json[
+        "QueryResponse"
+    ]
     assert (page2["startPosition"], page2["maxResults"]) == (101, 38)  # 8 seeded + 130
-    page1 = (await api.query("select * from vendor maxresults 5 startposition 1")).json["QueryResponse"]
+    page1 = (await api.query("select * from vendor maxresults 5 startposition 1")).json[
+        "QueryResponse"
+    ]
     assert [v["Id"] for v in page1["Vendor"]] == ["1", "2", "3", "4", "5"]
     empty = await api.query("SELECT * FROM Vendor STARTPOSITION 500")
     assert empty.status == 200 and empty.json["QueryResponse"] == {}
@@ -55,7 +65,10 @@ async def test_maxresults_over_1000_is_a_fault(api: Api) -> None:
     assert reply.status == 400 and reply.headers["Content-Type"] == "application/json"
     error = fault_of(reply)
     assert error["code"] == "4001" and error["Message"] == "Invalid query"
-    assert error["Detail"] == "QueryValidationError: value 1500 is too large. Max allowed value is 1000"
+    assert (
+        error["Detail"]
+        == "QueryValidationError: value 1500 is too large. Max allowed value is 1000"
+    )
     assert (await api.query("SELECT * FROM Customer MAXRESULTS 1000")).status == 200
 
 
@@ -66,7 +79,9 @@ async def test_count(blank: Api, people: list[dict]) -> None:
     assert reply.json["QueryResponse"] == {"totalCount": 1}
 
 
-async def test_case_insensitive_keywords_entities_properties(blank: Api, people: list[dict]) -> None:
+async def test_case_insensitive_keywords_entities_properties(
+    blank: Api, people: list[dict]
+) -> None:
     reply = await blank.query(
         "sElEcT * fRoM customer wHeRe displayname = 'Cool Cars' oRdErBy metadata.createtime dEsC"
     )
@@ -82,12 +97,20 @@ async def test_operators(blank: Api, people: list[dict]) -> None:
 
     ids = [p["Id"] for p in people]
     assert await names(f"Id = '{ids[2]}'") == ["Cool Cars"]
-    assert await names(f"Id IN ('{ids[0]}', '{ids[3]}')") == ["Amy's Bird Sanctuary", "Diego Rodriguez"]
+    assert await names(f"Id IN ('{ids[0]}', '{ids[3]}')") == [
+        "Amy's Bird Sanctuary",
+        "Diego Rodriguez",
+    ]
     assert await names("DisplayName LIKE 'B%'") == ["Bill's Windsurf Shop"]
-    assert await names("DisplayName LIKE '%o%' AND Balance >= 20") == ["Cool Cars", "Diego Rodriguez"]
+    assert await names("DisplayName LIKE '%o%' AND Balance >= 20") == [
+        "Cool Cars",
+        "Diego Rodriguez",
+    ]
     assert await names("DisplayName IN ('Cool Cars', 'Nobody')") == ["Cool Cars"]
     assert await names("Balance > 10 AND Balance <= 30 AND DisplayName < 'D'") == ["Cool Cars"]
-    assert await names("DisplayName = 'Amy\\'s Bird Sanctuary'") == ["Amy's Bird Sanctuary"]  # \' escape
+    assert await names("DisplayName = 'Amy\\'s Bird Sanctuary'") == [
+        "Amy's Bird Sanctuary"
+    ]  # \' escape
 
 
 async def test_order_by_both_spellings(blank: Api, people: list[dict]) -> None:
@@ -130,18 +153,26 @@ async def test_id_supports_only_equality_and_in(api: Api) -> None:
     assert reply.status == 400
 
 
-async def test_inactive_name_list_rows_are_hidden(emu: Emulator, blank: Api, people: list[dict]) -> None:
+async def test_inactive_name_list_rows_are_hidden(
+    emu: Emulator, blank: Api, people: list[dict]
+) -> None:
     gone = emu.deactivate(blank.realm, "Customer", people[2]["Id"])
     assert gone["DisplayName"] == "Cool Cars (deleted)" and gone["Active"] is False
-    default = (await blank.query("SELECT * FROM Customer MAXRESULTS 1000")).json["QueryResponse"]["Customer"]
+    default = (await blank.query("SELECT * FROM Customer MAXRESULTS 1000")).json["QueryResponse"][
+        "Customer"
+    ]
     assert gone["Id"] not in {c["Id"] for c in default}
-    only_inactive = (await blank.query("SELECT * FROM Customer WHERE Active = false")).json["QueryResponse"]
+    only_inactive = (await blank.query("SELECT * FROM Customer WHERE Active = false")).json[
+        "QueryResponse"
+    ]
     assert [c["Id"] for c in only_inactive["Customer"]] == [gone["Id"]]
-    both = (await blank.query("SELECT * FROM Customer WHERE Active IN (true, false)")).json["QueryResponse"]
+    both = (await blank.query("SELECT * FROM Customer WHERE Active IN (true, false)")).json[
+        "QueryResponse"
+    ]
     assert len(both["Customer"]) == len(default) + 1
-    assert (await blank.query("SELECT COUNT(*) FROM Customer")).json["QueryResponse"]["totalCount"] == len(
-        default
-    )
+    assert (await blank.query("SELECT COUNT(*) FROM Customer")).json["QueryResponse"][
+        "totalCount"
+    ] == len(default)
     # Transactions are not name lists: nothing hidden, no Active needed.
     emu.create(
         blank.realm,
@@ -151,18 +182,27 @@ async def test_inactive_name_list_rows_are_hidden(emu: Emulator, blank: Api, peo
             "Line": [{"Amount": 5, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {}}],
         },
     )
-    assert (await blank.query("SELECT COUNT(*) FROM Invoice")).json["QueryResponse"]["totalCount"] == 1
+    assert (await blank.query("SELECT COUNT(*) FROM Invoice")).json["QueryResponse"][
+        "totalCount"
+    ] == 1
 
 
 async def test_post_with_application_text(blank: Api, people: list[dict]) -> None:
     reply = await blank.query_post("SELECT * FROM Customer WHERE DisplayName = 'Cool Cars'")
-    assert reply.status == 200 and reply.json["QueryResponse"]["Customer"][0]["DisplayName"] == "Cool Cars"
+    assert (
+        reply.status == 200
+        and reply.json["QueryResponse"]["Customer"][0]["DisplayName"] == "Cool Cars"
+    )
 
 
 @pytest.mark.parametrize(
     "statement, code, detail",
     [
-        ("SELECT * FROM Custmoer", "4001", "QueryValidationError: invalid context declaration: Custmoer"),
+        (
+            "SELECT * FROM Custmoer",
+            "4001",
+            "QueryValidationError: invalid context declaration: Custmoer",
+        ),
         (
             "SELECT * FROM Customer WHERE Nonsense = 'x'",
             "4001",
@@ -176,7 +216,9 @@ async def test_post_with_application_text(blank: Api, people: list[dict]) -> Non
         ("", "4000", None),
     ],
 )
-async def test_errors_are_qbo_faults(api: Api, statement: str, code: str, detail: str | None) -> None:
+async def test_errors_are_qbo_faults(
+    api: Api, statement: str, code: str, detail: str | None
+) -> None:
     reply = await api.query(statement)
     assert reply.status == 400
     error = fault_of(reply)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -68,7 +68,9 @@ def test_parser_structure() -> None:
     ]
     assert q.where[1].values == ["1", "2"] and q.order == [("TxnDate", True), ("Id", False)]
     assert parse("SELECT COUNT(*) FROM Customer").count
-    assert parse(r"select * from Customer where DisplayName = 'O\'Brien'").where[0].values == ["O'Brien"]
+    assert parse(r"select * from Customer where DisplayName = 'O\'Brien'").where[0].values == [
+        "O'Brien"
+    ]
     with pytest.raises(QBOFault) as err:
         parse("select * from Customer where DisplayName = 'unterminated")
     assert err.value.code == "4000"
@@ -134,7 +136,8 @@ def test_realm_with_tens_of_thousands_of_objects() -> None:
     assert len(group["Customer"]) == 500
     start = time.perf_counter()
     emu.query(
-        "big", "select * from Invoice where TotalAmt > 100 orderby MetaData.LastUpdatedTime maxresults 1000"
+        "big",
+        "select * from Invoice where TotalAmt > 100 orderby MetaData.LastUpdatedTime maxresults 1000",
     )
     query_time = time.perf_counter() - start
     assert emu.count("big") == 27000

@@ -30,8 +30,16 @@ async def test_create_fills_server_fields(emu: Emulator, api: Api) -> None:
     body = reply.json
     assert list(body) == ["Customer", "time"]
     c = body["Customer"]
-    assert c["SyncToken"] == "0" and c["domain"] == "QBO" and c["sparse"] is False and c["Active"] is True
-    assert META.match(c["MetaData"]["CreateTime"]) and c["MetaData"]["CreateTime"] != "1999-01-01T00:00:00Z"
+    assert (
+        c["SyncToken"] == "0"
+        and c["domain"] == "QBO"
+        and c["sparse"] is False
+        and c["Active"] is True
+    )
+    assert (
+        META.match(c["MetaData"]["CreateTime"])
+        and c["MetaData"]["CreateTime"] != "1999-01-01T00:00:00Z"
+    )
     assert c["MetaData"]["CreateTime"] == c["MetaData"]["LastUpdatedTime"]
     assert c["FullyQualifiedName"] == c["PrintOnCheckName"] == "Dukes Basketball Camp"
     assert "Title" not in c  # only properties with values come back
@@ -46,7 +54,11 @@ async def test_invoice_create_like_qbo(emu: Emulator, api: Api) -> None:
     assert inv["CustomerRef"] == {"value": "1", "name": customer["DisplayName"]}
     assert inv["BillAddr"] == customer["BillAddr"]
     assert inv["Line"][0]["Id"] == "1" and inv["Line"][0]["LineNum"] == 1
-    assert inv["Line"][-1] == {"Amount": 100.0, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}
+    assert inv["Line"][-1] == {
+        "Amount": 100.0,
+        "DetailType": "SubTotalLineDetail",
+        "SubTotalLineDetail": {},
+    }
     assert inv["TotalAmt"] == inv["Balance"] == 100
     assert b'"TotalAmt":100.00' in reply.body  # money has two decimals on the wire
     missing = await api.post("Invoice", {"Line": [LINE]})
@@ -55,7 +67,9 @@ async def test_invoice_create_like_qbo(emu: Emulator, api: Api) -> None:
 
 async def test_sparse_and_full_update_with_synctoken(emu: Emulator, api: Api) -> None:
     created = (
-        await api.post("Vendor", {"DisplayName": "Hicks Hardware", "CompanyName": "Hicks", "AcctNum": "42"})
+        await api.post(
+            "Vendor", {"DisplayName": "Hicks Hardware", "CompanyName": "Hicks", "AcctNum": "42"}
+        )
     ).json["Vendor"]
     sparse = await api.post(
         "Vendor", {"Id": created["Id"], "SyncToken": "0", "sparse": True, "AcctNum": "43"}
@@ -63,10 +77,16 @@ async def test_sparse_and_full_update_with_synctoken(emu: Emulator, api: Api) ->
     v1 = sparse.json["Vendor"]
     assert v1["SyncToken"] == "1" and v1["AcctNum"] == "43" and v1["CompanyName"] == "Hicks"
     assert v1["MetaData"]["CreateTime"] == created["MetaData"]["CreateTime"]
-    full = await api.post("Vendor", {"Id": created["Id"], "SyncToken": "1", "DisplayName": "Hicks Hardware"})
+    full = await api.post(
+        "Vendor", {"Id": created["Id"], "SyncToken": "1", "DisplayName": "Hicks Hardware"}
+    )
     v2 = full.json["Vendor"]
-    assert v2["SyncToken"] == "2" and "CompanyName" not in v2 and "AcctNum" not in v2  # full replaces
-    stale = await api.post("Vendor", {"Id": created["Id"], "SyncToken": "1", "sparse": True, "AcctNum": "44"})
+    assert (
+        v2["SyncToken"] == "2" and "CompanyName" not in v2 and "AcctNum" not in v2
+    )  # full replaces
+    stale = await api.post(
+        "Vendor", {"Id": created["Id"], "SyncToken": "1", "sparse": True, "AcctNum": "44"}
+    )
     assert stale.status == 400
     error = fault_of(stale)
     assert error["code"] == "5010" and error["Message"] == "Stale Object Error"
@@ -92,7 +112,8 @@ async def test_timestamps_follow_the_emulator_clock_and_dst(emu: Emulator, api: 
     api.token = emu.issue_tokens(api.realm)["access_token"]
     summer = (
         await api.post(
-            "Class", {"Id": winter["Class"]["Id"], "SyncToken": "0", "sparse": True, "Name": "Summer"}
+            "Class",
+            {"Id": winter["Class"]["Id"], "SyncToken": "0", "sparse": True, "Name": "Summer"},
         )
     ).json
     assert summer["Class"]["MetaData"]["LastUpdatedTime"] == "2027-07-01T12:00:00-07:00"
@@ -118,7 +139,9 @@ async def test_hard_delete_of_a_transaction(emu: Emulator, api: Api) -> None:
 
 async def test_name_lists_refuse_delete_and_deactivate_instead(emu: Emulator, api: Api) -> None:
     account = emu.get(api.realm, "Account", "1")
-    refused = await api.post("Account", {"Id": "1", "SyncToken": account["SyncToken"]}, operation="delete")
+    refused = await api.post(
+        "Account", {"Id": "1", "SyncToken": account["SyncToken"]}, operation="delete"
+    )
     assert refused.status == 400 and fault_of(refused)["Message"] == "Unsupported Operation"
     reply = await api.post(
         "Account", {"Id": "1", "SyncToken": account["SyncToken"], "sparse": True, "Active": False}
@@ -132,13 +155,17 @@ async def test_name_lists_refuse_delete_and_deactivate_instead(emu: Emulator, ap
 
 
 async def test_void_invoice_and_payment(emu: Emulator, api: Api) -> None:
-    inv = (await api.post("Invoice", {"Line": [LINE], "CustomerRef": {"value": "1"}})).json["Invoice"]
-    voided = (await api.post("Invoice", {"Id": inv["Id"], "SyncToken": "0"}, operation="void")).json[
+    inv = (await api.post("Invoice", {"Line": [LINE], "CustomerRef": {"value": "1"}})).json[
         "Invoice"
     ]
+    voided = (
+        await api.post("Invoice", {"Id": inv["Id"], "SyncToken": "0"}, operation="void")
+    ).json["Invoice"]
     assert voided["SyncToken"] == "1" and voided["PrivateNote"] == "Voided"
     assert (
-        voided["TotalAmt"] == 0 and voided["Balance"] == 0 and all(ln["Amount"] == 0 for ln in voided["Line"])
+        voided["TotalAmt"] == 0
+        and voided["Balance"] == 0
+        and all(ln["Amount"] == 0 for ln in voided["Line"])
     )
     assert len(voided["Line"]) == len(inv["Line"])  # lines kept
     payment = emu.get(api.realm, "Payment", "1")
@@ -156,7 +183,9 @@ async def test_void_invoice_and_payment(emu: Emulator, api: Api) -> None:
 
 async def test_duplicate_names(emu: Emulator, api: Api) -> None:
     await api.post("Customer", {"DisplayName": "Same Name"})
-    dup = await api.post("Vendor", {"DisplayName": "same name"})  # customers, vendors, employees share names
+    dup = await api.post(
+        "Vendor", {"DisplayName": "same name"}
+    )  # customers, vendors, employees share names
     assert dup.status == 400 and fault_of(dup)["code"] == "6240"
     assert (await api.post("Class", {"Name": "Same Name"})).status == 200
 
@@ -192,9 +221,13 @@ async def test_control_api_over_http(emu: Emulator, api: Api) -> None:
         assert (await r.json())["status"] == "Deleted"
     async with s.get(f"{base}/Invoice/1") as r:
         assert r.status == 404
-    async with s.post(f"{emu.base_url}/_emulator/clock", json={"action": "advance", "days": 1}) as r:
+    async with s.post(
+        f"{emu.base_url}/_emulator/clock", json={"action": "advance", "days": 1}
+    ) as r:
         assert (await r.json())["frozen"] is False
-    async with s.post(f"{emu.base_url}/_emulator/realms", json={"realm_id": "77", "per_entity": 2}) as r:
+    async with s.post(
+        f"{emu.base_url}/_emulator/realms", json={"realm_id": "77", "per_entity": 2}
+    ) as r:
         assert (await r.json()) == {"realm_id": "77", "objects": 54}
     async with s.get(f"{emu.base_url}/_emulator") as r:
         info = await r.json()

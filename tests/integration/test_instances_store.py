@@ -1,4 +1,5 @@
 """Instances in PostgreSQL: upsert by name; stored credentials win over a reloaded file."""
+
 from __future__ import annotations
 
 import copy
@@ -25,7 +26,9 @@ def variant(**changes: Any) -> dict[str, Any]:
 
 
 async def pairs(pool: asyncpg.Pool, iid: int) -> list[str]:
-    rows = await pool.fetch("SELECT resource FROM pair_cursors WHERE instance_id = $1 ORDER BY 1", iid)
+    rows = await pool.fetch(
+        "SELECT resource FROM pair_cursors WHERE instance_id = $1 ORDER BY 1", iid
+    )
     return [r["resource"] for r in rows]
 
 
@@ -33,7 +36,9 @@ async def test_create_then_unchanged_then_updated(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         first = await store.upsert(conn, parse_instance(BODY), BOX)
         again = await store.upsert(conn, parse_instance(BODY), BOX)
-        changed = await store.upsert(conn, parse_instance(variant(event__poller__urls="customers|vendors")), BOX)
+        changed = await store.upsert(
+            conn, parse_instance(variant(event__poller__urls="customers|vendors")), BOX
+        )
     assert (first.action, again.action, changed.action) == ("created", "unchanged", "updated")
     assert first.instance_id == again.instance_id == changed.instance_id
     assert await pool.fetchval("SELECT count(*) FROM instances") == 1
@@ -45,9 +50,14 @@ async def test_stored_credentials_win_over_an_unchanged_provider_data(pool: asyn
     async with pool.acquire() as conn:
         result = await store.upsert(conn, parse_instance(BODY), BOX)
         # The daemon exchanged the code and rotated the refresh token since.
-        await conn.execute("UPDATE oauth_credentials SET auth_code_enc = NULL,"
-                           " refresh_token_enc = 'plain:ROTATED' WHERE instance_id = $1", result.instance_id)
-        reload = await store.upsert(conn, parse_instance(variant(event__poller__refresh_interval="5")), BOX)
+        await conn.execute(
+            "UPDATE oauth_credentials SET auth_code_enc = NULL,"
+            " refresh_token_enc = 'plain:ROTATED' WHERE instance_id = $1",
+            result.instance_id,
+        )
+        reload = await store.upsert(
+            conn, parse_instance(variant(event__poller__refresh_interval="5")), BOX
+        )
         row = await conn.fetchrow("SELECT * FROM oauth_credentials")
     assert reload.action == "updated" and not reload.credentials_replaced
     assert row["auth_code_enc"] is None and row["refresh_token_enc"] == "plain:ROTATED"
@@ -59,13 +69,17 @@ async def test_new_provider_data_replaces_credentials_and_reconnects(pool: async
         await store.set_status(conn, result.instance_id, "needs_reconnect", "invalid_grant")
         fresh = variant(providerData={"code": "NEW-CODE", "realmId": "9130357766900456"})
         reload = await store.upsert(conn, parse_instance(fresh), BOX)
-        row = await conn.fetchrow("SELECT i.status, c.auth_code_enc FROM instances i"
-                                  " JOIN oauth_credentials c ON c.instance_id = i.id")
+        row = await conn.fetchrow(
+            "SELECT i.status, c.auth_code_enc FROM instances i"
+            " JOIN oauth_credentials c ON c.instance_id = i.id"
+        )
     assert reload.credentials_replaced
     assert row["status"] == "active" and row["auth_code_enc"] == "plain:NEW-CODE"
 
 
-async def test_needs_reconnect_survives_a_reload_without_new_credentials(pool: asyncpg.Pool) -> None:
+async def test_needs_reconnect_survives_a_reload_without_new_credentials(
+    pool: asyncpg.Pool,
+) -> None:
     async with pool.acquire() as conn:
         result = await store.upsert(conn, parse_instance(BODY), BOX)
         await store.set_status(conn, result.instance_id, "needs_reconnect", "invalid_grant")
@@ -78,8 +92,10 @@ async def test_secrets_are_encrypted_at_rest_with_a_key(pool: asyncpg.Pool) -> N
     async with pool.acquire() as conn:
         await store.upsert(conn, parse_instance(BODY), box)
         again = await store.upsert(conn, parse_instance(BODY), box)
-    row = await pool.fetchrow("SELECT i.client_secret_enc, i.signature_key_enc, c.auth_code_enc"
-                              " FROM instances i JOIN oauth_credentials c ON c.instance_id = i.id")
+    row = await pool.fetchrow(
+        "SELECT i.client_secret_enc, i.signature_key_enc, c.auth_code_enc"
+        " FROM instances i JOIN oauth_credentials c ON c.instance_id = i.id"
+    )
     for value in row.values():
         assert value.startswith("fernet:")
         assert "SECRET" not in value and "AUTH-CODE" not in value

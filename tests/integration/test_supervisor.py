@@ -1,4 +1,5 @@
 """The supervisor owns every task: a dying service stops the daemon non-zero; shutdown has a grace."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,14 @@ class Polite:
 
 
 def settings(db_dsn: str, **env: str):  # type: ignore[no-untyped-def]
-    return load_settings(env={"DATABASE_URL": db_dsn, "POLLER_HTTP_ADDR": "",
-                              "POLLER_SHUTDOWN_GRACE_SECONDS": "0.3", **env})
+    return load_settings(
+        env={
+            "DATABASE_URL": db_dsn,
+            "POLLER_HTTP_ADDR": "",
+            "POLLER_SHUTDOWN_GRACE_SECONDS": "0.3",
+            **env,
+        }
+    )
 
 
 def capture_logs() -> io.StringIO:
@@ -70,7 +77,8 @@ async def test_a_service_that_raises_stops_the_daemon_non_zero(db_dsn: str) -> N
     stream = capture_logs()
     polite = Polite()
     code = await asyncio.wait_for(
-        supervisor.run(settings(db_dsn), service_factory=lambda rt: [polite, Failing()]), 10)
+        supervisor.run(settings(db_dsn), service_factory=lambda rt: [polite, Failing()]), 10
+    )
     assert code == supervisor.EXIT_FAILED
     failed = [e for e in events(stream) if e["event"] == "service_failed"]
     assert failed and failed[0]["service"] == "service:failing" and "boom" in failed[0]["error"]
@@ -79,7 +87,8 @@ async def test_a_service_that_raises_stops_the_daemon_non_zero(db_dsn: str) -> N
 async def test_a_service_that_returns_early_is_a_failure(db_dsn: str) -> None:
     stream = capture_logs()
     code = await asyncio.wait_for(
-        supervisor.run(settings(db_dsn), service_factory=lambda rt: [Quitter()]), 10)
+        supervisor.run(settings(db_dsn), service_factory=lambda rt: [Quitter()]), 10
+    )
     assert code == supervisor.EXIT_FAILED
     assert any(e.get("error") == "returned before stop" for e in events(stream))
 
@@ -88,8 +97,9 @@ async def test_stop_cancels_a_stuck_service_after_the_grace(db_dsn: str) -> None
     stream = capture_logs()
     stubborn, polite = Stubborn(), Polite()
     stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.run(settings(db_dsn), stop=stop,
-                                              service_factory=lambda rt: [stubborn, polite]))
+    task = asyncio.create_task(
+        supervisor.run(settings(db_dsn), stop=stop, service_factory=lambda rt: [stubborn, polite])
+    )
     await asyncio.sleep(0.5)
     stop.set()
     code = await asyncio.wait_for(task, 5)
@@ -105,8 +115,12 @@ async def test_first_signal_stops_gracefully_second_skips_the_grace(db_dsn: str)
 
     stream = capture_logs()
     stubborn = Stubborn()
-    task = asyncio.create_task(supervisor.run(settings(db_dsn, POLLER_SHUTDOWN_GRACE_SECONDS="30"),
-                                              service_factory=lambda rt: [stubborn]))
+    task = asyncio.create_task(
+        supervisor.run(
+            settings(db_dsn, POLLER_SHUTDOWN_GRACE_SECONDS="30"),
+            service_factory=lambda rt: [stubborn],
+        )
+    )
     await asyncio.sleep(0.5)
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.sleep(0.3)

@@ -1,4 +1,5 @@
 """config.example.env documents every variable poller/config.py reads, with the real defaults."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,12 @@ def test_example_loads_as_is() -> None:
 def test_documented_defaults_are_the_real_defaults(tmp_path: Path) -> None:
     """Uncommenting every line must change nothing: each shown value is the code's default."""
     uncommented = tmp_path / "config.env"
-    uncommented.write_text("\n".join(line[1:] if ASSIGNMENT.match(line) and line.startswith("#")
-                                     else line for line in EXAMPLE.read_text().splitlines()))
+    uncommented.write_text(
+        "\n".join(
+            line[1:] if ASSIGNMENT.match(line) and line.startswith("#") else line
+            for line in EXAMPLE.read_text().splitlines()
+        )
+    )
     env = {k: v for k, v in dotenv_values(uncommented).items() if v is not None}
     assert env.keys() == documented().keys()
     assert differences_from_defaults(env) == {}, "(loaded, default) per field"

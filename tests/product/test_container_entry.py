@@ -11,6 +11,7 @@ Differences from a real image, by necessity: the interpreter is the one running 
 image has python:3.12-slim's), the user is not switched, and POLLER_DATA_DIR / POLLER_HTTP_ADDR
 point at a temporary folder and a free loopback port.
 """
+
 from __future__ import annotations
 
 import json
@@ -149,8 +150,11 @@ def build_context(image: Image, into: Path) -> None:
 
 def image_environment(image: Image, venv: Path, workdir: Path, **overrides: str) -> dict[str, str]:
     """A clean environment: the base image's essentials, the Containerfile's ENV, overrides."""
-    env = {"PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "LANG": "C.UTF-8", "HOME": str(workdir)}
+    env = {
+        "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(workdir),
+    }
     env.update(image.env)
     env.update(overrides)
     return env
@@ -161,8 +165,13 @@ def run_healthcheck(image: Image, env: dict[str, str], cwd: Path) -> int:
     executable = shutil.which(image.healthcheck[0], path=env["PATH"])
     assert executable, f"{image.healthcheck[0]} not on the image's PATH"
     try:
-        done = subprocess.run([executable, *image.healthcheck[1:]], env=env, cwd=cwd,
-                              capture_output=True, timeout=timeout)
+        done = subprocess.run(
+            [executable, *image.healthcheck[1:]],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return -1
     return done.returncode
@@ -178,14 +187,24 @@ def test_containerfile_declares_the_sidecar_contract() -> None:
     host, _, port = image.env["POLLER_HTTP_ADDR"].rpartition(":")
     assert host == "0.0.0.0" and f"{port}" in {e.split("/")[0] for e in image.expose}
     # Configured only from outside: no database, credentials or keys baked in.
-    assert not {"DATABASE_URL", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "POLLER_SECRET_KEY",
-                "POLLER_INSTANCES_FILE"} & image.env.keys()
+    assert (
+        not {
+            "DATABASE_URL",
+            "QBO_CLIENT_ID",
+            "QBO_CLIENT_SECRET",
+            "POLLER_SECRET_KEY",
+            "POLLER_INSTANCES_FILE",
+        }
+        & image.env.keys()
+    )
     assert image.healthcheck and "/healthz" in " ".join(image.healthcheck)
     assert pip_install_target(image)
 
 
 @pytest.mark.slow
-def test_image_entry_command_runs_health_checks_and_stops(tmp_path: Path, empty_db_dsn: str) -> None:
+def test_image_entry_command_runs_health_checks_and_stops(
+    tmp_path: Path, empty_db_dsn: str
+) -> None:
     image = parse_containerfile(CONTAINERFILE.read_text())
     fs = tmp_path / "image"
     build_context(image, fs)
@@ -194,32 +213,59 @@ def test_image_entry_command_runs_health_checks_and_stops(tmp_path: Path, empty_
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                          "--disable-pip-version-check", str(target)],
-                         capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    pip = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT_S,
+    )
     assert pip.returncode == 0, pip.stdout + pip.stderr
 
     workdir = tmp_path / "workdir"  # the image's WORKDIR: empty, no .env
     workdir.mkdir()
     port = free_port()
-    env = image_environment(image, venv, workdir, POLLER_DATA_DIR=str(tmp_path / "data"),
-                            POLLER_HTTP_ADDR=f"127.0.0.1:{port}", DATABASE_URL=empty_db_dsn)
+    env = image_environment(
+        image,
+        venv,
+        workdir,
+        POLLER_DATA_DIR=str(tmp_path / "data"),
+        POLLER_HTTP_ADDR=f"127.0.0.1:{port}",
+        DATABASE_URL=empty_db_dsn,
+    )
 
     # The installed package is the wheel's copy, with every SQL file the repo has.
     shipped = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import json, poller, importlib.resources as r; f = r.files('poller');"
-         "sql = lambda d: sorted(p.name for p in d.iterdir() if p.name.endswith('.sql'))"
-         " if d.is_dir() else [];"
-         "print(json.dumps([poller.__file__, sql(f / 'migrations'), sql(f / 'store' / 'sql')]))"],
-        env=env, cwd=workdir, capture_output=True, text=True, timeout=60)
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import json, poller, importlib.resources as r; f = r.files('poller');"
+            "sql = lambda d: sorted(p.name for p in d.iterdir() if p.name.endswith('.sql'))"
+            " if d.is_dir() else [];"
+            "print(json.dumps([poller.__file__, sql(f / 'migrations'), sql(f / 'store' / 'sql')]))",
+        ],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shipped.returncode == 0, shipped.stderr
     module_file, migrations, queries = json.loads(shipped.stdout)
     assert Path(module_file).is_relative_to(venv), f"not installed into the venv: {module_file}"
-    assert migrations == sorted(p.name for p in (ROOT / "migrations").glob("*.sql")), \
+    assert migrations == sorted(p.name for p in (ROOT / "migrations").glob("*.sql")), (
         "the wheel is missing migrations"
-    assert queries == sorted(p.name for p in (ROOT / "poller" / "store" / "sql").glob("*.sql")), \
+    )
+    assert queries == sorted(p.name for p in (ROOT / "poller" / "store" / "sql").glob("*.sql")), (
         "the wheel is missing poller/store/sql files"
+    )
 
     entry = shutil.which(image.entrypoint[0], path=env["PATH"])
     assert entry and Path(entry).is_relative_to(venv), entry
@@ -227,8 +273,13 @@ def test_image_entry_command_runs_health_checks_and_stops(tmp_path: Path, empty_
 
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([entry, *image.entrypoint[1:], *image.cmd], env=env, cwd=workdir,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [entry, *image.entrypoint[1:], *image.cmd],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 60
             while run_healthcheck(image, env, workdir) != 0:
@@ -250,6 +301,8 @@ def test_image_entry_command_runs_health_checks_and_stops(tmp_path: Path, empty_
                 proc.wait(timeout=10)
 
     # POLLER_LOG_FORMAT=json from the image: every line is one JSON object.
-    events = [json.loads(line)["event"] for line in log_path.read_text().splitlines() if line.strip()]
+    events = [
+        json.loads(line)["event"] for line in log_path.read_text().splitlines() if line.strip()
+    ]
     assert "schema_ready" in events and "daemon_ready" in events and events[-1] == "daemon_stopped"
     assert os.listdir(workdir) == [], "the daemon wrote into its working directory"

@@ -1,4 +1,5 @@
 """`GET /metrics` on the supervisor's own app and listener, with a real pool."""
+
 from __future__ import annotations
 
 import aiohttp
@@ -28,9 +29,11 @@ async def test_metrics_endpoint_serves_the_process_registry(pool: asyncpg.Pool) 
     metrics.OUTBOX_DEPTH.set(7)
     metrics.WATERMARK_LAG.labels(instance="metrics-test", resource="customers").set(42.5)
     try:
-        async with serve(build_app(pool), HttpAddr("127.0.0.1", 0)) as port, \
-                aiohttp.ClientSession() as client, \
-                client.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        async with (
+            serve(build_app(pool), HttpAddr("127.0.0.1", 0)) as port,
+            aiohttp.ClientSession() as client,
+            client.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
             assert resp.status == 200
             assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
             text = await resp.text()
@@ -39,32 +42,50 @@ async def test_metrics_endpoint_serves_the_process_registry(pool: asyncpg.Pool) 
         metrics.OUTBOX_DEPTH.set(depth)
 
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    for name, kind in [("qbo_poller_polls", "counter"), ("qbo_poller_qbo_requests", "counter"),
-                       ("qbo_poller_events", "counter"), ("qbo_poller_deliveries", "counter"),
-                       ("qbo_poller_delivery_latency_seconds", "histogram"),
-                       ("qbo_poller_outbox_depth", "gauge"), ("qbo_poller_dead_letters", "gauge"),
-                       ("qbo_poller_watermark_lag_seconds", "gauge")]:
+    for name, kind in [
+        ("qbo_poller_polls", "counter"),
+        ("qbo_poller_qbo_requests", "counter"),
+        ("qbo_poller_events", "counter"),
+        ("qbo_poller_deliveries", "counter"),
+        ("qbo_poller_delivery_latency_seconds", "histogram"),
+        ("qbo_poller_outbox_depth", "gauge"),
+        ("qbo_poller_dead_letters", "gauge"),
+        ("qbo_poller_watermark_lag_seconds", "gauge"),
+    ]:
         assert families[name].type == kind, name
 
     def value(family: str, sample: str, **labels: str) -> float:
-        found = [s.value for s in families[family].samples if s.name == sample and s.labels == labels]
+        found = [
+            s.value for s in families[family].samples if s.name == sample and s.labels == labels
+        ]
         assert len(found) == 1, (sample, labels, families[family].samples)
         return found[0]
 
     assert value("qbo_poller_polls", "qbo_poller_polls_total", outcome="ok") == polls_ok + 3
     assert value("qbo_poller_events", "qbo_poller_events_total", type="CREATED") == created + 1
-    assert value("qbo_poller_delivery_latency_seconds",
-                 "qbo_poller_delivery_latency_seconds_count") == latency_count + 1
+    assert (
+        value("qbo_poller_delivery_latency_seconds", "qbo_poller_delivery_latency_seconds_count")
+        == latency_count + 1
+    )
     assert value("qbo_poller_outbox_depth", "qbo_poller_outbox_depth") == 7
-    assert value("qbo_poller_watermark_lag_seconds", "qbo_poller_watermark_lag_seconds",
-                 instance="metrics-test", resource="customers") == 42.5
+    assert (
+        value(
+            "qbo_poller_watermark_lag_seconds",
+            "qbo_poller_watermark_lag_seconds",
+            instance="metrics-test",
+            resource="customers",
+        )
+        == 42.5
+    )
     # Nothing from prometheus_client's global default registry (process/platform collectors).
     assert not any(name.startswith(("python_", "process_")) for name in families)
 
 
 async def test_health_routes_still_served_beside_metrics(pool: asyncpg.Pool) -> None:
-    async with serve(build_app(pool), HttpAddr("127.0.0.1", 0)) as port, \
-            aiohttp.ClientSession() as client:
+    async with (
+        serve(build_app(pool), HttpAddr("127.0.0.1", 0)) as port,
+        aiohttp.ClientSession() as client,
+    ):
         for path in ("/healthz", "/readyz", "/metrics"):
             async with client.get(f"http://127.0.0.1:{port}{path}") as resp:
                 assert resp.status == 200, path

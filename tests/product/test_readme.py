@@ -1,5 +1,6 @@
 """The README stays true: its receiver snippet verifies what the daemon signs, and the
 commands it names exist."""
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,14 @@ def receiver_snippet() -> str:
 
 def load_snippet(key: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "readme_snippet"}
-    exec(compile(receiver_snippet().replace('"<event.notification.signature.key>"', repr(key)),
-                 "README.md", "exec"), namespace)
+    exec(
+        compile(
+            receiver_snippet().replace('"<event.notification.signature.key>"', repr(key)),
+            "README.md",
+            "exec",
+        ),
+        namespace,
+    )
     return namespace
 
 
@@ -47,6 +54,12 @@ def test_readme_commands_exist() -> None:
     commands = set(re.findall(r"(?:`|bin/)qbo-poller ([a-z][a-z-]+)", text))
     parser_commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert commands - {"demo", "emulator"} <= parser_commands
-    assert "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest" in text
+    assert (
+        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
+        in text
+    )
     ci = (README.parent / ".ci" / "run").read_text()
-    assert "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest" in ci
+    assert (
+        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
+        in ci
+    )

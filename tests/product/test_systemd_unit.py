@@ -7,6 +7,7 @@ venv's own console script): the host's /usr/local/bin is never touched. Without
 systemd-analyze (Debian package `systemd`) these checks skip, except under CI=true, where they
 fail.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,14 +59,27 @@ def test_unit_declares_the_process_contract() -> None:
     d = directives()
     single = {key: values[-1] for key, values in d.items()}
     expected = {
-        "Type": "notify", "NotifyAccess": "main", "ExecStart": "/usr/local/bin/qbo-poller run",
-        "Restart": "on-failure", "RestartSec": "5", "KillMode": "mixed", "DynamicUser": "yes",
-        "StateDirectory": "qbo-poller", "WorkingDirectory": "%S/qbo-poller",
-        "EnvironmentFile": "/etc/qbo-poller/config.env", "UMask": "0077",
-        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-        "MemoryDenyWriteExecute": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
-        "ProtectProc": "invisible", "ProcSubset": "pid",
-        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6", "SystemCallArchitectures": "native",
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "ExecStart": "/usr/local/bin/qbo-poller run",
+        "Restart": "on-failure",
+        "RestartSec": "5",
+        "KillMode": "mixed",
+        "DynamicUser": "yes",
+        "StateDirectory": "qbo-poller",
+        "WorkingDirectory": "%S/qbo-poller",
+        "EnvironmentFile": "/etc/qbo-poller/config.env",
+        "UMask": "0077",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "MemoryDenyWriteExecute": "yes",
+        "CapabilityBoundingSet": "",
+        "AmbientCapabilities": "",
+        "ProtectProc": "invisible",
+        "ProcSubset": "pid",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "SystemCallArchitectures": "native",
     }
     assert {k: single.get(k) for k in expected} == expected
     assert d["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
@@ -98,16 +112,25 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     assert console_script.is_file(), "the project is not installed in this interpreter's venv"
     shutil.copy2(console_script, binary)
 
-    done = subprocess.run([analyze, "verify", "--man=no", f"--root={root}", UNIT.name],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), \
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", f"--root={root}", UNIT.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), (
         done.stdout + done.stderr
+    )
 
 
 def test_systemd_analyze_security_exposure() -> None:
     analyze = systemd_analyze()
-    done = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(UNIT)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if "--offline" in done.stderr and "unrecognized" in done.stderr:
         pytest.skip("this systemd-analyze has no --offline (systemd < 250)")
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)

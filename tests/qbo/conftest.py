@@ -1,4 +1,5 @@
 """Fixtures for the QBO client tests: the emulator on loopback, instances in Postgres."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -24,9 +25,13 @@ PLAIN = SecretBox(None)
 
 
 def settings_for(emu: Emulator, **changes: Any) -> Settings:
-    return Settings(qbo_api_base_url=emu.base_url or "", qbo_oauth_token_url=emu.token_url or "",
-                    qbo_oauth_revoke_url=emu.revoke_url or "", qbo_request_timeout_s=5.0,
-                    **changes)
+    return Settings(
+        qbo_api_base_url=emu.base_url or "",
+        qbo_oauth_token_url=emu.token_url or "",
+        qbo_oauth_revoke_url=emu.revoke_url or "",
+        qbo_request_timeout_s=5.0,
+        **changes,
+    )
 
 
 @pytest.fixture
@@ -67,9 +72,16 @@ def memory_client(emu: Emulator, session: aiohttp.ClientSession, **kw: Any) -> Q
     return QboClient(session, settings_for(emu), MemoryTokens(emu), **kw)
 
 
-async def add_instance(pool: asyncpg.Pool, emu: Emulator, name: str, realm: str, *,
-                       code: str | None = None, refresh_token: str | None = None,
-                       box: SecretBox = PLAIN) -> int:
+async def add_instance(
+    pool: asyncpg.Pool,
+    emu: Emulator,
+    name: str,
+    realm: str,
+    *,
+    code: str | None = None,
+    refresh_token: str | None = None,
+    box: SecretBox = PLAIN,
+) -> int:
     """Register an instance the way the daemon does (Open Connectors body → upsert)."""
     provider: dict[str, Any] = {"realmId": realm}
     if code:

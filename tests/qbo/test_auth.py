@@ -2,6 +2,7 @@
 
 Two pools (and two HTTP sessions, two TokenManagers) stand for two daemon processes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,19 +48,27 @@ async def session2() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def manager(session: aiohttp.ClientSession, emu: Emulator, pool: asyncpg.Pool,
-            box: SecretBox = PLAIN) -> TokenManager:
+def manager(
+    session: aiohttp.ClientSession, emu: Emulator, pool: asyncpg.Pool, box: SecretBox = PLAIN
+) -> TokenManager:
     return TokenManager(session, settings_for(emu), PgTokenStore(pool, box), clock=emu.clock.now)
 
 
-def client_for(tokens: TokenManager, session: aiohttp.ClientSession, emu: Emulator,
-               limits: LimiterConfig = TEST_LIMITS) -> QboClient:
+def client_for(
+    tokens: TokenManager,
+    session: aiohttp.ClientSession,
+    emu: Emulator,
+    limits: LimiterConfig = TEST_LIMITS,
+) -> QboClient:
     return QboClient(session, settings_for(emu), tokens, limits=limits, retry=FAST_RETRY)
 
 
 async def credentials(pool: asyncpg.Pool, iid: int) -> asyncpg.Record:
-    return await pool.fetchrow("SELECT c.*, i.status, i.status_reason FROM oauth_credentials c "
-                               "JOIN instances i ON i.id = c.instance_id WHERE c.instance_id = $1", iid)
+    return await pool.fetchrow(
+        "SELECT c.*, i.status, i.status_reason FROM oauth_credentials c "
+        "JOIN instances i ON i.id = c.instance_id WHERE c.instance_id = $1",
+        iid,
+    )
 
 
 def token_requests(emu: Emulator, realm: str) -> int:
@@ -70,8 +79,12 @@ def token_requests(emu: Emulator, realm: str) -> int:
 
 
 async def test_code_is_exchanged_exactly_once_by_concurrent_processes(
-        emu: Emulator, pool: asyncpg.Pool, pool2: asyncpg.Pool,
-        session: aiohttp.ClientSession, session2: aiohttp.ClientSession) -> None:
+    emu: Emulator,
+    pool: asyncpg.Pool,
+    pool2: asyncpg.Pool,
+    session: aiohttp.ClientSession,
+    session2: aiohttp.ClientSession,
+) -> None:
     iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM))
     m1, m2 = manager(session, emu, pool), manager(session2, emu, pool2)
     tokens = await asyncio.gather(*(m.access_token(iid, REALM) for m in (m1, m2, m1, m2, m1, m2)))
@@ -79,14 +92,14 @@ async def test_code_is_exchanged_exactly_once_by_concurrent_processes(
     assert token_requests(emu, REALM) == 1
     row = await credentials(pool, iid)
     assert row["auth_code_enc"] is None and row["refresh_count"] == 1
-    assert row["refresh_hard_expires_at"] is not None     # x-include-refresh-token-hard-expires-in
+    assert row["refresh_hard_expires_at"] is not None  # x-include-refresh-token-hard-expires-in
     result = await client_for(m2, session2, emu).realm(iid, REALM).query("select * from Customer")
     assert result.entity == "Customer"
 
 
 async def test_rotated_tokens_are_committed_before_they_are_returned(
-        emu: Emulator, pool: asyncpg.Pool, pool2: asyncpg.Pool,
-        session: aiohttp.ClientSession) -> None:
+    emu: Emulator, pool: asyncpg.Pool, pool2: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
     iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM))
     token = await manager(session, emu, pool).access_token(iid, REALM)
     # Read through the other pool: only committed data is visible there.
@@ -97,10 +110,11 @@ async def test_rotated_tokens_are_committed_before_they_are_returned(
 
 
 async def test_a_failed_code_exchange_keeps_the_code_only_when_it_surely_was_not_used(
-        emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> None:
+    emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
     iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM))
     m = manager(session, emu, pool)
-    emu.inject_fault("error", endpoint="token", count=1)      # Intuit said "failed": retry later
+    emu.inject_fault("error", endpoint="token", count=1)  # Intuit said "failed": retry later
     with pytest.raises(ServerError):
         await m.access_token(iid, REALM)
     assert (await credentials(pool, iid))["auth_code_enc"] is not None
@@ -108,7 +122,7 @@ async def test_a_failed_code_exchange_keeps_the_code_only_when_it_surely_was_not
     assert (await credentials(pool, iid))["auth_code_enc"] is None
 
     other = await add_instance(pool, emu, "Beta", OTHER, code=emu.issue_auth_code(OTHER))
-    emu.inject_fault("reset", endpoint="token", count=1)      # sent, no answer: maybe spent
+    emu.inject_fault("reset", endpoint="token", count=1)  # sent, no answer: maybe spent
     with capture_logs() as logs, pytest.raises(ReconnectRequired):
         await m.access_token(other, OTHER)
     row = await credentials(pool, other)
@@ -120,19 +134,27 @@ async def test_a_failed_code_exchange_keeps_the_code_only_when_it_surely_was_not
 
 
 async def test_concurrent_refreshes_in_two_processes_make_one_refresh(
-        emu: Emulator, pool: asyncpg.Pool, pool2: asyncpg.Pool,
-        session: aiohttp.ClientSession, session2: aiohttp.ClientSession) -> None:
+    emu: Emulator,
+    pool: asyncpg.Pool,
+    pool2: asyncpg.Pool,
+    session: aiohttp.ClientSession,
+    session2: aiohttp.ClientSession,
+) -> None:
     emu.clock.freeze()
     emu.add_realm(REALM, seed=1, per_entity=2)
     iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM))
     m1, m2 = manager(session, emu, pool), manager(session2, emu, pool2)
     first = await m1.access_token(iid, REALM)
-    assert await m2.access_token(iid, REALM) == first         # read from the database
+    assert await m2.access_token(iid, REALM) == first  # read from the database
 
     # Ahead of expiry (less than 5 minutes left): both renew at once, one refresh happens.
     emu.clock.advance(minutes=56)
-    ahead = await asyncio.gather(m1.access_token(iid, REALM), m2.access_token(iid, REALM),
-                                 m1.access_token(iid, REALM), m2.access_token(iid, REALM))
+    ahead = await asyncio.gather(
+        m1.access_token(iid, REALM),
+        m2.access_token(iid, REALM),
+        m1.access_token(iid, REALM),
+        m2.access_token(iid, REALM),
+    )
     assert len(set(ahead)) == 1 and ahead[0] != first
     assert token_requests(emu, REALM) == 2
 
@@ -140,8 +162,9 @@ async def test_concurrent_refreshes_in_two_processes_make_one_refresh(
     # requests in two processes → exactly one refresh, and every request succeeds.
     emu.expire_access_tokens(REALM)
     c1, c2 = client_for(m1, session, emu), client_for(m2, session2, emu)
-    results = await asyncio.gather(*(c.realm(iid, REALM).query("select * from Customer")
-                                     for c in (c1, c2) for _ in range(5)))
+    results = await asyncio.gather(
+        *(c.realm(iid, REALM).query("select * from Customer") for c in (c1, c2) for _ in range(5))
+    )
     assert all(len(r.rows) == 2 for r in results)
     assert token_requests(emu, REALM) == 3
     row = await credentials(pool, iid)
@@ -149,28 +172,30 @@ async def test_concurrent_refreshes_in_two_processes_make_one_refresh(
 
 
 async def test_a_cancelled_caller_does_not_lose_a_rotated_refresh_token(
-        emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> None:
+    emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
     refresh = emu.issue_tokens(REALM)["refresh_token"]
     iid = await add_instance(pool, emu, "Alpha", REALM, refresh_token=refresh)
     m = manager(session, emu, pool)
     emu.inject_fault("latency", endpoint="token", count=1, seconds=0.2)
     caller = asyncio.create_task(m.access_token(iid, REALM))
-    await asyncio.sleep(0.05)          # the refresh request is at Intuit, which rotates it
+    await asyncio.sleep(0.05)  # the refresh request is at Intuit, which rotates it
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
-    for _ in range(50):                # the renewal finishes and commits on its own
+    for _ in range(50):  # the renewal finishes and commits on its own
         row = await credentials(pool, iid)
         if row["refresh_count"] == 1:
             break
         await asyncio.sleep(0.02)
     assert row["refresh_count"] == 1 and PLAIN.open(row["refresh_token_enc"]) != refresh
-    assert await m.access_token(iid, REALM)          # and the chain is alive
+    assert await m.access_token(iid, REALM)  # and the chain is alive
     assert token_requests(emu, REALM) == 1
 
 
 async def test_token_endpoint_5xx_on_refresh_is_retried(
-        emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> None:
+    emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
     refresh = emu.issue_tokens(REALM)["refresh_token"]
     iid = await add_instance(pool, emu, "Alpha", REALM, refresh_token=refresh)
     emu.inject_fault("error", endpoint="token", count=1, status=503)
@@ -178,8 +203,9 @@ async def test_token_endpoint_5xx_on_refresh_is_retried(
     assert token and (await credentials(pool, iid))["refresh_count"] == 1
 
 
-async def test_tokens_are_masked_in_logs(emu: Emulator, pool: asyncpg.Pool,
-                                         session: aiohttp.ClientSession) -> None:
+async def test_tokens_are_masked_in_logs(
+    emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
     iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM))
     token = await manager(session, emu, pool).access_token(iid, REALM)
     refresh = PLAIN.open((await credentials(pool, iid))["refresh_token_enc"])
@@ -190,22 +216,28 @@ async def test_tokens_are_masked_in_logs(emu: Emulator, pool: asyncpg.Pool,
 
 
 async def test_invalid_grant_marks_only_that_instance(
-        emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> None:
+    emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
     emu.add_realm(REALM, seed=1, per_entity=1)
     emu.add_realm(OTHER, seed=2, per_entity=1)
     dead = emu.issue_tokens(REALM)["refresh_token"]
     alpha = await add_instance(pool, emu, "Alpha", REALM, refresh_token=dead)
-    beta = await add_instance(pool, emu, "Beta", OTHER,
-                              refresh_token=emu.issue_tokens(OTHER)["refresh_token"])
+    beta = await add_instance(
+        pool, emu, "Beta", OTHER, refresh_token=emu.issue_tokens(OTHER)["refresh_token"]
+    )
     # The user disconnected the app for Alpha's company: Intuit revokes the grant.
     await OAuthClient(session, settings_for(emu)).revoke(emu.client_id, emu.client_secret, dead)
     client = client_for(manager(session, emu, pool), session, emu)
-    failures = metrics.REGISTRY.get_sample_value("qbo_poller_token_refreshes_total",
-                                                 {"outcome": "invalid_grant"}) or 0.0
+    failures = (
+        metrics.REGISTRY.get_sample_value(
+            "qbo_poller_token_refreshes_total", {"outcome": "invalid_grant"}
+        )
+        or 0.0
+    )
     with capture_logs() as logs:
         with pytest.raises(ReconnectRequired):
             await client.realm(alpha, REALM).query("select * from Customer")
-        with pytest.raises(ReconnectRequired):     # no second trip to Intuit with a dead token
+        with pytest.raises(ReconnectRequired):  # no second trip to Intuit with a dead token
             await client.realm(alpha, REALM).query("select * from Customer")
         ok = await client.realm(beta, OTHER).query("select * from Customer")
     assert len(ok.rows) == 1
@@ -215,15 +247,24 @@ async def test_invalid_grant_marks_only_that_instance(
     assert b["status"] == "active" and b["status_reason"] is None
     lines = [e for e in logs if e["event"] == "instance_needs_reconnect"]
     assert len(lines) == 1
-    assert (lines[0]["instance"], lines[0]["instance_id"], lines[0]["realm_id"]) == ("Alpha", alpha, REALM)
-    assert lines[0]["intuit_tid"]                    # for Intuit support
+    assert (lines[0]["instance"], lines[0]["instance_id"], lines[0]["realm_id"]) == (
+        "Alpha",
+        alpha,
+        REALM,
+    )
+    assert lines[0]["intuit_tid"]  # for Intuit support
     assert dead not in repr(logs)
-    assert metrics.REGISTRY.get_sample_value("qbo_poller_token_refreshes_total",
-                                             {"outcome": "invalid_grant"}) == failures + 1
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "qbo_poller_token_refreshes_total", {"outcome": "invalid_grant"}
+        )
+        == failures + 1
+    )
 
 
-async def test_a_code_that_was_never_valid(emu: Emulator, pool: asyncpg.Pool,
-                                           session: aiohttp.ClientSession) -> None:
+async def test_a_code_that_was_never_valid(
+    emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
     iid = await add_instance(pool, emu, "Alpha", REALM, code="AB11NeverIssuedCode0000000000")
     with pytest.raises(ReconnectRequired):
         await manager(session, emu, pool).access_token(iid, REALM)
@@ -231,8 +272,9 @@ async def test_a_code_that_was_never_valid(emu: Emulator, pool: asyncpg.Pool,
     assert row["auth_code_enc"] is None and row["status"] == "needs_reconnect"
 
 
-async def test_revoke_forgets_the_grant(emu: Emulator, pool: asyncpg.Pool,
-                                        session: aiohttp.ClientSession) -> None:
+async def test_revoke_forgets_the_grant(
+    emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
     iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM))
     m = manager(session, emu, pool)
     await m.access_token(iid, REALM)
@@ -248,8 +290,12 @@ async def test_revoke_forgets_the_grant(emu: Emulator, pool: asyncpg.Pool,
 
 
 async def test_tokens_are_encrypted_at_rest_with_a_secret_key(
-        emu: Emulator, pool: asyncpg.Pool, pool2: asyncpg.Pool,
-        session: aiohttp.ClientSession, session2: aiohttp.ClientSession) -> None:
+    emu: Emulator,
+    pool: asyncpg.Pool,
+    pool2: asyncpg.Pool,
+    session: aiohttp.ClientSession,
+    session2: aiohttp.ClientSession,
+) -> None:
     box = SecretBox("correct horse battery staple")
     iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM), box=box)
     token = await manager(session, emu, pool, box).access_token(iid, REALM)
@@ -270,21 +316,32 @@ async def test_tokens_are_encrypted_at_rest_with_a_secret_key(
 
 @pytest.mark.parametrize("rotation", ["always", "daily"])
 async def test_thirty_days_of_rotating_tokens(
-        rotation: str, pool: asyncpg.Pool, pool2: asyncpg.Pool,
-        session: aiohttp.ClientSession, session2: aiohttp.ClientSession) -> None:
+    rotation: str,
+    pool: asyncpg.Pool,
+    pool2: asyncpg.Pool,
+    session: aiohttp.ClientSession,
+    session2: aiohttp.ClientSession,
+) -> None:
     """Refresh tokens rotate (on every refresh, or daily as Intuit does), access tokens live an
     hour, two processes take turns at random intervals: no invalid_grant, no failed request."""
     rng = random.Random(30)
     unbounded = LimiterConfig(per_window=10**6, per_second=10**6, max_in_flight=10)
-    async with run_emulator(port=0, refresh_rotation=rotation, access_token_lifetime=3600,
-                            per_minute=None, per_second=None) as emu:
+    async with run_emulator(
+        port=0,
+        refresh_rotation=rotation,
+        access_token_lifetime=3600,
+        per_minute=None,
+        per_second=None,
+    ) as emu:
         emu.clock.freeze(datetime.fromisoformat("2026-01-01T00:00:00+00:00"))
         emu.add_realm(REALM, seed=3, per_entity=1)
         iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM))
         first = manager(session, emu, pool)
-        await first.connect(iid)                    # the code is exchanged at registration
-        processes = [client_for(first, session, emu, unbounded),
-                     client_for(manager(session2, emu, pool2), session2, emu, unbounded)]
+        await first.connect(iid)  # the code is exchanged at registration
+        processes = [
+            client_for(first, session, emu, unbounded),
+            client_for(manager(session2, emu, pool2), session2, emu, unbounded),
+        ]
         end = emu.clock.now() + timedelta(days=30)
         polls = 0
         with capture_logs() as logs:
@@ -298,7 +355,7 @@ async def test_thirty_days_of_rotating_tokens(
         assert "instance_needs_reconnect" not in events and "qbo_token_rejected" not in events
         assert not [e for e in events if e.startswith("qbo_request_")]
         sent = sum(c.requests_sent(REALM) for c in processes)
-        assert sent == polls                        # not one retry, not one 401
+        assert sent == polls  # not one retry, not one 401
         row = await credentials(pool, iid)
         assert row["status"] == "active"
         # Roughly one refresh per simulated hour of polling, each committed before use.

@@ -1,10 +1,11 @@
 """QboClient against the emulator on loopback (and, for what the emulator cannot say, small
 aiohttp servers): reads, retries, 401 → refresh, throttling, faults."""
+
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import aiohttp
 import pytest
@@ -45,8 +46,9 @@ async def seeded(emu: Emulator) -> Emulator:
 
 
 def requests(name: str, status: str) -> float:
-    value = metrics.REGISTRY.get_sample_value("qbo_poller_qbo_requests_total",
-                                              {"endpoint": name, "status": status})
+    value = metrics.REGISTRY.get_sample_value(
+        "qbo_poller_qbo_requests_total", {"endpoint": name, "status": status}
+    )
     return value or 0.0
 
 
@@ -67,11 +69,17 @@ async def test_query_cdc_and_batch(seeded: Emulator, session: aiohttp.ClientSess
     cdc = await api.cdc(("Customer", "Invoice"), since)
     assert set(cdc.objects) == {"Customer", "Invoice"} and cdc.count == 10
 
-    batch = await api.batch([CdcItem("cdc", ("Customer", "Invoice"), since),
-                             QueryItem("tax", "select * from TaxCode"),
-                             QueryItem("bad", "select * from Custmoer")])
+    batch = await api.batch(
+        [
+            CdcItem("cdc", ("Customer", "Invoice"), since),
+            QueryItem("tax", "select * from TaxCode"),
+            QueryItem("bad", "select * from Custmoer"),
+        ]
+    )
     assert isinstance(batch.answers["cdc"], CdcResult) and batch.answers["cdc"].count == 10
-    assert isinstance(batch.answers["tax"], QueryResult) and batch.answers["tax"].entity == "TaxCode"
+    assert (
+        isinstance(batch.answers["tax"], QueryResult) and batch.answers["tax"].entity == "TaxCode"
+    )
     assert isinstance(batch.answers["bad"], Fault) and batch.answers["bad"].code == "4001"
     assert client.requests_sent(REALM) == 3
     assert client.requests_sent(REALM, "batch") == 1
@@ -86,8 +94,9 @@ async def test_batch_cdc_answer_as_an_object_and_refused(session: aiohttp.Client
         result = await api.batch([CdcItem("1", ("Customer",), since)])
         assert isinstance(result.answers["1"], CdcResult)
         emu.set_cdc_in_batch(REALM, False)
-        refused = await api.batch([CdcItem("1", ("Customer",), since),
-                                   QueryItem("2", "select * from TaxRate")])
+        refused = await api.batch(
+            [CdcItem("1", ("Customer",), since), QueryItem("2", "select * from TaxRate")]
+        )
         assert isinstance(refused.answers["1"], Fault)
         assert isinstance(refused.answers["2"], QueryResult)
 
@@ -99,19 +108,22 @@ async def test_long_statements_are_posted(seeded: Emulator, session: aiohttp.Cli
     assert len(result.rows) == 5
 
 
-async def test_naive_timestamps_are_refused_before_sending(seeded: Emulator,
-                                                           session: aiohttp.ClientSession) -> None:
+async def test_naive_timestamps_are_refused_before_sending(
+    seeded: Emulator, session: aiohttp.ClientSession
+) -> None:
     client = memory_client(seeded, session)
     with pytest.raises(ValueError):
         await client.realm(1, REALM).cdc(("Customer",), datetime(2026, 1, 1))
     with pytest.raises(ValueError):
-        await client.realm(1, REALM).batch([QueryItem(str(i), "select * from Class")
-                                            for i in range(31)])
+        await client.realm(1, REALM).batch(
+            [QueryItem(str(i), "select * from Class") for i in range(31)]
+        )
     assert client.requests_sent(REALM) == 0
 
 
-async def test_validation_faults_are_not_retried(seeded: Emulator,
-                                                 session: aiohttp.ClientSession) -> None:
+async def test_validation_faults_are_not_retried(
+    seeded: Emulator, session: aiohttp.ClientSession
+) -> None:
     client = memory_client(seeded, session)
     with capture_logs() as logs, pytest.raises(ValidationError) as info:
         await client.realm(1, REALM).query("select * from Custmoer")
@@ -126,8 +138,9 @@ async def test_validation_faults_are_not_retried(seeded: Emulator,
 
 
 @pytest.mark.parametrize("kind", ["error", "reset", "malformed"])
-async def test_transient_failures_are_retried(seeded: Emulator, session: aiohttp.ClientSession,
-                                              kind: str) -> None:
+async def test_transient_failures_are_retried(
+    seeded: Emulator, session: aiohttp.ClientSession, kind: str
+) -> None:
     client = memory_client(seeded, session)
     seeded.inject_fault(kind, endpoint="query", realm=REALM, count=2)
     result = await client.realm(1, REALM).query("select * from Customer")
@@ -135,13 +148,18 @@ async def test_transient_failures_are_retried(seeded: Emulator, session: aiohttp
     assert seeded.counters(REALM)["query"] == 3
     # aiohttp itself re-sends an idempotent GET once when a reused keep-alive connection is
     # dropped, so after a reset the client may have sent one request fewer than QBO saw.
-    assert client.requests_sent(REALM) == 3 or (kind == "reset" and client.requests_sent(REALM) == 2)
+    assert client.requests_sent(REALM) == 3 or (
+        kind == "reset" and client.requests_sent(REALM) == 2
+    )
 
 
-@pytest.mark.parametrize(("kind", "error"), [("error", ServerError), ("reset", TransportError),
-                                             ("malformed", MalformedResponse)])
-async def test_retries_are_bounded(seeded: Emulator, session: aiohttp.ClientSession, kind: str,
-                                   error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("error", ServerError), ("reset", TransportError), ("malformed", MalformedResponse)],
+)
+async def test_retries_are_bounded(
+    seeded: Emulator, session: aiohttp.ClientSession, kind: str, error: type[Exception]
+) -> None:
     client = memory_client(seeded, session)
     seeded.inject_fault(kind, endpoint="cdc", realm=REALM)
     with capture_logs() as logs, pytest.raises(error):
@@ -150,13 +168,18 @@ async def test_retries_are_bounded(seeded: Emulator, session: aiohttp.ClientSess
     assert [e["event"] for e in logs].count("qbo_request_retry") == FAST_RETRY.max_attempts - 1
 
 
-async def test_server_error_keeps_qbo_words_and_tid(seeded: Emulator,
-                                                    session: aiohttp.ClientSession) -> None:
+async def test_server_error_keeps_qbo_words_and_tid(
+    seeded: Emulator, session: aiohttp.ClientSession
+) -> None:
     seeded.inject_fault("error", endpoint="query", realm=REALM, status=503)
     with pytest.raises(ServerError) as info:
         await memory_client(seeded, session).realm(1, REALM).query("select * from Customer")
     fault = info.value.fault
-    assert fault is not None and (fault.type, fault.code, fault.status) == ("SystemFault", "10000", 503)
+    assert fault is not None and (fault.type, fault.code, fault.status) == (
+        "SystemFault",
+        "10000",
+        503,
+    )
     assert fault.intuit_tid
 
 
@@ -172,10 +195,16 @@ async def test_unreachable_server_is_a_transport_error(session: aiohttp.ClientSe
 
 
 async def test_expired_token_is_refreshed_once_and_the_request_retried(
-        seeded: Emulator, session: aiohttp.ClientSession) -> None:
+    seeded: Emulator, session: aiohttp.ClientSession
+) -> None:
     tokens = MemoryTokens(seeded)
-    client = QboClient(session, Settings(qbo_api_base_url=seeded.base_url or ""), tokens,
-                       limits=TEST_LIMITS, retry=FAST_RETRY)
+    client = QboClient(
+        session,
+        Settings(qbo_api_base_url=seeded.base_url or ""),
+        tokens,
+        limits=TEST_LIMITS,
+        retry=FAST_RETRY,
+    )
     api = client.realm(1, REALM)
     await api.query("select * from Customer")
     seeded.expire_access_tokens(REALM)
@@ -185,9 +214,11 @@ async def test_expired_token_is_refreshed_once_and_the_request_retried(
 
 
 async def test_a_token_refused_twice_is_an_authentication_error(
-        seeded: Emulator, session: aiohttp.ClientSession) -> None:
-    client = QboClient(session, Settings(qbo_api_base_url=seeded.base_url or ""), _StaticTokens(),
-                       retry=FAST_RETRY)
+    seeded: Emulator, session: aiohttp.ClientSession
+) -> None:
+    client = QboClient(
+        session, Settings(qbo_api_base_url=seeded.base_url or ""), _StaticTokens(), retry=FAST_RETRY
+    )
     with pytest.raises(AuthenticationError) as info:
         await client.realm(1, REALM).query("select * from Customer")
     assert info.value.fault is not None and info.value.fault.code == "3200"
@@ -218,7 +249,7 @@ async def test_429_pauses_only_that_realm(seeded: Emulator, session: aiohttp.Cli
         finished.append(tag)
 
     slow = asyncio.create_task(read(REALM, "throttled"))
-    await asyncio.sleep(0.05)                   # the first answer (429) has paused REALM
+    await asyncio.sleep(0.05)  # the first answer (429) has paused REALM
     assert client.limiter.paused_for(REALM) > 0
     await asyncio.gather(*(read(OTHER, f"other{i}") for i in range(5)))
     await slow
@@ -227,11 +258,14 @@ async def test_429_pauses_only_that_realm(seeded: Emulator, session: aiohttp.Cli
     # One 429, then one successful retry after the pause: QBO was not hammered.
     assert seeded.counters(REALM).get("throttled") == 1
     assert client.requests_sent(REALM) == 2 and client.requests_sent(OTHER) == 5
-    assert (metrics.REGISTRY.get_sample_value("qbo_poller_qbo_throttles_total") or 0) == throttles_before + 1
+    assert (
+        metrics.REGISTRY.get_sample_value("qbo_poller_qbo_throttles_total") or 0
+    ) == throttles_before + 1
 
 
-async def test_throttling_that_outlasts_the_waits_surfaces(seeded: Emulator,
-                                                           session: aiohttp.ClientSession) -> None:
+async def test_throttling_that_outlasts_the_waits_surfaces(
+    seeded: Emulator, session: aiohttp.ClientSession
+) -> None:
     client = memory_client(seeded, session, limits=LimiterConfig(throttle_pause_s=0.01))
     seeded.throttle(REALM, 30)
     with pytest.raises(ThrottledError) as info:
@@ -266,38 +300,52 @@ async def fake_qbo() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
         await runner.cleanup()
 
 
-THROTTLE_XML = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<IntuitResponse '
-                b'time="2016-12-07T15:27:09.527-08:00" xmlns="http://schema.intuit.com/finance/v3">'
-                b'<Fault type="SERVICE"><Error code="3001"><Message>message=ThrottleExceeded; '
-                b'errorCode=003001; statusCode=429</Message><Detail>The request limit was reached.'
-                b'  Try again later</Detail></Error></Fault></IntuitResponse>')
+THROTTLE_XML = (
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<IntuitResponse '
+    b'time="2016-12-07T15:27:09.527-08:00" xmlns="http://schema.intuit.com/finance/v3">'
+    b'<Fault type="SERVICE"><Error code="3001"><Message>message=ThrottleExceeded; '
+    b"errorCode=003001; statusCode=429</Message><Detail>The request limit was reached."
+    b"  Try again later</Detail></Error></Fault></IntuitResponse>"
+)
 CDC_OK = b'{"CDCResponse":[{"QueryResponse":[{}]}],"time":"2026-11-24T02:15:02.123-08:00"}'
 
 
-async def test_request_shape_and_retry_after(fake_qbo: Callable[[Handler], Awaitable[str]],
-                                             session: aiohttp.ClientSession) -> None:
+async def test_request_shape_and_retry_after(
+    fake_qbo: Callable[[Handler], Awaitable[str]], session: aiohttp.ClientSession
+) -> None:
     seen: list[web.Request] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
         seen.append(request)
-        if len(seen) == 1:   # XML although JSON was asked for; Retry-After in seconds
-            return web.Response(status=429, body=THROTTLE_XML, content_type="application/xml",
-                                headers={"Retry-After": "0.05", "intuit_tid": "tid-429"})
+        if len(seen) == 1:  # XML although JSON was asked for; Retry-After in seconds
+            return web.Response(
+                status=429,
+                body=THROTTLE_XML,
+                content_type="application/xml",
+                headers={"Retry-After": "0.05", "intuit_tid": "tid-429"},
+            )
         return web.Response(body=CDC_OK, content_type="application/json")
 
     base = await fake_qbo(handler)
-    client = QboClient(session, Settings(qbo_api_base_url=base, qbo_minor_version=75),
-                       _StaticTokens(), limits=LimiterConfig(throttle_pause_s=60),
-                       retry=FAST_RETRY)
+    client = QboClient(
+        session,
+        Settings(qbo_api_base_url=base, qbo_minor_version=75),
+        _StaticTokens(),
+        limits=LimiterConfig(throttle_pause_s=60),
+        retry=FAST_RETRY,
+    )
     since = datetime(2026, 11, 24, 2, 0, tzinfo=timezone(timedelta(hours=-8)))
     with capture_logs() as logs:
-        result = await asyncio.wait_for(client.realm(7, REALM).cdc(("Customer", "Invoice"), since), 5)
-    assert result.count == 0 and result.time == datetime(2026, 11, 24, 10, 15, 2, 123000,
-                                                         tzinfo=timezone.utc)
+        result = await asyncio.wait_for(
+            client.realm(7, REALM).cdc(("Customer", "Invoice"), since), 5
+        )
+    assert result.count == 0 and result.time == datetime(
+        2026, 11, 24, 10, 15, 2, 123000, tzinfo=UTC
+    )
     request = seen[-1]
     assert request.path == f"/v3/company/{REALM}/cdc"
-    assert request.query["changedSince"] == "2026-11-24T10:00:00+00:00"   # offset survives
-    assert "%2B00:00" in request.query_string                            # '+' is not a space
+    assert request.query["changedSince"] == "2026-11-24T10:00:00+00:00"  # offset survives
+    assert "%2B00:00" in request.query_string  # '+' is not a space
     assert request.query["entities"] == "Customer,Invoice"
     assert request.query["minorversion"] == "75"
     assert request.headers["Accept"] == "application/json"
@@ -306,28 +354,39 @@ async def test_request_shape_and_retry_after(fake_qbo: Callable[[Handler], Await
     assert throttled[0]["intuit_tid"] == "tid-429" and throttled[0]["pause_s"] == 0.05
 
 
-async def test_legacy_403_throttle_and_200_fault(fake_qbo: Callable[[Handler], Awaitable[str]],
-                                                 session: aiohttp.ClientSession) -> None:
+async def test_legacy_403_throttle_and_200_fault(
+    fake_qbo: Callable[[Handler], Awaitable[str]], session: aiohttp.ClientSession
+) -> None:
     answers = [
         web.Response(status=403, body=THROTTLE_XML.replace(b"statusCode=429", b"statusCode=403")),
-        web.Response(status=200, content_type="application/json", body=b'{"Fault":{"Error":[{'
-                     b'"Message":"Invalid query","Detail":"x","code":"4001"}],'
-                     b'"type":"ValidationFault"},"time":"2020-09-29T06:52:56.527-07:00"}'),
+        web.Response(
+            status=200,
+            content_type="application/json",
+            body=b'{"Fault":{"Error":[{'
+            b'"Message":"Invalid query","Detail":"x","code":"4001"}],'
+            b'"type":"ValidationFault"},"time":"2020-09-29T06:52:56.527-07:00"}',
+        ),
     ]
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return answers.pop(0)
 
     base = await fake_qbo(handler)
-    client = QboClient(session, Settings(qbo_api_base_url=base), _StaticTokens(),
-                       limits=LimiterConfig(throttle_pause_s=0.01), retry=FAST_RETRY)
+    client = QboClient(
+        session,
+        Settings(qbo_api_base_url=base),
+        _StaticTokens(),
+        limits=LimiterConfig(throttle_pause_s=0.01),
+        retry=FAST_RETRY,
+    )
     with pytest.raises(ValidationError):
         await client.realm(1, REALM).query("select * from Customer")
     assert client.requests_sent(REALM) == 2
 
 
-async def test_missing_time_is_malformed(fake_qbo: Callable[[Handler], Awaitable[str]],
-                                         session: aiohttp.ClientSession) -> None:
+async def test_missing_time_is_malformed(
+    fake_qbo: Callable[[Handler], Awaitable[str]], session: aiohttp.ClientSession
+) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         return web.json_response({"QueryResponse": {}})
 
@@ -341,5 +400,5 @@ async def test_missing_time_is_malformed(fake_qbo: Callable[[Handler], Awaitable
 def test_retry_after_forms() -> None:
     assert retry_after_seconds("60") == 60
     assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert retry_after_seconds("Thu, 01 Jan 2026 00:00:30 GMT", now) == 30

@@ -1,7 +1,8 @@
 """Fault bodies and successful bodies, straight from the recorded samples."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -30,8 +31,12 @@ SAMPLES = Path(__file__).parent / "samples"
 FAULTS = {
     "fault_authentication_401.xml": (401, "AuthenticationFault", "100", AuthenticationError),
     "fault_authentication_401_lowercase.json": (401, "AUTHENTICATION", "3200", AuthenticationError),
-    "fault_authentication_401_lowercase_malformed_token.json":
-        (401, "AUTHENTICATION", "3200", AuthenticationError),
+    "fault_authentication_401_lowercase_malformed_token.json": (
+        401,
+        "AUTHENTICATION",
+        "3200",
+        AuthenticationError,
+    ),
     "fault_authorization_403_lowercase.json": (403, "SERVICE", "3100", AuthorizationError),
     "fault_object_not_found.json": (400, "ValidationFault", "610", NotFoundError),
     "fault_query_parse_error.json": (400, "ValidationFault", "4000", ValidationError),
@@ -39,10 +44,20 @@ FAULTS = {
     "fault_stale_object.json": (400, "ValidationFault", "5010", ValidationError),
     "fault_system_10000.xml": (500, "SystemFault", "10000", ServerError),
     "fault_validation_duplicate_name.json": (400, "ValidationFault", "6240", ValidationError),
-    "fault_validation_duplicate_name_taxrate.json": (400, "ValidationFault", "6240", ValidationError),
+    "fault_validation_duplicate_name_taxrate.json": (
+        400,
+        "ValidationFault",
+        "6240",
+        ValidationError,
+    ),
     "fault_validation_invalid_id.json": (400, "ValidationFault", "2030", ValidationError),
     "fault_validation_invalid_query.json": (400, "ValidationFault", "4001", ValidationError),
-    "fault_validation_unrecognized_property.json": (400, "ValidationFault", "2010", ValidationError),
+    "fault_validation_unrecognized_property.json": (
+        400,
+        "ValidationFault",
+        "2010",
+        ValidationError,
+    ),
     # code "500" is "Unsupported Operation" sent with HTTP 400: not a server error.
     "fault_validation_unsupported_operation.json": (400, "ValidationFault", "500", ValidationError),
     "throttle_exceeded_429.xml": (429, "SERVICE", "3001", ThrottledError),
@@ -51,7 +66,9 @@ FAULTS = {
 
 
 def test_every_fault_sample_is_covered() -> None:
-    on_disk = {p.name for p in SAMPLES.glob("fault_*")} | {p.name for p in SAMPLES.glob("throttle_*")}
+    on_disk = {p.name for p in SAMPLES.glob("fault_*")} | {
+        p.name for p in SAMPLES.glob("throttle_*")
+    }
     assert on_disk == set(FAULTS)
 
 
@@ -60,7 +77,12 @@ def test_fault_samples_parse_and_map(name: str) -> None:
     status, ftype, code, error_cls = FAULTS[name]
     fault = parse_fault((SAMPLES / name).read_bytes(), status, "1-tid")
     assert fault is not None
-    assert (fault.type, fault.code, fault.status, fault.intuit_tid) == (ftype, code, status, "1-tid")
+    assert (fault.type, fault.code, fault.status, fault.intuit_tid) == (
+        ftype,
+        code,
+        status,
+        "1-tid",
+    )
     assert fault.message
     error = error_for(status, fault)
     assert type(error) is error_cls and error.fault is fault
@@ -79,7 +101,7 @@ def test_fault_details_are_read() -> None:
     assert fault is not None and fault.detail == "The request limit was reached.  Try again later"
     assert is_throttle(429, fault) and is_throttle(None, fault)
     lower = parse_fault((SAMPLES / "fault_authorization_403_lowercase.json").read_bytes(), 403)
-    assert lower is not None and lower.detail == ""     # `"detail": null`
+    assert lower is not None and lower.detail == ""  # `"detail": null`
 
 
 def test_no_fault_in_ordinary_bodies() -> None:
@@ -91,8 +113,10 @@ def test_no_fault_in_ordinary_bodies() -> None:
 
 
 def test_a_200_with_a_fault_is_a_fault() -> None:
-    body = b'<IntuitResponse time="2020-01-01T00:00:00.000-08:00"><Fault type="ValidationFault">' \
-           b'<Error code="4001"><Message>Invalid query</Message></Error></Fault></IntuitResponse>'
+    body = (
+        b'<IntuitResponse time="2020-01-01T00:00:00.000-08:00"><Fault type="ValidationFault">'
+        b'<Error code="4001"><Message>Invalid query</Message></Error></Fault></IntuitResponse>'
+    )
     fault = parse_fault(body, 200)
     assert fault is not None and type(error_for(200, fault)) is ValidationError
 
@@ -102,18 +126,23 @@ def test_a_200_with_a_fault_is_a_fault() -> None:
 
 def test_qbo_times_parse_to_aware_datetimes() -> None:
     t = parse_qbo_time("2015-12-23T12:56:06.196-08:00")
-    assert t == datetime(2015, 12, 23, 20, 56, 6, 196000, tzinfo=timezone.utc)
+    assert t == datetime(2015, 12, 23, 20, 56, 6, 196000, tzinfo=UTC)
     assert parse_qbo_time("2015-12-23T12:55:50-08:00").utcoffset() == timedelta(hours=-8)
     assert parse_qbo_time("2025-09-10T21:31:25.179Z").tzinfo is not None
     assert parse_qbo_time("2015-10-05T14:42:19-0700") == parse_qbo_time("2015-10-05T14:42:19-07:00")
-    assert parse_qbo_time(1601391072830) == datetime(2020, 9, 29, 14, 51, 12, 830000, tzinfo=timezone.utc)
+    assert parse_qbo_time(1601391072830) == datetime(
+        2020, 9, 29, 14, 51, 12, 830000, tzinfo=UTC
+    )
     with pytest.raises(ValueError):
-        parse_qbo_time("2015-12-23T12:55:50")        # QBO always writes an offset
+        parse_qbo_time("2015-12-23T12:55:50")  # QBO always writes an offset
 
 
 def test_timestamps_sent_always_carry_an_offset() -> None:
     pacific = timezone(timedelta(hours=-8))
-    assert format_qbo_time(datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=pacific)) == "2026-01-02T11:04:05+00:00"
+    assert (
+        format_qbo_time(datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=pacific))
+        == "2026-01-02T11:04:05+00:00"
+    )
     with pytest.raises(ValueError):
         format_qbo_time(datetime(2026, 1, 2, 3, 4, 5))
 
@@ -143,7 +172,9 @@ def test_cdc_without_changes_and_recorded_cdc() -> None:
 def test_query_samples() -> None:
     result = parse.parse_query(load("query_response.json"), "select * from Customer")
     assert result.rows and result.entity and result.start_position == 1
-    empty = parse.parse_query(load("query_response_empty.json"), "SELECT * FROM Invoice WHERE Id = '9'")
+    empty = parse.parse_query(
+        load("query_response_empty.json"), "SELECT * FROM Invoice WHERE Id = '9'"
+    )
     assert (empty.entity, empty.rows) == ("Invoice", [])
     count = parse.parse_query(load("query_count_response.json"), "SELECT COUNT(*) FROM Customer")
     assert count.total_count == 41 and count.rows == []
@@ -151,8 +182,11 @@ def test_query_samples() -> None:
 
 def test_batch_sample_with_faults_and_queries() -> None:
     # bid1 (a Vendor write answer) was not sent by us: it is ignored.
-    items = [QueryItem("bid2", "select * from Vendor"), QueryItem("bid3", "select * from Bill"),
-             QueryItem("bid4", "select * from SalesReceipt")]
+    items = [
+        QueryItem("bid2", "select * from Vendor"),
+        QueryItem("bid3", "select * from Bill"),
+        QueryItem("bid4", "select * from SalesReceipt"),
+    ]
     result = parse.parse_batch(load("batch_response.json"), items, "tid-9")
     assert set(result.answers) == {"bid2", "bid3", "bid4"}
     assert isinstance(result.answers["bid2"], Fault) and result.answers["bid2"].code == "610"
@@ -166,33 +200,59 @@ def test_batch_sample_with_faults_and_queries() -> None:
 @pytest.mark.parametrize("shape", ["array", "object"])
 def test_batch_cdc_item_in_either_shape(shape: str) -> None:
     cdc = load("cdc_response_intuit_docs_deleted.json")["CDCResponse"]  # type: ignore[index]
-    doc = {"BatchItemResponse": [
-        {"bId": "cdc", "CDCResponse": cdc if shape == "array" else cdc[0]},
-        {"bId": "q", "QueryResponse": {"TaxCode": [{"Id": "2"}], "startPosition": 1, "maxResults": 1}},
-    ], "time": "2015-12-23T12:56:06.196-08:00"}
-    since = datetime(2015, 12, 22, tzinfo=timezone.utc)
-    items = [CdcItem("cdc", ("Customer", "Estimate"), since), QueryItem("q", "select * from TaxCode")]
+    doc = {
+        "BatchItemResponse": [
+            {"bId": "cdc", "CDCResponse": cdc if shape == "array" else cdc[0]},
+            {
+                "bId": "q",
+                "QueryResponse": {"TaxCode": [{"Id": "2"}], "startPosition": 1, "maxResults": 1},
+            },
+        ],
+        "time": "2015-12-23T12:56:06.196-08:00",
+    }
+    since = datetime(2015, 12, 22, tzinfo=UTC)
+    items = [
+        CdcItem("cdc", ("Customer", "Estimate"), since),
+        QueryItem("q", "select * from TaxCode"),
+    ]
     result = parse.parse_batch(doc, items)
     assert isinstance(result.answers["cdc"], CdcResult) and result.answers["cdc"].count == 5
-    assert isinstance(result.answers["q"], QueryResult) and result.answers["q"].rows == [{"Id": "2"}]
+    assert isinstance(result.answers["q"], QueryResult) and result.answers["q"].rows == [
+        {"Id": "2"}
+    ]
 
 
 def test_batch_request_shape_and_missing_answers() -> None:
     since = datetime(2019, 1, 1, tzinfo=timezone(timedelta(hours=-8)))
-    body = parse.batch_request([CdcItem("1", ("Customer", "Account"), since),
-                                QueryItem("2", "select * from TaxRate")])
-    assert body == {"BatchItemRequest": [
-        {"bId": "1", "CDCQuery": {"Entities": "Customer,Account",
-                                  "ChangedSince": "2019-01-01T08:00:00+00:00"}},
-        {"bId": "2", "Query": "select * from TaxRate"}]}
-    result = parse.parse_batch({"BatchItemResponse": [], "time": "2020-01-01T00:00:00.000-08:00"},
-                               [QueryItem("x", "select * from Class")])
+    body = parse.batch_request(
+        [CdcItem("1", ("Customer", "Account"), since), QueryItem("2", "select * from TaxRate")]
+    )
+    assert body == {
+        "BatchItemRequest": [
+            {
+                "bId": "1",
+                "CDCQuery": {
+                    "Entities": "Customer,Account",
+                    "ChangedSince": "2019-01-01T08:00:00+00:00",
+                },
+            },
+            {"bId": "2", "Query": "select * from TaxRate"},
+        ]
+    }
+    result = parse.parse_batch(
+        {"BatchItemResponse": [], "time": "2020-01-01T00:00:00.000-08:00"},
+        [QueryItem("x", "select * from Class")],
+    )
     assert isinstance(result.answers["x"], Fault)
 
 
 def test_malformed_bodies_raise() -> None:
-    for doc in ({}, {"QueryResponse": {}}, {"QueryResponse": [], "time": "2020-01-01T00:00:00Z"},
-                {"QueryResponse": {}, "time": "yesterday"}):
+    for doc in (
+        {},
+        {"QueryResponse": {}},
+        {"QueryResponse": [], "time": "2020-01-01T00:00:00Z"},
+        {"QueryResponse": {}, "time": "yesterday"},
+    ):
         with pytest.raises((KeyError, TypeError, ValueError)):
             parse.parse_query(doc, "select * from Customer")
     with pytest.raises((KeyError, TypeError, ValueError)):

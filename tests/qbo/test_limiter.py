@@ -1,20 +1,23 @@
 """The per-realm limiter with small limits: properties of recorded start times, not durations."""
+
 from __future__ import annotations
 
 import asyncio
 
 from poller.qbo.limiter import LimiterConfig, RealmLimiter
 
-OPEN = dict(per_window=1000, window_s=60.0, per_second=1000, second_s=1.0, max_in_flight=1000,
-            margin_s=0.0)
+OPEN = dict(
+    per_window=1000, window_s=60.0, per_second=1000, second_s=1.0, max_in_flight=1000, margin_s=0.0
+)
 
 
 def config(**changes: float) -> LimiterConfig:
     return LimiterConfig(**{**OPEN, **changes})  # type: ignore[arg-type]
 
 
-async def run(limiter: RealmLimiter, realm: str, n: int, starts: list[float],
-              hold_s: float = 0.0) -> None:
+async def run(
+    limiter: RealmLimiter, realm: str, n: int, starts: list[float], hold_s: float = 0.0
+) -> None:
     loop = asyncio.get_running_loop()
 
     async def one() -> None:
@@ -90,7 +93,7 @@ async def test_a_pause_arriving_while_waiting_extends_the_wait() -> None:
     async with limiter.slot("r1"):
         pass
     waiter = asyncio.create_task(run(limiter, "r1", 1, []))
-    await asyncio.sleep(0.01)                       # the waiter now sleeps for the window
+    await asyncio.sleep(0.01)  # the waiter now sleeps for the window
     paused_at = loop.time()
     limiter.pause("r1", 0.15)
     await waiter

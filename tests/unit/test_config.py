@@ -1,4 +1,5 @@
 """Settings: defaults, parsing, and one-line errors naming the variable and the value."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,14 +25,28 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_sandbox_picks_intuit_sandbox_url_and_override_wins() -> None:
-    assert load_settings(env={"QBO_ENVIRONMENT": "sandbox"}).qbo_api_base_url == \
-        "https://sandbox-quickbooks.api.intuit.com"
-    s = load_settings(env={"QBO_ENVIRONMENT": "sandbox", "QBO_API_BASE_URL": "http://127.0.0.1:8765/"})
+    assert (
+        load_settings(env={"QBO_ENVIRONMENT": "sandbox"}).qbo_api_base_url
+        == "https://sandbox-quickbooks.api.intuit.com"
+    )
+    s = load_settings(
+        env={"QBO_ENVIRONMENT": "sandbox", "QBO_API_BASE_URL": "http://127.0.0.1:8765/"}
+    )
     assert s.qbo_api_base_url == "http://127.0.0.1:8765"
 
 
-@pytest.mark.parametrize("raw,seconds", [("90", 90), ("90s", 90), ("5m", 300), ("2h", 7200),
-                                         ("1d", 86400), ("250ms", 0.25), ("0.5s", 0.5)])
+@pytest.mark.parametrize(
+    "raw,seconds",
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("5m", 300),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("250ms", 0.25),
+        ("0.5s", 0.5),
+    ],
+)
 def test_durations(raw: str, seconds: float) -> None:
     assert parse_duration(raw) == pytest.approx(seconds)
 
@@ -42,20 +57,25 @@ def test_schedule_accepts_commas_and_spaces() -> None:
 
 def test_empty_http_addr_disables_the_listener() -> None:
     assert load_settings(env={"POLLER_HTTP_ADDR": ""}).http_addr is None
-    assert load_settings(env={"POLLER_HTTP_ADDR": "0.0.0.0:9000"}).http_addr == HttpAddr("0.0.0.0", 9000)
+    assert load_settings(env={"POLLER_HTTP_ADDR": "0.0.0.0:9000"}).http_addr == HttpAddr(
+        "0.0.0.0", 9000
+    )
 
 
-@pytest.mark.parametrize("name,value,fragment", [
-    ("POLLER_OVERLAP_SECONDS", "abc", "POLLER_OVERLAP_SECONDS='abc': expected a whole number"),
-    ("POLLER_OVERLAP_SECONDS", "0", "POLLER_OVERLAP_SECONDS='0': must be at least 1"),
-    ("POLLER_RETRY_SCHEDULE", "5s,soon", "POLLER_RETRY_SCHEDULE='5s,soon'"),
-    ("POLLER_SIGNATURE_SCHEME", "md5", "expected one of elements, standard, both"),
-    ("QBO_ENVIRONMENT", "staging", "QBO_ENVIRONMENT='staging'"),
-    ("POLLER_HTTP_ADDR", "localhost", "POLLER_HTTP_ADDR='localhost': expected host:port"),
-    ("POLLER_AUTO_MIGRATE", "maybe", "POLLER_AUTO_MIGRATE='maybe': expected true or false"),
-    ("QBO_API_BASE_URL", "ftp://x", "QBO_API_BASE_URL='ftp://x': expected an http(s) URL"),
-    ("POLLER_LOG_LEVEL", "loud", "POLLER_LOG_LEVEL='loud'"),
-])
+@pytest.mark.parametrize(
+    "name,value,fragment",
+    [
+        ("POLLER_OVERLAP_SECONDS", "abc", "POLLER_OVERLAP_SECONDS='abc': expected a whole number"),
+        ("POLLER_OVERLAP_SECONDS", "0", "POLLER_OVERLAP_SECONDS='0': must be at least 1"),
+        ("POLLER_RETRY_SCHEDULE", "5s,soon", "POLLER_RETRY_SCHEDULE='5s,soon'"),
+        ("POLLER_SIGNATURE_SCHEME", "md5", "expected one of elements, standard, both"),
+        ("QBO_ENVIRONMENT", "staging", "QBO_ENVIRONMENT='staging'"),
+        ("POLLER_HTTP_ADDR", "localhost", "POLLER_HTTP_ADDR='localhost': expected host:port"),
+        ("POLLER_AUTO_MIGRATE", "maybe", "POLLER_AUTO_MIGRATE='maybe': expected true or false"),
+        ("QBO_API_BASE_URL", "ftp://x", "QBO_API_BASE_URL='ftp://x': expected an http(s) URL"),
+        ("POLLER_LOG_LEVEL", "loud", "POLLER_LOG_LEVEL='loud'"),
+    ],
+)
 def test_invalid_values_name_the_variable_and_value(name: str, value: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(env={name: value})
@@ -85,6 +105,10 @@ def test_missing_env_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_secret_values_include_dsn_password() -> None:
-    s = load_settings(env={"DATABASE_URL": "postgresql://u:pa55word!@db/x",
-                           "QBO_CLIENT_SECRET": "client-secret-value"})
+    s = load_settings(
+        env={
+            "DATABASE_URL": "postgresql://u:pa55word!@db/x",
+            "QBO_CLIENT_SECRET": "client-secret-value",
+        }
+    )
     assert set(s.secret_values()) == {"pa55word!", "client-secret-value"}

@@ -1,4 +1,5 @@
 """Open Connectors instance bodies: every rule of DESIGN §3."""
+
 from __future__ import annotations
 
 import copy
@@ -58,25 +59,30 @@ def test_the_design_example_parses() -> None:
     assert "CLIENT-SECRET-XYZ" not in repr(inst) and "SIGNATURE-KEY-1" not in repr(inst)
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("customers|invoices", ("customers", "invoices")),
-    ("customers, invoices", ("customers", "invoices")),
-    ("customers invoices\nvendors", ("customers", "invoices", "vendors")),
-    (["customers", "invoices"], ("customers", "invoices")),
-    ('["customers","invoices"]', ("customers", "invoices")),
-    ("Customers|INVOICES", ("customers", "invoices")),
-    ("customers|customers", ("customers",)),
-    ("estimates|deposits", ("estimates", "deposits")),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("customers|invoices", ("customers", "invoices")),
+        ("customers, invoices", ("customers", "invoices")),
+        ("customers invoices\nvendors", ("customers", "invoices", "vendors")),
+        (["customers", "invoices"], ("customers", "invoices")),
+        ('["customers","invoices"]', ("customers", "invoices")),
+        ("Customers|INVOICES", ("customers", "invoices")),
+        ("customers|customers", ("customers",)),
+        ("estimates|deposits", ("estimates", "deposits")),
+    ],
+)
 def test_resource_list_forms(value: Any, expected: tuple[str, ...]) -> None:
     assert split_resources(value) == expected
 
 
 def test_run_together_form_of_the_published_docs() -> None:
-    run_together = ("bill-paymentsbillsclassescredit-memoscredit-termscurrenciescustomersemployees"
-                    "invoicesjournal-entriesledger-accountspayment-methodspaymentsproducts"
-                    "purchase-ordersrefund-receiptssales-receiptstax-codestax-ratestime-activities"
-                    "vendor-creditsvendors")
+    run_together = (
+        "bill-paymentsbillsclassescredit-memoscredit-termscurrenciescustomersemployees"
+        "invoicesjournal-entriesledger-accountspayment-methodspaymentsproducts"
+        "purchase-ordersrefund-receiptssales-receiptstax-codestax-ratestime-activities"
+        "vendor-creditsvendors"
+    )
     assert split_resources(run_together) == resources.DEFAULT_NAMES
     assert len(resources.DEFAULT_NAMES) == 22
 
@@ -95,10 +101,13 @@ def test_unknown_resource_lists_the_valid_ones() -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("value,seconds", [("15", 900), (15, 900), ("0.02", 1.2), (0.5, 30), (" 2 ", 120)])
+@pytest.mark.parametrize(
+    "value,seconds", [("15", 900), (15, 900), ("0.02", 1.2), (0.5, 30), (" 2 ", 120)]
+)
 def test_refresh_interval_minutes_with_fractions(value: Any, seconds: float) -> None:
-    assert parse_instance(body(event__poller__refresh_interval=value)).refresh_interval_s == \
-        pytest.approx(seconds)
+    assert parse_instance(
+        body(event__poller__refresh_interval=value)
+    ).refresh_interval_s == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "0", True, "nan"])
@@ -107,21 +116,29 @@ def test_bad_refresh_interval(value: Any) -> None:
         parse_instance(body(event__poller__refresh_interval=value))
 
 
-@pytest.mark.parametrize("value,expected", [(True, True), ("true", True), ("FALSE", False), (False, False)])
+@pytest.mark.parametrize(
+    "value,expected", [(True, True), ("true", True), ("FALSE", False), (False, False)]
+)
 def test_boolean_strings(value: Any, expected: bool) -> None:
     b = body(event__notification__enabled=value)
     assert parse_instance(b).events_enabled is expected
 
 
 def test_bad_boolean_names_key_and_value() -> None:
-    with pytest.raises(ConfigError, match=r"event.notification.enabled='yes please': expected true or false"):
+    with pytest.raises(
+        ConfigError, match=r"event.notification.enabled='yes please': expected true or false"
+    ):
         parse_instance(body(event__notification__enabled="yes please"))
 
 
 def test_oauth1_body_is_refused_with_the_retirement_date() -> None:
     b = copy.deepcopy(BODY)
-    b["providerData"] = {"oauth_token": "tok", "oauth_verifier": "ver", "secret": "s",
-                         "realmId": "123"}
+    b["providerData"] = {
+        "oauth_token": "tok",
+        "oauth_verifier": "ver",
+        "secret": "s",
+        "realmId": "123",
+    }
     with pytest.raises(ConfigError) as info:
         parse_instance(b)
     assert "OAuth 1.0" in str(info.value) and "2019-12-17" in str(info.value)
@@ -173,9 +190,18 @@ def test_vendor_type_webhooks_spelling() -> None:
 
 
 def test_timezone_initial_and_deactivated_as_deleted() -> None:
-    inst = parse_instance(body(event__poller__timezone="Europe/Berlin", event__poller__initial="backfill",
-                               event__poller__deactivated_as_deleted="true"))
-    assert (inst.timezone, inst.initial, inst.deactivated_as_deleted) == ("Europe/Berlin", "backfill", True)
+    inst = parse_instance(
+        body(
+            event__poller__timezone="Europe/Berlin",
+            event__poller__initial="backfill",
+            event__poller__deactivated_as_deleted="true",
+        )
+    )
+    assert (inst.timezone, inst.initial, inst.deactivated_as_deleted) == (
+        "Europe/Berlin",
+        "backfill",
+        True,
+    )
     with pytest.raises(ConfigError, match="event.poller.timezone='Mars/Base'"):
         parse_instance(body(event__poller__timezone="Mars/Base"))
 

@@ -1,4 +1,5 @@
 """Secret redaction in log output."""
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,14 @@ def capture() -> io.StringIO:
 
 def test_secret_named_keys_are_redacted() -> None:
     stream = capture()
-    logs.get_logger("t").info("token_refreshed", access_token="abc", client_secret="xyz",
-                              Authorization="Bearer q", signature_key="k", realm="123")
+    logs.get_logger("t").info(
+        "token_refreshed",
+        access_token="abc",
+        client_secret="xyz",
+        Authorization="Bearer q",
+        signature_key="k",
+        realm="123",
+    )
     record = orjson.loads(stream.getvalue())
     assert record["access_token"] == record["client_secret"] == "***"
     assert record["Authorization"] == record["signature_key"] == "***"
@@ -28,8 +35,11 @@ def test_secret_named_keys_are_redacted() -> None:
 def test_registered_values_are_masked_anywhere() -> None:
     stream = capture()
     logs.register_secret("s3cr3t-value-1")
-    logs.get_logger("t").warning("oops", detail="the body said s3cr3t-value-1 twice: s3cr3t-value-1",
-                                 nested={"list": ["x s3cr3t-value-1"]})
+    logs.get_logger("t").warning(
+        "oops",
+        detail="the body said s3cr3t-value-1 twice: s3cr3t-value-1",
+        nested={"list": ["x s3cr3t-value-1"]},
+    )
     text = stream.getvalue()
     assert "s3cr3t-value-1" not in text
     assert text.count("***") == 3
@@ -40,8 +50,9 @@ def test_slots_rotate_but_keep_the_previous_value() -> None:
     logs.register_secret("refresh-token-AAAA", slot="rt:1")
     logs.register_secret("refresh-token-BBBB", slot="rt:1")
     logs.register_secret("refresh-token-CCCC", slot="rt:1")
-    logs.get_logger("t").info("x", a="refresh-token-CCCC", b="refresh-token-BBBB",
-                              c="refresh-token-AAAA")
+    logs.get_logger("t").info(
+        "x", a="refresh-token-CCCC", b="refresh-token-BBBB", c="refresh-token-AAAA"
+    )
     record = orjson.loads(stream.getvalue())
     assert record["a"] == record["b"] == "***"
     assert record["c"] == "refresh-token-AAAA"  # two rotations ago: no longer tracked
