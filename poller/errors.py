@@ -16,3 +16,18 @@ class ConfigError(PollerError):
 
 class SchemaError(PollerError):
     """The database schema is missing, behind, or newer than this build knows."""
+
+
+class DatabaseError(PollerError):
+    """A database call failed. The store raises it (a subclass) in place of the driver's
+    exceptions, so services handle "the database failed us" in one `except` clause."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The server could not be reached, the connection was lost, or a statement timed out:
+    retrying later, on another connection, may succeed."""
+
+
+class StatementRefused(DatabaseError):
+    """The server refused a statement over a working connection (a constraint, a value it
+    cannot hold): retrying the same statement fails again."""

@@ -6,12 +6,70 @@ byte for byte, so callbacks carry the object exactly as it was stored.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
+import asyncpg.pool
 import orjson
 
+from poller.errors import DatabaseError, DatabaseUnavailable, StatementRefused
+
 POOL_COMMAND_TIMEOUT_S = 60.0
+
+# A dedicated connection or one borrowed from the pool: every store function takes either.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+
+# What the driver raises when the database fails us; nothing outside `poller.store` names them.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Server errors that say the server or the connection is going away, not that it refused us.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def translate(exc: BaseException) -> DatabaseError:
+    """The store's error for a driver exception (`raise translate(exc) from exc`)."""
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        if sqlstate[:2] not in _UNAVAILABLE_SQLSTATE_CLASSES:
+            return StatementRefused(message)
+    return DatabaseUnavailable(message)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Driver exceptions raised inside become `DatabaseError`s (chained, so tracebacks keep
+    the driver's view)."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        raise translate(exc) from exc
+
+
+def store_call(function: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Decorates a store coroutine so that it raises `DatabaseError`, never a driver error."""
+
+    @functools.wraps(function)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with translated():
+            return await function(*args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: Pool) -> AsyncIterator[Conn]:
+    """`pool.acquire()`, with a failure to connect (or to reset the connection on release)
+    raised as `DatabaseError`."""
+    with translated():
+        async with pool.acquire() as conn:
+            yield conn
 
 
 def _encode_jsonb(value: Any) -> str:
