@@ -24,22 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from poller.detect import timestamps
-
-QboObject = dict[str, Any]
-
-CREATED, UPDATED, DELETED = "CREATED", "UPDATED", "DELETED"
-DELETED_VERSION = "deleted"  # events.version of a tombstone (it has no SyncToken)
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotRow:
-    """What we keep per object (table object_snapshots)."""
-
-    object_id: str
-    sync_token: str | None  # None once deleted
-    last_updated: datetime
-    active: bool | None = None  # name lists only
-    deleted: bool = False
+from poller.records import DELETED_VERSION, Event, EventType, QboObject, SnapshotRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +41,6 @@ class PairContext:
     complete: bool = False
     # QBO `time` of the answer: dates synthesized tombstones and objects lacking MetaData.
     observed_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    object_id: str
-    version: str  # SyncToken, or "deleted" for a tombstone
-    event_type: str
-    occurred_at: datetime  # LastUpdatedTime (deletion time for a tombstone)
-    raw: QboObject  # the object as QBO returned it, or the tombstone
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +161,9 @@ def _tombstone_step(
         return None, snapshot
     if prev is None and _before_baseline(version.last_updated, ctx):
         return None  # deleted before we started watching: not ours to report
-    event = Event(version.object_id, DELETED_VERSION, DELETED, version.last_updated, version.obj)
+    event = Event(
+        version.object_id, DELETED_VERSION, EventType.DELETED, version.last_updated, version.obj
+    )
     return event, snapshot
 
 
@@ -207,17 +185,17 @@ def _live_step(
 
 def _event_type(
     prev: SnapshotRow | None, version: _Version, active: bool | None, ctx: PairContext
-) -> str:
+) -> EventType:
     if ctx.baseline is None and prev is None:
-        return CREATED  # backfill: every existing object, inactive ones too
+        return EventType.CREATED  # backfill: every existing object, inactive ones too
     was_active = prev.active if prev is not None else None
     if ctx.is_list and ctx.deactivated_as_deleted and active is False and was_active is not False:
-        return DELETED  # a name list's "delete" is Active=false
+        return EventType.DELETED  # a name list's "delete" is Active=false
     if prev is None:
         created = timestamps.create_time(version.obj)
         if created is not None and created >= _baseline_s(ctx):
-            return CREATED
-    return UPDATED
+            return EventType.CREATED
+    return EventType.UPDATED
 
 
 def _before_baseline(instant: datetime, ctx: PairContext) -> bool:

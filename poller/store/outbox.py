@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 
-from poller.detect.diff import Event, SnapshotRow
+from poller.records import Event, SnapshotRow
 from poller.store import cursors
 from poller.store.cursors import Cursor, LeaseRef, PairKey, Settle
 from poller.store.sql import queries

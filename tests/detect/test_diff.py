@@ -5,14 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from poller.detect import timestamps
-from poller.detect.diff import (
-    CREATED,
-    DELETED,
-    UPDATED,
-    PairContext,
-    SnapshotRow,
-    diff,
-)
+from poller.detect.diff import PairContext, diff
+from poller.records import EventType, SnapshotRow
+
+CREATED, UPDATED, DELETED = EventType.CREATED, EventType.UPDATED, EventType.DELETED
 
 UTC = UTC
 BASE = datetime(2026, 3, 10, 18, 0, 0, 250000, tzinfo=UTC)  # QBO `time` has milliseconds

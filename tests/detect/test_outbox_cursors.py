@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from poller.detect.diff import CREATED, DELETED, UPDATED, Event, SnapshotRow
+from poller.records import Event, EventType, SnapshotRow
 from poller.instances import parse_instance
 from poller.store import cursors, outbox
 from poller.store import instances as instance_store
@@ -16,6 +16,7 @@ from poller.store.crypto import SecretBox
 from poller.store.cursors import Advance, LeaseLost, LeaseRef, PairKey, Settle
 from poller.store.outbox import PairWrite
 
+CREATED, UPDATED, DELETED = EventType.CREATED, EventType.UPDATED, EventType.DELETED
 UTC = UTC
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 DUE = T0 + timedelta(minutes=15)
