@@ -12,12 +12,15 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poller import __version__, logs
 from poller.config import Settings, load_settings
 from poller.errors import ConfigError, SchemaError
 from poller.instances import ClientDefaults, Instance, load_file
+
+if TYPE_CHECKING:
+    from poller.store.db import Pool
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -136,43 +139,28 @@ def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _database(settings: Settings, migrate_first: bool = True) -> AsyncIterator[Any]:
-    """A pool on DATABASE_URL or on the embedded server, migrated, for one-shot commands."""
-    from poller.store import db, migrate
-    from poller.store.embedded import embedded_postgres
+async def _database(settings: Settings) -> AsyncIterator[Pool]:
+    """The pool of a one-shot command: DATABASE_URL or the embedded server, migrated."""
+    from poller.store.database import open_database
 
-    async with contextlib.AsyncExitStack() as stack:
-        dsn = settings.database_url or await stack.enter_async_context(
-            embedded_postgres(settings.data_dir)
-        )
-        pool = await db.create_pool(dsn, max_size=2)
-        stack.push_async_callback(pool.close)
-        async with pool.acquire() as conn:
-            if migrate_first and settings.auto_migrate:
-                await migrate.migrate(conn)
-            await migrate.check_current(conn)
-        yield pool
+    async with open_database(
+        settings.database_url,
+        settings.data_dir,
+        pool_size=2,
+        migrate_first=settings.auto_migrate,
+    ) as database:
+        yield database.pool
 
 
 def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    async def go() -> int:
-        from poller.store import db, migrate
-        from poller.store.embedded import embedded_postgres
+    from poller.store.database import open_database
 
-        async with contextlib.AsyncExitStack() as stack:
-            dsn = settings.database_url or await stack.enter_async_context(
-                embedded_postgres(settings.data_dir)
-            )
-            conn = await db.connect(dsn)
-            try:
-                applied = await migrate.migrate(conn)
-                version = await migrate.current_version(conn)
-            finally:
-                await conn.close()
-        print(
-            f"schema at version {version}"
-            + (f" (applied {applied})" if applied else " (up to date)")
-        )
+    async def go() -> int:
+        async with open_database(settings.database_url, settings.data_dir, pool_size=1) as database:
+            applied = database.applied
+            version = database.schema_version
+        outcome = f" (applied {applied})" if applied else " (up to date)"
+        print(f"schema at version {version}{outcome}")
         return EXIT_OK
 
     return asyncio.run(go())

@@ -20,21 +20,26 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
-import asyncpg
 
 from poller import logs
 from poller.config import Settings
+from poller.deliver.dispatcher import Dispatcher
+from poller.deliver.service import OutboxGauges, Pruner
+from poller.detect.service import PollerService
 from poller.instances import Instance
+from poller.qbo.client import QboClient
 from poller.sdnotify import Notifier, watchdog, watchdog_interval_s
-from poller.store import db, migrate
+from poller.store import db
 from poller.store import instances as instance_store
 from poller.store.crypto import SecretBox
-from poller.store.embedded import embedded_postgres
-from poller.web.app import build_app, serve
+from poller.store.database import open_database
+from poller.store.tokens import PgTokenStore
+from poller.web.app import WebPart, build_app, serve
+from poller.web.health import Health
+from poller.web.prometheus import Metrics
 
 log = logs.get_logger(__name__)
 EXIT_OK, EXIT_FAILED = 0, 1
-POOL_CLOSE_TIMEOUT_S = 5.0
 
 
 class Service(Protocol):
@@ -46,34 +51,58 @@ class Service(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
-    """What the supervisor built, handed to every service."""
+    """The shared resources the supervisor built, from which it builds the services."""
 
     settings: Settings
     dsn: str
-    pool: asyncpg.Pool
+    pool: db.Pool
     http: aiohttp.ClientSession
     box: SecretBox
     notifier: Notifier
-    web_app: object | None = None
-    http_port: int | None = None
+    qbo: QboClient
+
+
+@dataclass(frozen=True)
+class Components:
+    """What runs: the services, and the HTTP routes served on the one listener."""
+
+    services: Sequence[Service]
+    web_parts: Sequence[WebPart] = ()
 
 
 ServiceFactory = Callable[[Runtime], Sequence[Service]]
 
 
+def detection_services(runtime: Runtime) -> list[Service]:
+    return [PollerService(runtime.pool, runtime.settings, runtime.qbo.realm)]
+
+
+def delivery_services(runtime: Runtime) -> list[Service]:
+    settings = runtime.settings
+    return [
+        Dispatcher(settings, runtime.pool, runtime.dsn, runtime.box),
+        Pruner(runtime.pool, settings.delivery_retention_s),
+        OutboxGauges(runtime.pool),
+    ]
+
+
 def default_services(runtime: Runtime) -> list[Service]:
     """The pipeline's services: only the supervisor knows them all (detect and deliver never
     import each other)."""
-    from poller.deliver.service import services as deliver_services
-    from poller.detect.service import services as detect_services
-
-    return [*detect_services(runtime), *deliver_services(runtime)]
+    return [*detection_services(runtime), *delivery_services(runtime)]
 
 
-async def load_instances(pool: asyncpg.Pool, box: SecretBox, instances: Sequence[Instance]) -> None:
-    async with pool.acquire() as conn:
+def web_parts(runtime: Runtime, services: Sequence[Service]) -> list[WebPart]:
+    """Health and metrics, then the routes of any service that serves HTTP itself."""
+    parts: list[WebPart] = [Health(runtime.pool), Metrics()]
+    parts.extend(service for service in services if isinstance(service, WebPart))
+    return parts
+
+
+async def load_instances(pool: db.Pool, box: SecretBox, instances: Sequence[Instance]) -> None:
+    async with db.acquire(pool) as conn:
         for inst in instances:
             result = await instance_store.upsert(conn, inst, box)
             log.info(
@@ -161,46 +190,33 @@ async def _run(
         )
     log.info("daemon_starting", replica=settings.replica_id, embedded=settings.database_url is None)
     async with contextlib.AsyncExitStack() as stack:
-        dsn = settings.database_url
-        if dsn is None:
-            dsn = await stack.enter_async_context(embedded_postgres(settings.data_dir))
-        pool = await db.create_pool(dsn, max_size=settings.db_pool_size)
-        stack.push_async_callback(_close_pool, pool)
-        await _prepare_database(pool, settings)
-        await load_instances(pool, box, instances)
+        database = await stack.enter_async_context(
+            open_database(
+                settings.database_url,
+                settings.data_dir,
+                pool_size=settings.db_pool_size,
+                migrate_first=settings.auto_migrate,
+            )
+        )
+        log.info("schema_ready", version=database.schema_version)
+        await load_instances(database.pool, box, instances)
         http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.qbo_request_timeout_s, connect=10),
             trust_env=False,
         )
         stack.push_async_callback(http.close)
-        runtime = Runtime(settings, dsn, pool, http, box, notifier)
-        if settings.http_addr is not None:
-            runtime.web_app = build_app(pool)
-            runtime.http_port = await stack.enter_async_context(
-                serve(runtime.web_app, settings.http_addr)
-            )
-            log.info("http_listening", address=f"{settings.http_addr.host}:{runtime.http_port}")
+        qbo = QboClient(http, settings, PgTokenStore(database.pool, box))
+        runtime = Runtime(settings, database.dsn, database.pool, http, box, notifier, qbo)
         services = list(service_factory(runtime))
+        if settings.http_addr is not None:
+            app = build_app(web_parts(runtime, services))
+            port = await stack.enter_async_context(serve(app, settings.http_addr))
+            log.info("http_listening", address=f"{settings.http_addr.host}:{port}")
         code = await _supervise(services, stop, notifier, settings)
         notifier.stopping()
         log.info("daemon_stopping", exit_code=code)
     log.info("daemon_stopped", exit_code=code)
     return code
-
-
-async def _prepare_database(pool: asyncpg.Pool, settings: Settings) -> None:
-    async with pool.acquire() as conn:
-        if settings.auto_migrate:
-            await migrate.migrate(conn)
-        version = await migrate.check_current(conn)
-    log.info("schema_ready", version=version)
-
-
-async def _close_pool(pool: asyncpg.Pool) -> None:
-    try:
-        await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
-    except TimeoutError:
-        pool.terminate()
 
 
 async def _supervise(

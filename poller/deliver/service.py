@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import asyncpg
 
 from poller import logs, metrics
 from poller.aio import sleep_unless
-from poller.deliver.dispatcher import DB_ERRORS, Dispatcher
+from poller.deliver.dispatcher import DB_ERRORS
 from poller.store import notifications as store
-
-if TYPE_CHECKING:
-    from poller.supervisor import Runtime, Service
 
 log = logs.get_logger(__name__)
 GAUGE_INTERVAL_S = 10.0
@@ -86,12 +82,3 @@ class OutboxGauges:
         metrics.HELD_NOTIFICATIONS.set(counts["held"])
         metrics.DEAD_LETTERS.set(counts["dead"])
         return counts
-
-
-def services(runtime: Runtime) -> list[Service]:
-    s = runtime.settings
-    return [
-        Dispatcher(s, runtime.pool, runtime.dsn, runtime.box),
-        Pruner(runtime.pool, s.delivery_retention_s),
-        OutboxGauges(runtime.pool),
-    ]

@@ -1,6 +1,6 @@
 """PollerService: owns every instance's ChangeFeed and pair tasks (DESIGN §2).
 
-`services(runtime)` (imported by the supervisor) returns it. It re-reads the instances table
+The supervisor builds it with its dependencies. It re-reads the instances table
 every `rescan_s` and starts, restarts (config_version changed) or stops instances without a
 daemon restart. Every task lives in a TaskGroup: an instance's cycle loop and pair tasks in the
 instance's group, the instances in the service's group. An instance that loses its OAuth grant
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -27,9 +26,6 @@ from poller.logs import get_logger
 from poller.qbo.types import RealmApi, ReconnectRequired
 from poller.store import cursors
 from poller.store.cursors import PollableInstance
-
-if TYPE_CHECKING:
-    from poller.supervisor import Runtime
 
 log = get_logger(__name__)
 
@@ -230,17 +226,3 @@ class PollerService:
                 await cursors.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")
         except (asyncpg.PostgresError, OSError) as db_exc:
             log.warning("instance_status_not_saved", instance=inst.name, error=str(db_exc))
-
-
-def realm_factory_for(runtime: Runtime) -> RealmFactory:
-    """The real QBO client over the runtime's HTTP session and the PostgreSQL token store."""
-    from poller.qbo.client import QboClient
-    from poller.store.tokens import PgTokenStore
-
-    client = QboClient(runtime.http, runtime.settings, PgTokenStore(runtime.pool, runtime.box))
-    return client.realm
-
-
-def services(runtime: Runtime) -> list[PollerService]:
-    """What the supervisor runs for change detection."""
-    return [PollerService(runtime.pool, runtime.settings, realm_factory_for(runtime))]

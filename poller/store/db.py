@@ -20,7 +20,9 @@ from poller.errors import DatabaseError, DatabaseUnavailable, StatementRefused
 POOL_COMMAND_TIMEOUT_S = 60.0
 
 # A dedicated connection or one borrowed from the pool: every store function takes either.
-Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+Conn: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 # What the driver raises when the database fails us; nothing outside `poller.store` names them.

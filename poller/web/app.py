@@ -1,22 +1,32 @@
-"""Builds the aiohttp application and runs it as one component of the supervisor."""
+"""The one aiohttp application, assembled before the server starts (DESIGN §9-§11, §14).
+
+Components contribute their routes through `WebPart`s (health and metrics today; the API, the
+console and the Intuit webhook receiver next); the supervisor collects them and calls
+`build_app` once, so no route is ever added to a running (frozen) router.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
 
-import asyncpg
 from aiohttp import web
 
 from poller.config import HttpAddr
-from poller.web import health, metrics
 
 
-def build_app(pool: asyncpg.Pool) -> web.Application:
+@runtime_checkable
+class WebPart(Protocol):
+    """Something that serves HTTP routes on the daemon's one listener."""
+
+    def add_routes(self, app: web.Application) -> None: ...
+
+
+def build_app(parts: Sequence[WebPart]) -> web.Application:
     app = web.Application()
-    app[health.POOL_KEY] = pool
-    health.add_routes(app)
-    metrics.add_routes(app)
+    for part in parts:
+        part.add_routes(app)
     return app
 
 
@@ -28,10 +38,13 @@ async def serve(app: web.Application, addr: HttpAddr) -> AsyncIterator[int]:
     try:
         site = web.TCPSite(runner, addr.host, addr.port)
         await site.start()
-        server = site._server
-        port = addr.port
-        if server is not None and getattr(server, "sockets", None):
-            port = server.sockets[0].getsockname()[1]
-        yield port
+        yield _bound_port(runner, addr.port)
     finally:
         await runner.cleanup()
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return requested

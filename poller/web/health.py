@@ -4,33 +4,41 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 from aiohttp import web
 
-from poller.errors import SchemaError
-from poller.store import migrate
+from poller.errors import DatabaseError, SchemaError
+from poller.store import db, migrate
 
-POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 READY_TIMEOUT_S = 2.0
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+class Health:
+    """The health routes; readiness asks the database."""
 
+    def __init__(self, pool: db.Pool) -> None:
+        self.pool = pool
 
-async def readyz(request: web.Request) -> web.Response:
-    pool = request.app[POOL_KEY]
-    try:
-        async with asyncio.timeout(READY_TIMEOUT_S):
-            async with pool.acquire() as conn:
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S), db.acquire(self.pool) as conn:
                 version = await migrate.check_current(conn)
-    except SchemaError as exc:
-        return web.json_response({"status": "schema", "error": str(exc)}, status=503)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        return web.json_response({"status": "database", "error": type(exc).__name__}, status=503)
-    return web.json_response({"status": "ready", "schema_version": version})
+        except SchemaError as exc:
+            return web.json_response({"status": "schema", "error": str(exc)}, status=503)
+        except DatabaseError as exc:
+            return web.json_response({"status": "database", "error": _cause(exc)}, status=503)
+        except TimeoutError:
+            return web.json_response({"status": "database", "error": "TimeoutError"}, status=503)
+        return web.json_response({"status": "ready", "schema_version": version})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+def _cause(exc: DatabaseError) -> str:
+    """The driver's exception name only: its message may carry connection details."""
+    cause = exc.__cause__
+    return type(cause).__name__ if cause is not None else type(exc).__name__

@@ -10,7 +10,8 @@ import asyncpg
 
 from poller import metrics
 from poller.deliver.dispatcher import Dispatcher
-from poller.deliver.service import OutboxGauges, Pruner, prune_interval, services
+from poller.deliver.service import OutboxGauges, Pruner, prune_interval
+from poller.supervisor import delivery_services
 from tests.deliver.helpers import BOX, eventually, insert_instance, insert_many, settings, statuses
 
 URL = "http://127.0.0.1:9/hook"
@@ -18,7 +19,7 @@ URL = "http://127.0.0.1:9/hook"
 
 async def test_services_factory(pool: asyncpg.Pool, db_dsn: str) -> None:
     runtime = SimpleNamespace(settings=settings(), pool=pool, dsn=db_dsn, box=BOX)
-    made = services(runtime)  # type: ignore[arg-type]
+    made = delivery_services(runtime)  # type: ignore[arg-type]
     assert [s.name for s in made] == ["deliver.dispatcher", "deliver.pruner", "deliver.gauges"]
     assert isinstance(made[0], Dispatcher)
     # Each returns promptly once stop is set, even with nothing to do.

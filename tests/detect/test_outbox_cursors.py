@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from poller.records import Event, EventType, SnapshotRow
 from poller.instances import parse_instance
+from poller.records import Event, EventType, SnapshotRow
 from poller.store import cursors, outbox
 from poller.store import instances as instance_store
 from poller.store.crypto import SecretBox

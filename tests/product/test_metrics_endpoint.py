@@ -10,6 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from poller import metrics
 from poller.config import HttpAddr
 from poller.web.app import build_app, serve
+from poller.web.health import Health
+from poller.web.prometheus import Metrics
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -30,7 +32,7 @@ async def test_metrics_endpoint_serves_the_process_registry(pool: asyncpg.Pool) 
     metrics.WATERMARK_LAG.labels(instance="metrics-test", resource="customers").set(42.5)
     try:
         async with (
-            serve(build_app(pool), HttpAddr("127.0.0.1", 0)) as port,
+            serve(build_app([Health(pool), Metrics()]), HttpAddr("127.0.0.1", 0)) as port,
             aiohttp.ClientSession() as client,
             client.get(f"http://127.0.0.1:{port}/metrics") as resp,
         ):
@@ -83,7 +85,7 @@ async def test_metrics_endpoint_serves_the_process_registry(pool: asyncpg.Pool) 
 
 async def test_health_routes_still_served_beside_metrics(pool: asyncpg.Pool) -> None:
     async with (
-        serve(build_app(pool), HttpAddr("127.0.0.1", 0)) as port,
+        serve(build_app([Health(pool), Metrics()]), HttpAddr("127.0.0.1", 0)) as port,
         aiohttp.ClientSession() as client,
     ):
         for path in ("/healthz", "/readyz", "/metrics"):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from poller.config import load_settings
-from poller.supervisor import POOL_CLOSE_TIMEOUT_S
+from poller.store.database import POOL_CLOSE_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "qbo-poller.service"

@@ -21,7 +21,13 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def add_routes(app: web.Application, registry: CollectorRegistry | None = None) -> None:
-    if registry is not None:
-        app[REGISTRY_KEY] = registry
-    app.router.add_get("/metrics", metrics)
+class Metrics:
+    """The `/metrics` route, over `registry` (default: the process registry)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry
+
+    def add_routes(self, app: web.Application) -> None:
+        if self.registry is not None:
+            app[REGISTRY_KEY] = self.registry
+        app.router.add_get("/metrics", metrics)
