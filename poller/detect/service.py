@@ -25,6 +25,7 @@ from poller.detect.schedule import InstanceSchedule
 from poller.logs import get_logger
 from poller.qbo.types import RealmApi, ReconnectRequired
 from poller.store import cursors
+from poller.store import instances as instance_store
 from poller.store.cursors import PollableInstance
 
 log = get_logger(__name__)
@@ -223,6 +224,6 @@ class PollerService:
         )
         try:
             async with self.pool.acquire() as conn:
-                await cursors.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")
+                await instance_store.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")
         except (asyncpg.PostgresError, OSError) as db_exc:
             log.warning("instance_status_not_saved", instance=inst.name, error=str(db_exc))

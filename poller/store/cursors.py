@@ -173,11 +173,3 @@ async def release(conn: asyncpg.Connection, instance_id: int, owner: str) -> boo
 async def schedule(conn: asyncpg.Connection, instance_id: int) -> dict[str, datetime]:
     """Every pair's stored next due time (to resume the schedule after a restart)."""
     return {r["resource"]: r["next_due_at"] for r in await conn.fetch(Q["schedule"], instance_id)}
-
-
-async def mark_needs_reconnect(conn: asyncpg.Connection, instance_id: int, reason: str) -> bool:
-    """The OAuth grant is gone: stop polling the instance until it is reconnected."""
-    status = await conn.execute(
-        Q["set_instance_status"], instance_id, "needs_reconnect", reason[:500]
-    )
-    return status == "UPDATE 1"

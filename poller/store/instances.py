@@ -14,6 +14,7 @@ import asyncpg
 from poller import resources
 from poller.instances import Instance
 from poller.store.crypto import SecretBox
+from poller.store.db import Conn
 from poller.store.sql import queries
 
 Q = queries("instances")
@@ -178,6 +179,12 @@ async def list_all(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def remove(conn: asyncpg.Connection, name: str) -> bool:
     return await conn.fetchval(Q["remove"], name) is not None
+
+
+async def mark_needs_reconnect(conn: Conn, instance_id: int, reason: str) -> bool:
+    """The one way an instance becomes `needs_reconnect`; True when this call changed it."""
+    result = await conn.execute(Q["mark_needs_reconnect"], instance_id, reason[:500])
+    return result == "UPDATE 1"
 
 
 async def set_status(

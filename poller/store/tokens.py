@@ -68,8 +68,8 @@ class PgLockedCredentials:
         await self._conn.execute(Q["clear_tokens"], self.credentials.instance_id)
 
     async def mark_needs_reconnect(self, reason: str) -> bool:
-        return await instances.set_status(
-            self._conn, self.credentials.instance_id, "needs_reconnect", reason
+        return await instances.mark_needs_reconnect(
+            self._conn, self.credentials.instance_id, reason
         )
 
 

@@ -323,5 +323,5 @@ async def test_pollable_instances_and_needs_reconnect(pool: asyncpg.Pool, instan
     async with pool.acquire() as conn:
         listed = await cursors.pollable_instances(conn)
         assert [(i.id, i.resources) for i in listed] == [(instance, ("customers", "invoices"))]
-        assert await cursors.mark_needs_reconnect(conn, instance, "invalid_grant")
+        assert await instance_store.mark_needs_reconnect(conn, instance, "invalid_grant")
         assert await cursors.pollable_instances(conn) == []

@@ -83,9 +83,3 @@ WHERE instance_id = $1 AND owner = $2
 -- name: schedule
 -- Where every pair of an instance stands, for resuming its schedule after a restart.
 SELECT resource, next_due_at FROM pair_cursors WHERE instance_id = $1
-
--- name: set_instance_status
--- An OAuth grant lost while polling (invalid_grant): the instance waits for new providerData.
-UPDATE instances SET status = $2, status_reason = $3, config_version = config_version + 1,
-    updated_at = now()
-WHERE id = $1 AND status = 'active'

@@ -52,6 +52,14 @@ FROM instances i ORDER BY i.name
 -- name: remove
 DELETE FROM instances WHERE name = $1 RETURNING id
 
+-- name: mark_needs_reconnect
+-- The OAuth grant was lost (invalid_grant) while the instance was active: it waits for new
+-- providerData. A paused or disabled instance keeps its status (it was not polling); the
+-- config_version bump makes every replica stop its pollers.
+UPDATE instances SET status = 'needs_reconnect', status_reason = $2,
+    config_version = config_version + 1, updated_at = now()
+WHERE id = $1 AND status = 'active'
+
 -- name: set_status
 UPDATE instances SET status = $2, status_reason = $3, config_version = config_version + 1,
     updated_at = now()
