@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,8 +24,37 @@ from poller.errors import ConfigError
 
 OAUTH1_RETIRED = "2019-12-17"
 DEFAULT_REFRESH_MINUTES = 15.0
-VENDOR_TYPES = {"polling": "polling", "webhook": "webhook", "webhooks": "webhook"}
-INITIAL_MODES = ("now", "backfill")
+
+
+class InitialMode(StrEnum):
+    """`event.poller.initial`: what a pair's first poll does with existing data."""
+
+    NOW = "now"  # record a baseline, emit nothing for what exists
+    BACKFILL = "backfill"  # a CREATED for every existing object
+
+
+class VendorType(StrEnum):
+    """`event.vendor.type`: who tells us of changes first (polling is always the backstop)."""
+
+    POLLING = "polling"
+    WEBHOOK = "webhook"
+
+
+class InstanceStatus(StrEnum):
+    """`instances.status`, as stored."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    NEEDS_RECONNECT = "needs_reconnect"  # the OAuth grant was lost: waits for new providerData
+    DISABLED = "disabled"  # event.notification.enabled is false
+
+
+VENDOR_TYPES = {
+    "polling": VendorType.POLLING,
+    "webhook": VendorType.WEBHOOK,
+    "webhooks": VendorType.WEBHOOK,
+}
+INITIAL_MODES = tuple(InitialMode)
 SECRET_CONFIG_KEYS = frozenset({"oauth.api.secret", "event.notification.signature.key"})
 _OAUTH1_PROVIDER_KEYS = ("oauth_token", "oauth_verifier", "oauth_token_secret", "secret")
 _SPLIT = re.compile(r"[|,\s]+")
@@ -56,13 +86,13 @@ class Instance:
     client_secret: str = field(repr=False)
     redirect_uri: str | None
     events_enabled: bool
-    vendor_type: str
+    vendor_type: VendorType
     callback_url: str | None
     signature_key: str | None = field(repr=False)
     refresh_interval_s: float
     resources: tuple[str, ...]
     timezone: str = "UTC"
-    initial: str = "now"
+    initial: InitialMode = InitialMode.NOW
     deactivated_as_deleted: bool = False
     tags: tuple[str, ...] = ()
     element_key: str = "quickbooks"
@@ -225,7 +255,7 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
         client_secret=client_secret,
         redirect_uri=str(redirect_uri) if redirect_uri else None,
         events_enabled=events_enabled,
-        vendor_type=_get(config, "event.vendor.type", _vendor_type, "polling", fail),
+        vendor_type=_get(config, "event.vendor.type", _vendor_type, VendorType.POLLING, fail),
         callback_url=callback_url,
         signature_key=_signature_key(config, fail),
         refresh_interval_s=60.0
@@ -238,7 +268,7 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
         ),
         resources=_get(config, "event.poller.urls", split_resources, resources.DEFAULT_NAMES, fail),
         timezone=_get(config, "event.poller.timezone", parse_timezone, "UTC", fail),
-        initial=_get(config, "event.poller.initial", _initial_mode, "now", fail),
+        initial=_get(config, "event.poller.initial", _initial_mode, InitialMode.NOW, fail),
         deactivated_as_deleted=_get(
             config, "event.poller.deactivated_as_deleted", parse_bool_value, False, fail
         ),
@@ -338,18 +368,18 @@ def _signature_key(config: Mapping[str, Any], fail: _Fail) -> str | None:
     return key
 
 
-def _vendor_type(value: Any) -> str:
+def _vendor_type(value: Any) -> VendorType:
     kind = VENDOR_TYPES.get(str(value).strip().lower())
     if kind is None:
         raise ValueError("expected polling or webhook")
     return kind
 
 
-def _initial_mode(value: Any) -> str:
+def _initial_mode(value: Any) -> InitialMode:
     mode = str(value).strip().lower()
     if mode not in INITIAL_MODES:
         raise ValueError("expected now or backfill")
-    return mode
+    return InitialMode(mode)
 
 
 def _tags(value: Any, fail: _Fail) -> tuple[str, ...]:

@@ -35,16 +35,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from poller import metrics
 from poller.detect import diff as diff_mod
+from poller.detect.failures import CycleFailures, ErrorCounts, Outcome
 from poller.detect.feed import ChangeFeed, FeedClosed, Mode, PairAnswer, PairRequest
-from poller.detect.schedule import BACKOFF_MIN_S, InstanceSchedule, backoff_s
+from poller.detect.schedule import BACKOFF_MIN_S, InstanceSchedule
+from poller.errors import DatabaseError, StatementRefused
+from poller.instances import InitialMode
 from poller.logs import get_logger
-from poller.qbo.types import QboError, ReconnectRequired
+from poller.qbo.types import ReconnectRequired
+from poller.records import SnapshotRow
 from poller.resources import Resource
-from poller.store import cursors, outbox
+from poller.store import cursors, db, outbox
 from poller.store.cursors import Advance, Cursor, LeaseLost, LeaseRef, PairKey, Settle
 
 log = get_logger(__name__)
@@ -52,7 +54,6 @@ UTC = UTC
 
 DEFAULT_WINDOW_S = 0.1
 BeforeCommit = Callable[[PairKey, PairAnswer], Awaitable[None]]
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class InstanceConfig:
     instance_id: int
     instance_name: str
     refresh_interval_s: float
-    initial_mode: str = "now"
+    initial_mode: InitialMode = InitialMode.NOW
     deactivated_as_deleted: bool = False
     reconcile_interval_s: float = 6 * 3600.0
     events_per_notification: int = 10
@@ -75,20 +76,12 @@ class InstanceConfig:
         return self.refresh_interval_s + self.lease_s
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a pair's poll ended: when it is due next (None: stop polling it) and its error."""
-
-    next_due: float | None
-    error: BaseException | None = None
-
-
 class InstanceCycles:
     """One per instance: `run` serves the cycles; pair tasks call `poll`."""
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: db.Pool,
         feed: ChangeFeed,
         cfg: InstanceConfig,
         schedule: InstanceSchedule,
@@ -110,8 +103,7 @@ class InstanceCycles:
         self._token: int | None = None  # our lease token, while we believe we hold it
         self._lease_until = 0.0  # monotonic: the lease certainly lasts until then
         self._cursors: dict[str, tuple[Cursor, float]] = {}  # cursor, monotonic when read
-        self._errors: dict[str, int] = {}  # consecutive failures per pair (for the backoff)
-        self._retry_at: dict[str, float] = {}
+        self._error_counts = ErrorCounts(cfg.refresh_interval_s)
         self._stored: dict[str, datetime] | None = None
         self._stored_lock = asyncio.Lock()
         self._lag_gauges: dict[str, Any] = {}
@@ -126,9 +118,9 @@ class InstanceCycles:
         async with self._stored_lock:
             if self._stored is None:
                 try:
-                    async with self.pool.acquire() as conn:
+                    async with db.acquire(self.pool) as conn:
                         self._stored = await cursors.schedule(conn, self.cfg.instance_id)
-                except DB_ERRORS:
+                except DatabaseError:
                     self._stored = {}
         return self._stored.get(resource)
 
@@ -168,9 +160,9 @@ class InstanceCycles:
         """Graceful stop: free the instance so another replica need not wait for expiry."""
         self._forget()
         try:
-            async with self.pool.acquire() as conn:
+            async with db.acquire(self.pool) as conn:
                 await cursors.release(conn, self.cfg.instance_id, self.cfg.owner)
-        except DB_ERRORS as exc:
+        except DatabaseError as exc:
             log.warning("lease_release_failed", instance=self.cfg.instance_name, error=str(exc))
 
     # -- the cycle loop --
@@ -208,38 +200,34 @@ class InstanceCycles:
     ) -> None:
         self.cycles += 1
         pairs = list({res.name: res for res, _ in batch}.values())
+        failures = CycleFailures(self._error_counts, self._ctx())
         try:
-            outcomes = await self._serve(stopped, pairs)
+            outcomes = await self._serve(stopped, pairs, failures)
         except FeedClosed as exc:
             outcomes = {res.name: Outcome(None, exc) for res in pairs}
-        except Exception as exc:
+        except Exception as exc:  # the database failed us: every pair of the cycle fails
             self._forget()
-            failed: dict[str, BaseException] = {res.name: exc for res in pairs}
-            self._retry(failed)
-            outcomes = self._failed(failed)
+            for res in pairs:
+                failures.add(res.name, exc)
+            outcomes = failures.outcomes()
         missing = [res.name for res in pairs if res.name not in outcomes]
         if missing:  # never leave a pair without its next due time: it would stop polling
             log.error("cycle_outcome_missing", **self._ctx(), resources=missing)
         _resolve(batch, outcomes, Outcome(self.schedule.next_due(time.time())))
 
     async def _serve(
-        self, stopped: asyncio.Future[Any], pairs: list[Resource]
+        self, stopped: asyncio.Future[Any], pairs: list[Resource], failures: CycleFailures
     ) -> dict[str, Outcome]:
         if not self._holding(pairs):
             held_until = await self._acquire()
             if held_until is not None:
                 return {res.name: Outcome(held_until) for res in pairs}
         known = [res for res in pairs if res.name in self._cursors]
-        gone: dict[str, BaseException] = {
-            res.name: LookupError(f"pair {self.key(res.name)} is gone")
-            for res in pairs
-            if res.name not in self._cursors
-        }
-        self._retry(gone)
-        outcomes = self._failed(gone)
-        answers = await self._fetch([self._request(r) for r in known], stopped)
-        outcomes.update(await self._commit(list(zip(known, answers, strict=True))))
-        return outcomes
+        for res in pairs:
+            if res.name not in self._cursors:
+                failures.add(res.name, LookupError(f"pair {self.key(res.name)} is gone"))
+        answers = await self._fetch([self._request(res) for res in known], stopped)
+        return await self._commit(list(zip(known, answers, strict=True)), failures)
 
     # -- 1. the lease --
 
@@ -254,7 +242,7 @@ class InstanceCycles:
     async def _acquire(self) -> float | None:
         """Take or renew the lease, reading every cursor. None: ours; else when to look again."""
         sent = time.monotonic()
-        async with self.pool.acquire() as conn:
+        async with db.acquire(self.pool) as conn:
             lease = await cursors.acquire(
                 conn, self.cfg.instance_id, self.cfg.owner, self.cfg.hold_s
             )
@@ -319,61 +307,51 @@ class InstanceCycles:
     # -- 3, 4. diff and commit --
 
     async def _commit(
-        self, answered: list[tuple[Resource, PairAnswer | BaseException]]
+        self,
+        answered: list[tuple[Resource, PairAnswer | BaseException]],
+        failures: CycleFailures,
     ) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
-        failed: dict[str, BaseException] = {}
         good: list[tuple[Resource, PairAnswer]] = []
         for res, answer in answered:
             if isinstance(answer, FeedClosed | ReconnectRequired):
                 outcomes[res.name] = Outcome(None, answer)
             elif isinstance(answer, BaseException):
-                failed[res.name] = answer
+                failures.add(res.name, answer)
             else:
                 good.append((res, answer))
-        good = await self._before_commit(good, failed)
-        if not good and not failed:
-            return outcomes
-        wanted = {
-            res.name: (
-                None
-                if answer.complete
-                else sorted({str(o["Id"]) for o in answer.objects if "Id" in o})
-            )
-            for res, answer in good
-            if answer.complete or answer.objects
-        }
+        good = await self._before_commit(good, failures)
+        answered_names = [res.name for res, _ in answered]
+        if not good and not any(name in failures for name in answered_names):
+            return outcomes | failures.outcomes()
         try:
-            async with self.pool.acquire() as conn:
-                previous = await self._load(conn, wanted, failed)
-                writes, settles, good = self._diff(good, previous, failed)
-                settles += self._error_settles(failed)
+            async with db.acquire(self.pool) as conn:
+                previous = await self._load(conn, _snapshot_ids(good), failures)
+                writes, settles, good = self._diff(good, previous, failures)
+                settles += failures.settles([name for name in answered_names if name in failures])
                 sent = time.monotonic()
-                stats, written, refused = await self._write(conn, writes, settles)
+                stats, written = await self._write(conn, writes, settles, failures)
         except LeaseLost as exc:
             self._forget()
             log.info("instance_lease_lost", **self._ctx(), detail=str(exc))
-            retry = self.schedule.next_due(time.time())
-            return outcomes | {
-                res.name: Outcome(retry, exc) for res, _ in answered if res.name not in outcomes
-            }
+            retry = Outcome(self.schedule.next_due(time.time()), exc)
+            lost = {name: retry for name in answered_names if name not in outcomes}
+            not_answered = [name for name in failures.names() if name not in answered_names]
+            return failures.outcomes(not_answered) | outcomes | lost
         self._lease_until = sent + self.cfg.hold_s
         for name, cursor in written.items():
             self._cursors[name] = (cursor, sent)
-        failed.update(refused)
-        succeeded = [(res, answer) for res, answer in good if res.name not in refused]
+        succeeded = [(res, answer) for res, answer in good if res.name not in failures]
         qbo_now = self.feed.qbo_now()
         for res, answer in succeeded:
-            outcomes[res.name] = self._succeeded(
-                res, answer, stats.get(res.name, outbox.NO_WRITES), qbo_now
-            )
+            pair_stats = stats.get(res.name, outbox.NO_WRITES)
+            outcomes[res.name] = self._succeeded(res, answer, pair_stats, qbo_now)
         if succeeded:
             metrics.POLLS.labels("ok").inc(len(succeeded))
-        outcomes.update(self._failed(failed))
-        return outcomes
+        return outcomes | failures.outcomes()
 
     async def _before_commit(
-        self, good: list[tuple[Resource, PairAnswer]], failed: dict[str, BaseException]
+        self, good: list[tuple[Resource, PairAnswer]], failures: CycleFailures
     ) -> list[tuple[Resource, PairAnswer]]:
         """The test hook between QBO's answer and the commit: a pair it fails is not written."""
         if self.before_commit is None:
@@ -382,51 +360,51 @@ class InstanceCycles:
         for res, answer in good:
             try:
                 await self.before_commit(self.key(res.name), answer)
-            except Exception as exc:
-                failed[res.name] = exc
+            except Exception as exc:  # as a crash of that pair's poll
+                failures.add(res.name, exc)
             else:
                 kept.append((res, answer))
         return kept
 
     async def _load(
         self,
-        conn: asyncpg.Connection,
+        conn: db.Conn,
         wanted: dict[str, list[str] | None],
-        failed: dict[str, BaseException],
-    ) -> dict[str, dict[str, diff_mod.SnapshotRow]]:
+        failures: CycleFailures,
+    ) -> dict[str, dict[str, SnapshotRow]]:
         """The snapshot rows of all the pairs; should the database refuse the read (an object
         id it cannot hold), each pair is read alone, and a pair refused again fails alone."""
         try:
             return await outbox.load_snapshots(conn, self.cfg.instance_id, wanted)
-        except asyncpg.PostgresError as exc:
+        except StatementRefused as exc:
             if conn.is_closed():
                 raise
             if len(wanted) == 1:
-                failed.update(dict.fromkeys(wanted, exc))
+                failures.add_all(dict.fromkeys(wanted, exc))
                 return {}
-        previous: dict[str, dict[str, diff_mod.SnapshotRow]] = {}
+        previous: dict[str, dict[str, SnapshotRow]] = {}
         for name, ids in wanted.items():
             try:
-                previous.update(
-                    await outbox.load_snapshots(conn, self.cfg.instance_id, {name: ids})
-                )
-            except asyncpg.PostgresError as exc:
+                one = await outbox.load_snapshots(conn, self.cfg.instance_id, {name: ids})
+            except StatementRefused as exc:
                 if conn.is_closed():
                     raise
-                failed[name] = exc
+                failures.add(name, exc)
+                continue
+            previous.update(one)
         return previous
 
     def _diff(
         self,
         good: list[tuple[Resource, PairAnswer]],
-        previous: dict[str, dict[str, diff_mod.SnapshotRow]],
-        failed: dict[str, BaseException],
+        previous: dict[str, dict[str, SnapshotRow]],
+        failures: CycleFailures,
     ) -> tuple[list[outbox.PairWrite], list[Settle], list[tuple[Resource, PairAnswer]]]:
         writes: list[outbox.PairWrite] = []
         settles: list[Settle] = []
         kept: list[tuple[Resource, PairAnswer]] = []
         for res, answer in good:
-            if res.name in failed:
+            if res.name in failures:
                 continue
             cursor, _ = self._cursors[res.name]
             if answer.objects or answer.complete:
@@ -436,25 +414,23 @@ class InstanceCycles:
                         answer.objects,
                         self._context(res, cursor, answer),
                     )
-                except Exception as exc:
-                    failed[res.name] = exc
+                except Exception as exc:  # a bad object fails its pair only
+                    failures.add(res.name, exc)
                     continue
                 writes.append(outbox.PairWrite(res.name, result.snapshots, result.events))
             kept.append((res, answer))
-            settles.append(
-                Settle(
-                    res.name,
-                    _at(self.schedule.next_due(answer.cycle_started)),
-                    Advance(
-                        answer.time, None if cursor.initialized else answer.time, answer.complete
-                    ),
-                )
-            )
+            settles.append(self._advance(res, cursor, answer))
         return writes, settles, kept
+
+    def _advance(self, res: Resource, cursor: Cursor, answer: PairAnswer) -> Settle:
+        """A successful poll, as settled: the watermark advanced, due again on the grid."""
+        baseline = None if cursor.initialized else answer.time
+        advance = Advance(answer.time, baseline, answer.complete)
+        return Settle(res.name, _at(self.schedule.next_due(answer.cycle_started)), advance)
 
     def _context(self, res: Resource, cursor: Cursor, answer: PairAnswer) -> diff_mod.PairContext:
         first = not cursor.initialized
-        backfill = first and self.cfg.initial_mode == "backfill"
+        backfill = first and self.cfg.initial_mode == InitialMode.BACKFILL
         return diff_mod.PairContext(
             baseline=None if backfill else (answer.time if first else cursor.baseline),
             deactivated_as_deleted=self.cfg.deactivated_as_deleted,
@@ -465,67 +441,54 @@ class InstanceCycles:
         )
 
     async def _write(
-        self, conn: asyncpg.Connection, writes: list[outbox.PairWrite], settles: list[Settle]
-    ) -> tuple[dict[str, outbox.WriteStats], dict[str, Cursor], dict[str, Exception]]:
+        self,
+        conn: db.Conn,
+        writes: list[outbox.PairWrite],
+        settles: list[Settle],
+        failures: CycleFailures,
+    ) -> tuple[dict[str, outbox.WriteStats], dict[str, Cursor]]:
         """`outbox.commit` of the whole cycle. Should the database refuse one pair's rows,
-        each pair is committed alone instead, so that the others still go on."""
+        each pair is committed alone instead, so that the others still go on; a pair refused
+        again fails alone."""
         lease = self._lease()
-        per = self.cfg.events_per_notification
+        per_notification = self.cfg.events_per_notification
         try:
-            stats, written = await outbox.commit(conn, lease, writes, settles, per)
-            return stats, written, {}
-        except asyncpg.PostgresError as exc:
-            if conn.is_closed() or all(w.empty for w in writes):
+            return await outbox.commit(conn, lease, writes, settles, per_notification)
+        except StatementRefused as exc:
+            if conn.is_closed() or all(write.empty for write in writes):
                 raise
             log.warning("cycle_commit_split", **self._ctx(), error=f"{type(exc).__name__}: {exc}")
-        stats, written, refused = {}, {}, {}
-        alone = {w.resource: w for w in writes if not w.empty}
-        for s in settles:
-            if s.resource not in alone:
+        stats: dict[str, outbox.WriteStats] = {}
+        written: dict[str, Cursor] = {}
+        alone = {write.resource: write for write in writes if not write.empty}
+        refused: list[str] = []
+        for settle in settles:
+            if settle.resource not in alone:
                 continue
             try:
                 one_stats, one_written = await outbox.commit(
-                    conn, lease, [alone[s.resource]], [s], per
+                    conn, lease, [alone[settle.resource]], [settle], per_notification
                 )
-            except asyncpg.PostgresError as exc:
+            except StatementRefused as exc:
                 if conn.is_closed():
                     raise
-                refused[s.resource] = exc
+                failures.add(settle.resource, exc)
+                refused.append(settle.resource)
                 continue
             stats.update(one_stats)
             written.update(one_written)
-        rest = [s for s in settles if s.resource not in alone] + self._error_settles(refused)
+        rest = [settle for settle in settles if settle.resource not in alone]
+        rest += failures.settles(refused)
         if rest:
             written.update(await cursors.settle(conn, lease, rest))
-        return stats, written, refused
-
-    def _retry(self, failed: dict[str, BaseException]) -> None:
-        """Count one more failure of each pair and set when it is tried again (backoff). Pairs
-        that failed together with as many errors retry together, in one cycle: one draw of
-        the jitter per error count, not per pair."""
-        now = time.time()
-        draws: dict[int, float] = {}
-        for name in failed:
-            errors = self._errors.get(name, 0) + 1
-            self._errors[name] = errors
-            if errors not in draws:
-                draws[errors] = now + backoff_s(errors, self.cfg.refresh_interval_s)
-            self._retry_at[name] = draws[errors]
-
-    def _error_settles(self, failed: dict[str, BaseException]) -> list[Settle]:
-        """Failed pairs, as settled: the error counted, the next try after the backoff."""
-        self._retry(failed)
-        return [
-            Settle(name, _at(self._retry_at[name]), error=f"{type(exc).__name__}: {exc}")
-            for name, exc in failed.items()
-        ]
+        return stats, written
 
     # -- outcomes --
 
     def _succeeded(
         self, res: Resource, answer: PairAnswer, stats: outbox.WriteStats, qbo_now: datetime
     ) -> Outcome:
-        self._errors[res.name] = 0
+        self._error_counts.reset(res.name)
         for kind, n in stats.by_type.items():
             metrics.EVENTS.labels(kind).inc(n)
         gauge = self._lag_gauges.get(res.name)
@@ -548,32 +511,20 @@ class InstanceCycles:
             )
         return Outcome(self.schedule.next_due(answer.cycle_started))
 
-    def _failed(self, failed: dict[str, BaseException]) -> dict[str, Outcome]:
-        """Outcomes of failed pairs (counted by `_retry`), logged once per distinct error: a
-        failed request fails all the pairs it carried with the same exception."""
-        by_error: dict[int, tuple[BaseException, list[str]]] = {}
-        for name, exc in failed.items():
-            metrics.POLLS.labels("error").inc()
-            by_error.setdefault(id(exc), (exc, []))[1].append(name)
-        for exc, names in by_error.values():
-            fields: dict[str, Any] = self._ctx() | {
-                "resources": names,
-                "error": f"{type(exc).__name__}: {exc}",
-                "errors": max(self._errors.get(n, 1) for n in names),
-                "retry_in_s": round(min(self._retry_at[n] for n in names) - time.time(), 3),
-            }
-            if isinstance(exc, QboError):
-                log.warning(
-                    "pair_poll_failed",
-                    **fields,
-                    intuit_tid=exc.fault.intuit_tid if exc.fault else None,
-                )
-            else:
-                log.error("pair_poll_failed", **fields, exc_info=exc)
-        return {name: Outcome(self._retry_at[name], exc) for name, exc in failed.items()}
-
     def _ctx(self) -> dict[str, object]:
         return {"instance": self.cfg.instance_name, "instance_id": self.cfg.instance_id}
+
+
+def _snapshot_ids(good: list[tuple[Resource, PairAnswer]]) -> dict[str, list[str] | None]:
+    """The snapshot rows each pair's diff needs: all of them for a complete listing (None),
+    else those of the fetched objects; pairs that fetched nothing need none."""
+    wanted: dict[str, list[str] | None] = {}
+    for res, answer in good:
+        if answer.complete:
+            wanted[res.name] = None
+        elif answer.objects:
+            wanted[res.name] = sorted({str(obj["Id"]) for obj in answer.objects if "Id" in obj})
+    return wanted
 
 
 def _at(wall: float) -> datetime:

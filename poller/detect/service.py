@@ -13,8 +13,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
-
 from poller import metrics, resources
 from poller.aio import sleep_unless
 from poller.config import Settings
@@ -22,9 +20,10 @@ from poller.detect.cycle import DEFAULT_WINDOW_S, BeforeCommit, InstanceConfig, 
 from poller.detect.feed import BatchCdcMemory, ChangeFeed
 from poller.detect.pairs import PairPoller
 from poller.detect.schedule import InstanceSchedule
+from poller.errors import DatabaseError
 from poller.logs import get_logger
 from poller.qbo.types import RealmApi, ReconnectRequired
-from poller.store import cursors
+from poller.store import cursors, db
 from poller.store import instances as instance_store
 from poller.store.cursors import PollableInstance
 
@@ -61,7 +60,7 @@ class PollerService:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: db.Pool,
         settings: Settings,
         realm_factory: RealmFactory,
         options: PollerOptions | None = None,
@@ -89,12 +88,12 @@ class PollerService:
     async def _rescan_logged(self, group: asyncio.TaskGroup) -> None:
         try:
             await self.rescan(group)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except DatabaseError as exc:
             log.warning("instance_scan_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def rescan(self, group: asyncio.TaskGroup) -> None:
         """Bring the running instances in line with the database."""
-        async with self.pool.acquire() as conn:
+        async with db.acquire(self.pool) as conn:
             wanted = {i.id: i for i in await cursors.pollable_instances(conn)}
         for instance_id, run in list(self.running.items()):
             inst = wanted.get(instance_id)
@@ -223,7 +222,7 @@ class PollerService:
             action="polling stopped until the company is reconnected",
         )
         try:
-            async with self.pool.acquire() as conn:
+            async with db.acquire(self.pool) as conn:
                 await instance_store.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")
-        except (asyncpg.PostgresError, OSError) as db_exc:
+        except DatabaseError as db_exc:
             log.warning("instance_status_not_saved", instance=inst.name, error=str(db_exc))

@@ -15,6 +15,8 @@ from datetime import datetime
 
 import asyncpg
 
+from poller.instances import InitialMode
+from poller.store.db import Conn, store_call
 from poller.store.sql import queries
 
 Q = queries("cursors")
@@ -90,13 +92,14 @@ class PollableInstance:
     name: str
     realm_id: str
     refresh_interval_s: float
-    initial_mode: str
+    initial_mode: InitialMode
     deactivated_as_deleted: bool
     config_version: int
     resources: tuple[str, ...]
 
 
-async def pollable_instances(conn: asyncpg.Connection) -> list[PollableInstance]:
+@store_call
+async def pollable_instances(conn: Conn) -> list[PollableInstance]:
     rows = await conn.fetch(Q["pollable_instances"])
     return [
         PollableInstance(
@@ -104,7 +107,7 @@ async def pollable_instances(conn: asyncpg.Connection) -> list[PollableInstance]
             r["name"],
             r["realm_id"],
             r["refresh_interval_s"],
-            r["initial_mode"],
+            InitialMode(r["initial_mode"]),
             r["deactivated_as_deleted"],
             r["config_version"],
             tuple(r["resources"]),
@@ -124,7 +127,8 @@ def _cursor(row: asyncpg.Record) -> Cursor:
     )
 
 
-async def acquire(conn: asyncpg.Connection, instance_id: int, owner: str, hold_s: float) -> Lease:
+@store_call
+async def acquire(conn: Conn, instance_id: int, owner: str, hold_s: float) -> Lease:
     """Take or renew the instance's lease for `hold_s`; with it, every pair's cursor."""
     rows = await conn.fetch(Q["acquire"], instance_id, owner, float(hold_s))
     first = rows[0]
@@ -135,9 +139,8 @@ async def acquire(conn: asyncpg.Connection, instance_id: int, owner: str, hold_s
     return Lease(token, owner, None, {r["resource"]: _cursor(r) for r in rows if r["resource"]})
 
 
-async def settle(
-    conn: asyncpg.Connection, lease: LeaseRef, settles: Sequence[Settle]
-) -> dict[str, Cursor]:
+@store_call
+async def settle(conn: Conn, lease: LeaseRef, settles: Sequence[Settle]) -> dict[str, Cursor]:
     """The fenced end of a cycle (see module docstring): the pairs' cursors as written.
 
     Raises LeaseLost when the token is no longer current (nothing was written).
@@ -165,11 +168,13 @@ async def settle(
     return {r["resource"]: _cursor(r) for r in rows}
 
 
-async def release(conn: asyncpg.Connection, instance_id: int, owner: str) -> bool:
+@store_call
+async def release(conn: Conn, instance_id: int, owner: str) -> bool:
     """Give the instance up (graceful stop) so another replica need not wait for expiry."""
     return await conn.execute(Q["release"], instance_id, owner) == "UPDATE 1"
 
 
-async def schedule(conn: asyncpg.Connection, instance_id: int) -> dict[str, datetime]:
+@store_call
+async def schedule(conn: Conn, instance_id: int) -> dict[str, datetime]:
     """Every pair's stored next due time (to resume the schedule after a restart)."""
     return {r["resource"]: r["next_due_at"] for r in await conn.fetch(Q["schedule"], instance_id)}

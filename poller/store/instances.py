@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 
 from poller import resources
-from poller.instances import Instance
+from poller.instances import Instance, InstanceStatus
 from poller.store.crypto import SecretBox
-from poller.store.db import Conn
+from poller.store.db import Conn, store_call
 from poller.store.sql import queries
 
 Q = queries("instances")
@@ -27,14 +27,14 @@ class UpsertResult:
     credentials_replaced: bool
 
 
-def _status(inst: Instance, previous: str | None, credentials_replaced: bool) -> str:
+def _status(inst: Instance, previous: str | None, credentials_replaced: bool) -> InstanceStatus:
     if not inst.events_enabled:
-        return "disabled"
-    if previous == "needs_reconnect" and not credentials_replaced:
-        return "needs_reconnect"
-    if previous == "paused":
-        return "paused"
-    return "active"
+        return InstanceStatus.DISABLED
+    if previous == InstanceStatus.NEEDS_RECONNECT and not credentials_replaced:
+        return InstanceStatus.NEEDS_RECONNECT
+    if previous == InstanceStatus.PAUSED:
+        return InstanceStatus.PAUSED
+    return InstanceStatus.ACTIVE
 
 
 def _row_values(inst: Instance, box: SecretBox) -> dict[str, Any]:
@@ -75,7 +75,8 @@ def _unchanged(existing: asyncpg.Record, inst: Instance, box: SecretBox) -> bool
     return True
 
 
-async def upsert(conn: asyncpg.Connection, inst: Instance, box: SecretBox) -> UpsertResult:
+@store_call
+async def upsert(conn: Conn, inst: Instance, box: SecretBox) -> UpsertResult:
     async with conn.transaction():
         existing = await conn.fetchrow(Q["lock_by_name"], inst.name)
         if existing is None:
@@ -83,7 +84,7 @@ async def upsert(conn: asyncpg.Connection, inst: Instance, box: SecretBox) -> Up
         return await _update(conn, existing, inst, box)
 
 
-async def _insert(conn: asyncpg.Connection, inst: Instance, box: SecretBox) -> UpsertResult:
+async def _insert(conn: Conn, inst: Instance, box: SecretBox) -> UpsertResult:
     v = _row_values(inst, box)
     instance_id = await conn.fetchval(
         Q["insert"],
@@ -113,7 +114,7 @@ async def _insert(conn: asyncpg.Connection, inst: Instance, box: SecretBox) -> U
 
 
 async def _update(
-    conn: asyncpg.Connection, existing: asyncpg.Record, inst: Instance, box: SecretBox
+    conn: Conn, existing: asyncpg.Record, inst: Instance, box: SecretBox
 ) -> UpsertResult:
     instance_id = existing["id"]
     replace = existing["provider_fingerprint"] != inst.provider.fingerprint()
@@ -155,7 +156,7 @@ async def _update(
 
 
 async def _replace_credentials(
-    conn: asyncpg.Connection, instance_id: int, inst: Instance, box: SecretBox
+    conn: Conn, instance_id: int, inst: Instance, box: SecretBox
 ) -> None:
     await conn.execute(
         Q["upsert_credentials"],
@@ -166,29 +167,31 @@ async def _replace_credentials(
     )
 
 
-async def _sync_pairs(conn: asyncpg.Connection, instance_id: int, inst: Instance) -> None:
+async def _sync_pairs(conn: Conn, instance_id: int, inst: Instance) -> None:
     names = list(inst.resources)
     entities = [resources.get(n).entity for n in names]
     await conn.execute(Q["drop_pairs_except"], instance_id, names)
     await conn.execute(Q["add_pairs"], instance_id, names, entities)
 
 
-async def list_all(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+@store_call
+async def list_all(conn: Conn) -> list[asyncpg.Record]:
     return list(await conn.fetch(Q["list"]))
 
 
-async def remove(conn: asyncpg.Connection, name: str) -> bool:
+@store_call
+async def remove(conn: Conn, name: str) -> bool:
     return await conn.fetchval(Q["remove"], name) is not None
 
 
+@store_call
 async def mark_needs_reconnect(conn: Conn, instance_id: int, reason: str) -> bool:
     """The one way an instance becomes `needs_reconnect`; True when this call changed it."""
     result = await conn.execute(Q["mark_needs_reconnect"], instance_id, reason[:500])
     return result == "UPDATE 1"
 
 
-async def set_status(
-    conn: asyncpg.Connection, instance_id: int, status: str, reason: str | None
-) -> bool:
+@store_call
+async def set_status(conn: Conn, instance_id: int, status: str, reason: str | None) -> bool:
     result = await conn.execute(Q["set_status"], instance_id, status, reason)
     return result.endswith(" 1")

@@ -10,10 +10,9 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
-
 from poller.errors import SchemaError
 from poller.logs import get_logger
+from poller.store.db import Conn, store_call
 from poller.store.sql import queries
 
 log = get_logger(__name__)
@@ -47,7 +46,8 @@ def latest_version() -> int:
     return len(available())
 
 
-async def current_version(conn: asyncpg.Connection) -> int:
+@store_call
+async def current_version(conn: Conn) -> int:
     """The applied version (0 for an empty database)."""
     exists = await conn.fetchval(Q["table_exists"])
     if not exists:
@@ -55,7 +55,8 @@ async def current_version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(Q["current_version"]) or 0)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+@store_call
+async def migrate(conn: Conn) -> list[int]:
     """Apply pending migrations; returns the versions applied. Safe to run concurrently."""
     applied: list[int] = []
     async with conn.transaction():
@@ -77,7 +78,8 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
             applied.append(step.version)
 
 
-async def check_current(conn: asyncpg.Connection) -> int:
+@store_call
+async def check_current(conn: Conn) -> int:
     """Raise unless the schema is exactly the version this build knows."""
     version = await current_version(conn)
     latest = latest_version()

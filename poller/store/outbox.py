@@ -19,12 +19,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import asyncpg
 import orjson
 
 from poller.records import Event, SnapshotRow
 from poller.store import cursors
 from poller.store.cursors import Cursor, LeaseRef, PairKey, Settle
+from poller.store.db import Conn, store_call
 from poller.store.sql import queries
 
 Q = queries("outbox")
@@ -57,8 +57,9 @@ class WriteStats:
 NO_WRITES = WriteStats(0, 0, 0, {})
 
 
+@store_call
 async def load_snapshots(
-    conn: asyncpg.Connection, instance_id: int, wanted: Mapping[str, Sequence[str] | None]
+    conn: Conn, instance_id: int, wanted: Mapping[str, Sequence[str] | None]
 ) -> dict[str, dict[str, SnapshotRow]]:
     """Snapshot rows per resource: the given object ids, or (None) every object of the pair."""
     whole = [res for res, ids in wanted.items() if ids is None]
@@ -79,8 +80,9 @@ async def load_snapshots(
     return found
 
 
+@store_call
 async def commit(
-    conn: asyncpg.Connection,
+    conn: Conn,
     lease: LeaseRef,
     writes: Sequence[PairWrite],
     settles: Sequence[Settle],
@@ -99,8 +101,9 @@ async def commit(
     return stats, written
 
 
+@store_call
 async def write(
-    conn: asyncpg.Connection,
+    conn: Conn,
     instance_id: int,
     writes: Sequence[PairWrite],
     events_per_notification: int,
@@ -142,7 +145,7 @@ def serialize(obj: object) -> str:
 
 
 async def _write_changes(
-    conn: asyncpg.Connection, instance_id: int, writes: Sequence[PairWrite]
+    conn: Conn, instance_id: int, writes: Sequence[PairWrite]
 ) -> dict[str, list[tuple[Event, int]]]:
     """Upsert snapshots, insert events in change order; the newly inserted events (in that
     order) with their row ids, per resource."""
@@ -174,7 +177,7 @@ async def _write_changes(
 
 
 async def _notify(
-    conn: asyncpg.Connection,
+    conn: Conn,
     instance_id: int,
     groups: Sequence[tuple[str, Sequence[tuple[Event, int]]]],
 ) -> None:

@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from poller.qbo.auth import Credentials, TokenSet
-from poller.store import instances
+from poller.store import db, instances
 from poller.store.crypto import SecretBox
+from poller.store.db import Conn, Pool, store_call
 from poller.store.sql import queries
 
 Q = queries("tokens")
@@ -43,11 +44,12 @@ def _credentials(row: asyncpg.Record, box: SecretBox) -> Credentials:
 class PgLockedCredentials:
     """The locked row of one open transaction (see `PgTokenStore.lock`)."""
 
-    def __init__(self, conn: asyncpg.Connection, box: SecretBox, credentials: Credentials) -> None:
+    def __init__(self, conn: Conn, box: SecretBox, credentials: Credentials) -> None:
         self._conn = conn
         self._box = box
         self.credentials = credentials
 
+    @store_call
     async def save_tokens(self, tokens: TokenSet) -> None:
         box = self._box
         await self._conn.execute(
@@ -61,12 +63,15 @@ class PgLockedCredentials:
             tokens.obtained_at,
         )
 
+    @store_call
     async def clear_code(self) -> None:
         await self._conn.execute(Q["clear_code"], self.credentials.instance_id)
 
+    @store_call
     async def clear_tokens(self) -> None:
         await self._conn.execute(Q["clear_tokens"], self.credentials.instance_id)
 
+    @store_call
     async def mark_needs_reconnect(self, reason: str) -> bool:
         return await instances.mark_needs_reconnect(
             self._conn, self.credentials.instance_id, reason
@@ -76,17 +81,18 @@ class PgLockedCredentials:
 class PgTokenStore:
     """`TokenStore` over an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
+    def __init__(self, pool: Pool, box: SecretBox) -> None:
         self._pool = pool
         self._box = box
 
+    @store_call
     async def load(self, instance_id: int) -> Credentials | None:
         row = await self._pool.fetchrow(Q["load"], instance_id)
         return _credentials(row, self._box) if row else None
 
     @asynccontextmanager
     async def lock(self, instance_id: int) -> AsyncIterator[PgLockedCredentials | None]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with db.acquire(self._pool) as conn, conn.transaction():
             row = await conn.fetchrow(Q["lock"], instance_id)
             yield (
                 PgLockedCredentials(conn, self._box, _credentials(row, self._box)) if row else None
