@@ -10,9 +10,10 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
@@ -30,10 +31,7 @@ INTUIT_REVOKE_URL = "https://developer.api.intuit.com/v2/oauth2/tokens/revoke"
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,14h,20h,24h"
 SIGNATURE_SCHEMES = ("elements", "standard", "both")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-LOG_FORMATS = ("json", "console", "auto")
 
-# Variables whose values are secrets: never echoed in errors, redacted from logs.
-SECRET_VARIABLES = frozenset({"QBO_CLIENT_SECRET", "POLLER_SECRET_KEY", "DATABASE_URL"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -50,59 +48,23 @@ class HttpAddr:
         return f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the daemon reads from its environment. Built by `load_settings`."""
+class LogFormat(StrEnum):
+    """POLLER_LOG_FORMAT: `auto` is console on a terminal, json elsewhere."""
 
-    database_url: str | None = None
-    data_dir: Path = field(default_factory=lambda: Path("~/.local/share/qbo-poller").expanduser())
-    instances_file: Path | None = None
-    qbo_client_id: str | None = None
-    qbo_client_secret: str | None = field(default=None, repr=False)
-    qbo_environment: str = "production"
-    qbo_api_base_url: str = INTUIT_API_BASE["production"]
-    qbo_oauth_token_url: str = INTUIT_TOKEN_URL
-    qbo_oauth_revoke_url: str = INTUIT_REVOKE_URL
-    qbo_minor_version: int = 75
-    qbo_request_timeout_s: float = 60.0
-    http_addr: HttpAddr | None = HttpAddr("127.0.0.1", 8080)
-    secret_key: str | None = field(default=None, repr=False)
-    log_level: str = "info"
-    log_format: str = "auto"
-    overlap_seconds: int = 120
-    reconcile_interval_s: float = 6 * 3600.0
-    retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
-    delivery_timeout_s: float = 15.0
-    delivery_concurrency: int = 64
-    delivery_per_url_concurrency: int = 8
-    delivery_retention_s: float = 7 * 86400.0
-    delivery_poll_interval_s: float = 1.0
-    delivery_lease_s: float = 120.0
-    events_per_notification: int = 10
-    signature_scheme: str = "both"
-    callback_deny_private: bool = False
-    auto_migrate: bool = True
-    shutdown_grace_s: float = 5.0
-    db_pool_size: int = 10
-    pair_lease_s: float = 60.0
-    replica_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    env_file: Path | None = None
+    JSON = "json"
+    CONSOLE = "console"
+    AUTO = "auto"
 
-    def secret_values(self) -> list[str]:
-        """The configured secret values, for log redaction."""
-        values = [self.qbo_client_secret, self.secret_key]
-        if self.database_url and "@" in self.database_url:
-            password = _dsn_password(self.database_url)
-            values.append(password)
-        return [v for v in values if v]
+
+LOG_FORMATS = tuple(LogFormat)
+
+
+# --- value parsers: each raises ValueError with a short reason ------------------------------
 
 
 def _dsn_password(dsn: str) -> str | None:
     match = re.match(r"^[a-z]+://[^:/@]*:([^@]*)@", dsn)
     return match.group(1) if match and match.group(1) else None
-
-
-# --- value parsers: each raises ValueError with a short reason ------------------------------
 
 
 def parse_bool(raw: str) -> bool:
@@ -176,6 +138,128 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _log_format(raw: str) -> LogFormat:
+    return LogFormat(_choice(LOG_FORMATS)(raw))
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _path(raw: str) -> Path:
+    return Path(raw.strip()).expanduser()
+
+
+def _secret_key(raw: str) -> str:
+    value = raw.strip()
+    if len(value) < 16:
+        raise ValueError("must be at least 16 characters")
+    return value
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _default_data_dir() -> Path:
+    return Path("~/.local/share/qbo-poller").expanduser()
+
+
+def variable(
+    name: str,
+    parse: Callable[[str], Any],
+    default: Any = None,
+    *,
+    factory: Callable[[], Any] | None = None,
+    secret: bool = False,
+) -> Any:
+    """A Settings field read from the environment variable `name`: the one place where its
+    parser and its default are written."""
+    metadata = {"variable": name, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata, repr=not secret)
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon reads from its environment. Built by `load_settings`; each field
+    names its variable, parser and default once."""
+
+    database_url: str | None = variable("DATABASE_URL", _text, secret=True)
+    data_dir: Path = variable("POLLER_DATA_DIR", _path, factory=_default_data_dir)
+    instances_file: Path | None = variable("POLLER_INSTANCES_FILE", _path)
+    qbo_client_id: str | None = variable("QBO_CLIENT_ID", _text)
+    qbo_client_secret: str | None = variable("QBO_CLIENT_SECRET", _text, secret=True)
+    qbo_environment: str = variable(
+        "QBO_ENVIRONMENT", _choice(tuple(INTUIT_API_BASE)), "production"
+    )
+    # Unset: Intuit's base URL for QBO_ENVIRONMENT (see load_settings).
+    qbo_api_base_url: str = variable("QBO_API_BASE_URL", parse_url, INTUIT_API_BASE["production"])
+    qbo_oauth_token_url: str = variable("QBO_OAUTH_TOKEN_URL", parse_url, INTUIT_TOKEN_URL)
+    qbo_oauth_revoke_url: str = variable("QBO_OAUTH_REVOKE_URL", parse_url, INTUIT_REVOKE_URL)
+    qbo_minor_version: int = variable("QBO_MINOR_VERSION", _int_at_least(1), 75)
+    qbo_request_timeout_s: float = variable("QBO_REQUEST_TIMEOUT_SECONDS", _positive_seconds, 60.0)
+    http_addr: HttpAddr | None = variable(
+        "POLLER_HTTP_ADDR", parse_http_addr, HttpAddr("127.0.0.1", 8080)
+    )
+    secret_key: str | None = variable("POLLER_SECRET_KEY", _secret_key, secret=True)
+    log_level: str = variable("POLLER_LOG_LEVEL", _choice(LOG_LEVELS), "info")
+    log_format: LogFormat = variable("POLLER_LOG_FORMAT", _log_format, LogFormat.AUTO)
+    overlap_seconds: int = variable("POLLER_OVERLAP_SECONDS", _int_at_least(1), 120)
+    reconcile_interval_s: float = variable(
+        "POLLER_RECONCILE_INTERVAL", _positive_seconds, 6 * 3600.0
+    )
+    retry_schedule_s: tuple[float, ...] = variable(
+        "POLLER_RETRY_SCHEDULE", parse_schedule, parse_schedule(DEFAULT_RETRY_SCHEDULE)
+    )
+    delivery_timeout_s: float = variable("POLLER_DELIVERY_TIMEOUT_SECONDS", _positive_seconds, 15.0)
+    delivery_concurrency: int = variable("POLLER_DELIVERY_CONCURRENCY", _int_at_least(1), 64)
+    delivery_per_url_concurrency: int = variable(
+        "POLLER_DELIVERY_PER_URL_CONCURRENCY", _int_at_least(1), 8
+    )
+    delivery_retention_s: float = variable(
+        "POLLER_DELIVERY_RETENTION", _positive_seconds, 7 * 86400.0
+    )
+    delivery_poll_interval_s: float = variable(
+        "POLLER_DELIVERY_POLL_INTERVAL", _positive_seconds, 1.0
+    )
+    delivery_lease_s: float = variable("POLLER_DELIVERY_LEASE", _positive_seconds, 120.0)
+    events_per_notification: int = variable("POLLER_EVENTS_PER_NOTIFICATION", _int_at_least(1), 10)
+    signature_scheme: str = variable("POLLER_SIGNATURE_SCHEME", _choice(SIGNATURE_SCHEMES), "both")
+    callback_deny_private: bool = variable("POLLER_CALLBACK_DENY_PRIVATE", parse_bool, False)
+    auto_migrate: bool = variable("POLLER_AUTO_MIGRATE", parse_bool, True)
+    shutdown_grace_s: float = variable("POLLER_SHUTDOWN_GRACE_SECONDS", _positive_seconds, 5.0)
+    db_pool_size: int = variable("POLLER_DB_POOL_SIZE", _int_at_least(2), 10)
+    pair_lease_s: float = variable("POLLER_PAIR_LEASE", _positive_seconds, 60.0)
+    replica_id: str = variable("POLLER_REPLICA_ID", _text, factory=_default_replica_id)
+    env_file: Path | None = None  # the --env-file that was read, if any
+
+    def secret_values(self) -> list[str]:
+        """The configured secret values, for log redaction."""
+        values = [self.qbo_client_secret, self.secret_key]
+        if self.database_url and "@" in self.database_url:
+            password = _dsn_password(self.database_url)
+            values.append(password)
+        return [v for v in values if v]
+
+
+def variables() -> dict[str, str]:
+    """Every environment variable the daemon reads → the Settings field it sets."""
+    return {
+        settings_field.metadata["variable"]: settings_field.name
+        for settings_field in fields(Settings)
+        if "variable" in settings_field.metadata
+    }
+
+
+SECRET_VARIABLES = frozenset(
+    settings_field.metadata["variable"]
+    for settings_field in fields(Settings)
+    if "variable" in settings_field.metadata and not settings_field.repr
+)
+
+
 # --- loading -------------------------------------------------------------------------------
 
 
@@ -200,70 +284,35 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
-    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+    def is_set(self, name: str) -> bool:
         raw = self.env.get(name)
-        if raw is None or (raw.strip() == "" and name != "POLLER_HTTP_ADDR"):
-            return default
+        # An empty POLLER_HTTP_ADDR means "no listener"; elsewhere empty means unset.
+        return raw is not None and (raw.strip() != "" or name == "POLLER_HTTP_ADDR")
+
+    def parse(self, name: str, parse: Callable[[str], T]) -> T:
+        raw = self.env[name]
         try:
             return parse(raw)
         except ValueError as exc:
+            # Secret values are never echoed; variables are shown as written.
             shown = "<hidden>" if name in SECRET_VARIABLES else repr(raw)
             raise ConfigError(f"{name}={shown}: {exc}") from None
-
-    def text(self, name: str) -> str | None:
-        raw = self.env.get(name, "").strip()
-        return raw or None
 
 
 def load_settings(
     env: Mapping[str, str] | None = None, env_file: str | Path | None = None
 ) -> Settings:
-    """Build the frozen Settings from `env` (default: os.environ over `.env`)."""
+    """Build the frozen Settings from `env` (default: os.environ over `.env`); a variable that
+    is unset (or empty) keeps the field's default."""
     if env is None:
         env = read_environment(env_file)
-    r = _Reader(env)
-    environment = r.get("QBO_ENVIRONMENT", _choice(("production", "sandbox")), "production")
-    data_dir = Path(r.text("POLLER_DATA_DIR") or "~/.local/share/qbo-poller").expanduser()
-    instances_file = r.text("POLLER_INSTANCES_FILE")
-    secret_key = r.text("POLLER_SECRET_KEY")
-    if secret_key is not None and len(secret_key) < 16:
-        raise ConfigError("POLLER_SECRET_KEY=<hidden>: must be at least 16 characters")
-    return Settings(
-        database_url=r.text("DATABASE_URL"),
-        data_dir=data_dir,
-        instances_file=Path(instances_file).expanduser() if instances_file else None,
-        qbo_client_id=r.text("QBO_CLIENT_ID"),
-        qbo_client_secret=r.text("QBO_CLIENT_SECRET"),
-        qbo_environment=environment,
-        qbo_api_base_url=r.get("QBO_API_BASE_URL", parse_url, INTUIT_API_BASE[environment]),
-        qbo_oauth_token_url=r.get("QBO_OAUTH_TOKEN_URL", parse_url, INTUIT_TOKEN_URL),
-        qbo_oauth_revoke_url=r.get("QBO_OAUTH_REVOKE_URL", parse_url, INTUIT_REVOKE_URL),
-        qbo_minor_version=r.get("QBO_MINOR_VERSION", _int_at_least(1), 75),
-        qbo_request_timeout_s=r.get("QBO_REQUEST_TIMEOUT_SECONDS", _positive_seconds, 60.0),
-        http_addr=r.get("POLLER_HTTP_ADDR", parse_http_addr, HttpAddr("127.0.0.1", 8080)),
-        secret_key=secret_key,
-        log_level=r.get("POLLER_LOG_LEVEL", _choice(LOG_LEVELS), "info"),
-        log_format=r.get("POLLER_LOG_FORMAT", _choice(LOG_FORMATS), "auto"),
-        overlap_seconds=r.get("POLLER_OVERLAP_SECONDS", _int_at_least(1), 120),
-        reconcile_interval_s=r.get("POLLER_RECONCILE_INTERVAL", _positive_seconds, 6 * 3600.0),
-        retry_schedule_s=r.get(
-            "POLLER_RETRY_SCHEDULE", parse_schedule, parse_schedule(DEFAULT_RETRY_SCHEDULE)
-        ),
-        delivery_timeout_s=r.get("POLLER_DELIVERY_TIMEOUT_SECONDS", _positive_seconds, 15.0),
-        delivery_concurrency=r.get("POLLER_DELIVERY_CONCURRENCY", _int_at_least(1), 64),
-        delivery_per_url_concurrency=r.get(
-            "POLLER_DELIVERY_PER_URL_CONCURRENCY", _int_at_least(1), 8
-        ),
-        delivery_retention_s=r.get("POLLER_DELIVERY_RETENTION", _positive_seconds, 7 * 86400.0),
-        delivery_poll_interval_s=r.get("POLLER_DELIVERY_POLL_INTERVAL", _positive_seconds, 1.0),
-        delivery_lease_s=r.get("POLLER_DELIVERY_LEASE", _positive_seconds, 120.0),
-        events_per_notification=r.get("POLLER_EVENTS_PER_NOTIFICATION", _int_at_least(1), 10),
-        signature_scheme=r.get("POLLER_SIGNATURE_SCHEME", _choice(SIGNATURE_SCHEMES), "both"),
-        callback_deny_private=r.get("POLLER_CALLBACK_DENY_PRIVATE", parse_bool, False),
-        auto_migrate=r.get("POLLER_AUTO_MIGRATE", parse_bool, True),
-        shutdown_grace_s=r.get("POLLER_SHUTDOWN_GRACE_SECONDS", _positive_seconds, 5.0),
-        db_pool_size=r.get("POLLER_DB_POOL_SIZE", _int_at_least(2), 10),
-        pair_lease_s=r.get("POLLER_PAIR_LEASE", _positive_seconds, 60.0),
-        replica_id=r.text("POLLER_REPLICA_ID") or f"{socket.gethostname()}:{os.getpid()}",
-        env_file=Path(env_file) if env_file else None,
-    )
+    reader = _Reader(env)
+    values: dict[str, Any] = {}
+    for settings_field in fields(Settings):
+        name = settings_field.metadata.get("variable")
+        if name is not None and reader.is_set(name):
+            values[settings_field.name] = reader.parse(name, settings_field.metadata["parse"])
+    if "qbo_api_base_url" not in values:
+        environment = values.get("qbo_environment", "production")
+        values["qbo_api_base_url"] = INTUIT_API_BASE[environment]
+    return Settings(**values, env_file=Path(env_file) if env_file else None)

@@ -130,9 +130,7 @@ def test_qbo_times_parse_to_aware_datetimes() -> None:
     assert parse_qbo_time("2015-12-23T12:55:50-08:00").utcoffset() == timedelta(hours=-8)
     assert parse_qbo_time("2025-09-10T21:31:25.179Z").tzinfo is not None
     assert parse_qbo_time("2015-10-05T14:42:19-0700") == parse_qbo_time("2015-10-05T14:42:19-07:00")
-    assert parse_qbo_time(1601391072830) == datetime(
-        2020, 9, 29, 14, 51, 12, 830000, tzinfo=UTC
-    )
+    assert parse_qbo_time(1601391072830) == datetime(2020, 9, 29, 14, 51, 12, 830000, tzinfo=UTC)
     with pytest.raises(ValueError):
         parse_qbo_time("2015-12-23T12:55:50")  # QBO always writes an offset
 
