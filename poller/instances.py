@@ -295,7 +295,7 @@ def _element_key(body: Mapping[str, Any], fail: _Fail) -> str:
         return "quickbooks"
     if key != "quickbooks":
         raise fail("element.key", key, "only the quickbooks element is supported")
-    return key
+    return "quickbooks"
 
 
 def _provider(data: Any, config: Mapping[str, Any], fail: _Fail) -> ProviderData:

@@ -124,9 +124,10 @@ def redact(
     return event_dict
 
 
-def _mask_rendered(_logger: Any, _name: str, rendered: str) -> str:
-    # Last line of defence: tracebacks are rendered after `redact` ran.
-    return secrets.mask(rendered)
+def _mask_rendered(_logger: Any, _name: str, rendered: Any) -> str:
+    # Last line of defence: tracebacks are rendered after `redact` ran. It runs after the
+    # renderer, so structlog hands it the rendered line where it would pass an event dict.
+    return secrets.mask(str(rendered))
 
 
 def _json_dumps(obj: Any, **_: Any) -> str:

@@ -222,13 +222,16 @@ async def _run(
 async def _supervise(
     services: Sequence[Service], stop: asyncio.Event, notifier: Notifier, settings: Settings
 ) -> int:
-    tasks = {asyncio.create_task(s.run(stop), name=f"service:{s.name}"): s for s in services}
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.create_task(service.run(stop), name=f"service:{service.name}")
+        for service in services
+    ]
     interval = watchdog_interval_s()
     if interval is not None and notifier.enabled:
-        tasks[asyncio.create_task(watchdog(notifier, interval, stop), name="watchdog")] = None  # type: ignore[assignment]
+        tasks.append(asyncio.create_task(watchdog(notifier, interval, stop), name="watchdog"))
     notifier.ready(f"running {len(services)} services")
-    log.info("daemon_ready", services=[s.name for s in services])
-    stop_wait = asyncio.create_task(stop.wait(), name="stop-wait")
+    log.info("daemon_ready", services=[service.name for service in services])
+    stop_wait = asyncio.create_task(_wait_for(stop), name="stop-wait")
     code = EXIT_OK
     try:
         done, _ = await asyncio.wait({*tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -250,6 +253,10 @@ async def _supervise(
             task.cancel()
         await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
     return code
+
+
+async def _wait_for(stop: asyncio.Event) -> None:
+    await stop.wait()
 
 
 def _failed(task: asyncio.Task[None]) -> bool:

@@ -8,6 +8,7 @@ each test gets `CREATE DATABASE … TEMPLATE` (fast) and it is dropped afterward
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import tempfile
@@ -128,3 +129,25 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     logs.secrets.clear()
     yield
     logs.secrets.clear()
+
+
+# --- tiers ------------------------------------------------------------------------------------
+# `pytest -m unit` runs the pure tests in seconds; `-m "not e2e"` skips the subprocess ones.
+_E2E_FOLDERS = frozenset({"e2e", "product"})
+_IO_FIXTURES = frozenset({"pg_server_dsn", "db_dsn", "empty_db_dsn", "pool", "template_db"})
+
+
+def _tier(item: pytest.Item) -> str:
+    folder = item.path.parent.name
+    if folder in _E2E_FOLDERS:
+        return "e2e"
+    if folder == "unit":
+        return "unit"
+    fixtures = set(getattr(item, "fixturenames", ()))
+    uses_loopback = any("emulator" in name or name == "env" for name in fixtures)
+    return "integration" if fixtures & _IO_FIXTURES or uses_loopback else "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(getattr(pytest.mark, _tier(item)))

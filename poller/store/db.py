@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
@@ -54,7 +54,9 @@ def translated() -> Iterator[None]:
         raise translate(exc) from exc
 
 
-def store_call(function: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def store_call(
+    function: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
     """Decorates a store coroutine so that it raises `DatabaseError`, never a driver error."""
 
     @functools.wraps(function)

@@ -19,10 +19,10 @@ DATABASE_NAME = "qbo_poller"
 
 
 def _start(pgdata: Path) -> Any:
-    import pgserver  # imported lazily: only the embedded path needs it
+    from pgserver.postgres_server import get_server  # lazily: only the embedded path needs it
 
     pgdata.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(pgdata, cleanup_mode="stop")
+    return get_server(pgdata, cleanup_mode="stop")
 
 
 def _ensure_database(server: Any) -> None:

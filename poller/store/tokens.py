@@ -9,7 +9,7 @@ are sealed with `SecretBox` (encrypted when POLLER_SECRET_KEY is set).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
 
@@ -90,8 +90,12 @@ class PgTokenStore:
         row = await self._pool.fetchrow(Q["load"], instance_id)
         return _credentials(row, self._box) if row else None
 
+    def lock(self, instance_id: int) -> AbstractAsyncContextManager[PgLockedCredentials | None]:
+        """A transaction holding the credentials row lock (see the module docstring)."""
+        return self._lock(instance_id)
+
     @asynccontextmanager
-    async def lock(self, instance_id: int) -> AsyncIterator[PgLockedCredentials | None]:
+    async def _lock(self, instance_id: int) -> AsyncIterator[PgLockedCredentials | None]:
         async with db.acquire(self._pool) as conn, conn.transaction():
             row = await conn.fetchrow(Q["lock"], instance_id)
             yield (
