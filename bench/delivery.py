@@ -40,8 +40,8 @@ RAW = (
     '{"Id":"%d","SyncToken":"0","domain":"QBO","TxnDate":"2026-11-24","TotalAmt":1234.50,'
     '"CustomerRef":{"value":"58","name":"Amy\'s Bird Sanctuary"},"Line":['
     + ",".join(
-        '{"Id":"%d","LineNum":%d,"Amount":123.45,"DetailType":"SalesItemLineDetail",'
-        '"SalesItemLineDetail":{"ItemRef":{"value":"1","name":"Services"},"Qty":1}}' % (i, i)
+        f'{{"Id":"{i}","LineNum":{i},"Amount":123.45,"DetailType":"SalesItemLineDetail",'
+        '"SalesItemLineDetail":{"ItemRef":{"value":"1","name":"Services"},"Qty":1}}'
         for i in range(1, 6)
     )
     + '],"MetaData":{"CreateTime":"2026-11-24T02:10:00-08:00",'

@@ -195,15 +195,19 @@ async def bench(args: argparse.Namespace) -> None:
         cycles = elapsed / args.interval
         cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         samples = sorted(lat.samples)
-        p = lambda q: (
-            samples[min(len(samples) - 1, int(q * len(samples)))] if samples else float("nan")
-        )
+
+        def p(q: float) -> float:
+            return (
+                samples[min(len(samples) - 1, int(q * len(samples)))] if samples else float("nan")
+            )
+
         print(
             f"instances={args.instances} resources/instance=22 interval={args.interval:g}s "
             f"rate={args.rate:g}/s window={elapsed:.1f}s"
         )
         print(
-            f"  QBO requests per instance per cycle: {(req1 - req0) / (args.instances * cycles):.2f}"
+            "  QBO requests per instance per cycle: "
+            f"{(req1 - req0) / (args.instances * cycles):.2f}"
         )
         print(
             f"  changes made: {made}; events received: {lat.events - events0} "
@@ -215,7 +219,8 @@ async def bench(args: argparse.Namespace) -> None:
         )
         print(
             f"  daemon: CPU {cpu:.1f}s over {elapsed:.0f}s ({100 * cpu / elapsed:.0f}% of a core), "
-            f"{1000 * cpu / max(cycles, 1):.0f} ms CPU per cycle, peak RSS {peak_rss / 2**20:.0f} MiB"
+            f"{1000 * cpu / max(cycles, 1):.0f} ms CPU per cycle, "
+            f"peak RSS {peak_rss / 2**20:.0f} MiB"
         )
         print(f"  signature failures: {lat.bad}; duplicates: {receiver.duplicates}")
     finally:

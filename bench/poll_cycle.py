@@ -230,7 +230,8 @@ async def measure(
     mode = "batch-CDC" if batch_cdc else "/cdc + /batch"
     print(
         f"{n:>4} instance(s) x 22 resources [{mode}]: {reqs:.2f} QBO requests/instance/cycle; "
-        f"CPU {cpu * 1000:.1f} ms/cycle ({cpu / n * 1000:.2f} ms/instance), wall {wall * 1000:.0f} ms; "
+        f"CPU {cpu * 1000:.1f} ms/cycle ({cpu / n * 1000:.2f} ms/instance), "
+        f"wall {wall * 1000:.0f} ms; "
         f"DB round trips {trips:.1f}/instance/cycle; with 1 change/instance: "
         f"{changed[0] / n:.2f} req/instance, CPU {changed[1] * 1000:.1f} ms, "
         f"{changed[3] / n:.1f} round trips/instance"

@@ -57,7 +57,8 @@ class SecretRegistry:
             else:
                 # Keep the previous value too: it may still be in flight in a log line.
                 previous = self._slots.get(slot, ())
-                self._slots[slot] = (value,) + tuple(v for v in previous[:1] if v != value)
+                kept = tuple(old for old in previous[:1] if old != value)
+                self._slots[slot] = (value, *kept)
             self._pattern = None
 
     def clear(self) -> None:

@@ -7,6 +7,8 @@ instances (never with objects, URLs or realms' data).
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -70,7 +72,5 @@ WATERMARK_LAG = Gauge(
 def forget_instance(name: str, resource_names: list[str]) -> None:
     """Drop an instance's series when it is removed, so the label set stays current."""
     for resource in resource_names:
-        try:
+        with contextlib.suppress(KeyError):  # never polled: no series
             WATERMARK_LAG.remove(name, resource)
-        except KeyError:
-            pass

@@ -144,8 +144,9 @@ def _tier(item: pytest.Item) -> str:
     if folder == "unit":
         return "unit"
     fixtures = set(getattr(item, "fixturenames", ()))
-    uses_loopback = any("emulator" in name or name == "env" for name in fixtures)
-    return "integration" if fixtures & _IO_FIXTURES or uses_loopback else "unit"
+    # An async test talks to something real on loopback (PostgreSQL, the emulator, a server).
+    is_async = inspect.iscoroutinefunction(getattr(item, "function", None))
+    return "integration" if fixtures & _IO_FIXTURES or is_async else "unit"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -128,7 +128,8 @@ async def insert_many(
                INSERT INTO events (instance_id, resource, object_id, version, event_type,
                                    occurred_at, raw, notification_id, position)
                SELECT $1, $2, (n.id * 1000 + p)::text, '0', 'UPDATED', now(),
-                      ('{"Id": "' || (n.id * 1000 + p) || '", "SyncToken": "0", "TotalAmt": 12.50}')::json,
+                      ('{"Id": "' || (n.id * 1000 + p)
+                       || '", "SyncToken": "0", "TotalAmt": 12.50}')::json,
                       n.id, p
                FROM n, generate_series(0, $3 - 1) AS p""",
             instance_id,

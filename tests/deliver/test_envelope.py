@@ -18,7 +18,10 @@ INVOICE = (
     '"MetaData":{"CreateTime":"2026-11-24T02:10:00-08:00",'
     '"LastUpdatedTime":"2026-11-24T02:15:02-08:00"}}'
 )
-TOMBSTONE = '{"Id": "146", "status": "Deleted", "MetaData": {"LastUpdatedTime": "2026-11-24T02:16:00-08:00"}}'
+TOMBSTONE = (
+    '{"Id": "146", "status": "Deleted", '
+    '"MetaData": {"LastUpdatedTime": "2026-11-24T02:16:00-08:00"}}'
+)
 T1 = datetime(2026, 11, 24, 10, 15, 2, tzinfo=UTC)
 T2 = datetime(2026, 11, 24, 10, 16, 0, tzinfo=UTC)
 

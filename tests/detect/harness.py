@@ -234,6 +234,8 @@ class Env:
         self, instance_id: int, settings: Settings | None = None, **kw: Any
     ) -> AsyncIterator[Driver]:
         settings = settings or self.settings()
-        async with qbo_client(settings, self.pool) as client:
-            async with Driver(self.pool, settings, client, instance_id, **kw) as d:
-                yield d
+        async with (
+            qbo_client(settings, self.pool) as client,
+            Driver(self.pool, settings, client, instance_id, **kw) as driver,
+        ):
+            yield driver

@@ -63,18 +63,21 @@ async def test_changes_arrive_signed_with_both_schemes(db_dsn: str) -> None:
         raw = message["raw"]
         assert raw["objectType"] == message["events"][0]["objectType"]
         assert len(raw[raw["objectType"]]) == len(message["events"])
-    created = [
-        r
-        for r in receiver.notifications.values()
-        if any(e["eventType"] == "CREATED" and e["objectId"] == customer["Id"] for e in r.events)
-    ]
-    record = created[0].message["raw"]["customers"][0]
+    created = next(
+        notification
+        for notification in receiver.notifications.values()
+        if any(
+            e["eventType"] == "CREATED" and e["objectId"] == customer["Id"]
+            for e in notification.events
+        )
+    )
+    record = created.message["raw"]["customers"][0]
     assert record["Id"] == customer["Id"] and record["DisplayName"] == "Ada Lovelace"
-    deleted = [
-        r
-        for r in receiver.notifications.values()
-        if any(e["eventType"] == "DELETED" for e in r.events)
-    ][0]
+    deleted = next(
+        notification
+        for notification in receiver.notifications.values()
+        if any(e["eventType"] == "DELETED" for e in notification.events)
+    )
     tombstone = deleted.message["raw"]["invoices"][0]
     assert tombstone["status"] == "Deleted" and tombstone["Id"] == invoice_id
     # The object is passed through exactly as QuickBooks wrote it: same keys, same order, and

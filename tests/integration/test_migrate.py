@@ -71,11 +71,13 @@ async def test_event_uniqueness_is_a_database_constraint(pool) -> None:  # type:
 
     iid = await pool.fetchval(
         "INSERT INTO instances (name, realm_id, client_id, client_secret_enc, refresh_interval_s,"
-        " resources, provider_fingerprint) VALUES ('a', '1', 'c', 'plain:s', 60, '{customers}', 'f')"
+        " resources, provider_fingerprint)"
+        " VALUES ('a', '1', 'c', 'plain:s', 60, '{customers}', 'f')"
         " RETURNING id"
     )
     insert = (
-        "INSERT INTO events (instance_id, resource, object_id, version, event_type, occurred_at, raw)"
+        "INSERT INTO events"
+        " (instance_id, resource, object_id, version, event_type, occurred_at, raw)"
         " VALUES ($1, 'customers', '7', '3', 'UPDATED', now(), '{}')"
     )
     await pool.execute(insert, iid)

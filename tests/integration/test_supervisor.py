@@ -1,4 +1,5 @@
-"""The supervisor owns every task: a dying service stops the daemon non-zero; shutdown has a grace."""
+"""The supervisor owns every task: a dying service stops the daemon non-zero; shutdown has a
+grace."""
 
 from __future__ import annotations
 

@@ -79,6 +79,17 @@ def exec_form(args: str, what: str) -> list[str]:
     return value
 
 
+def env_assignments(args: str) -> dict[str, str]:
+    words = shlex.split(args)
+    if "=" not in words[0]:  # legacy `ENV KEY value`
+        return {words[0]: " ".join(words[1:])}
+    return dict(word.partition("=")[::2] for word in words)
+
+
+def healthcheck_options(options: str) -> dict[str, str]:
+    return dict(option.removeprefix("--").partition("=")[::2] for option in options.split())
+
+
 def parse_containerfile(text: str) -> Image:
     image = Image()
     for keyword, args in instructions(text):
@@ -91,13 +102,7 @@ def parse_containerfile(text: str) -> Image:
         elif keyword == "RUN":
             image.runs.append(args)
         elif keyword == "ENV":
-            words = shlex.split(args)
-            if "=" not in words[0]:  # legacy `ENV KEY value`
-                image.env[words[0]] = " ".join(words[1:])
-            else:
-                for word in words:
-                    key, _, value = word.partition("=")
-                    image.env[key] = value
+            image.env.update(env_assignments(args))
         elif keyword == "WORKDIR":
             image.workdir = args
         elif keyword == "USER":
@@ -109,9 +114,7 @@ def parse_containerfile(text: str) -> Image:
         elif keyword == "HEALTHCHECK":
             options, sep, command = args.partition("CMD ")
             assert sep, f"HEALTHCHECK needs CMD: {args}"
-            for option in options.split():
-                key, _, value = option.removeprefix("--").partition("=")
-                image.healthcheck_options[key] = value
+            image.healthcheck_options.update(healthcheck_options(options))
             image.healthcheck = exec_form(command.strip(), "HEALTHCHECK CMD")
         elif keyword == "ENTRYPOINT":
             image.entrypoint = exec_form(args, "ENTRYPOINT")

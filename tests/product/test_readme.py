@@ -16,6 +16,9 @@ from poller.cli import build_parser
 from poller.deliver.signing import callback_headers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+TEST_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
+)
 
 
 def receiver_snippet() -> str:
@@ -54,12 +57,6 @@ def test_readme_commands_exist() -> None:
     commands = set(re.findall(r"(?:`|bin/)qbo-poller ([a-z][a-z-]+)", text))
     parser_commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert commands - {"demo", "emulator"} <= parser_commands
-    assert (
-        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
-        in text
-    )
+    assert TEST_COMMAND in text
     ci = (README.parent / ".ci" / "run").read_text()
-    assert (
-        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
-        in ci
-    )
+    assert TEST_COMMAND in ci
