@@ -1,12 +1,12 @@
 """A faithful QuickBooks Online emulator (QBO Accounting API v3 + Intuit OAuth 2.0).
 
 It reimplements documented QBO behaviour (see ``reference/qbo-api.md``) for
-any number of realms, and imports nothing from the rest of ``poller``: it keeps
-its own entity facts so that a wrong belief in the daemon is caught here.
+any number of realms, and imports nothing from ``poller`` (a package of its own):
+it keeps its own entity facts so that a wrong belief in the daemon is caught here.
 
 Start it in-process::
 
-    from poller.emulator import run_emulator
+    from qbo_emulator import run_emulator
 
     async with run_emulator(per_second=None) as emu:        # options -> Emulator
         realm = emu.add_realm("9130350000000001", seed=1, per_entity=50)
@@ -14,7 +14,7 @@ Start it in-process::
         url = f"{emu.base_url}/v3/company/{realm}/query?query=select * from Customer"
         ...
 
-or from a shell: ``qbo-poller emulator`` / ``python -m poller.emulator``.
+or from a shell: ``qbo-emulator`` / ``qbo-poller emulator`` / ``python -m qbo_emulator``.
 
 Interface (stable)
 ------------------

@@ -1,4 +1,4 @@
-"""``python -m poller.emulator``."""
+"""``python -m qbo_emulator``."""
 
 import sys
 

@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from poller.emulator import Emulator, run_emulator
+from qbo_emulator import Emulator, run_emulator
 
 REALM = "9130350000000001"
 NO_LIMITS = {"per_minute": None, "per_second": None, "in_flight": None}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from poller.emulator import Emulator
+from qbo_emulator import Emulator
 
 from .conftest import Api, fault_of
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from poller.emulator import Emulator
-from poller.emulator.clock import PACIFIC, parse_timestamp
+from qbo_emulator import Emulator
+from qbo_emulator.clock import PACIFIC, parse_timestamp
 
 from .conftest import Api, fault_of
 

@@ -1,4 +1,4 @@
-"""``python -m poller.emulator``: prints its URLs and tokens, serves, exits 0 on SIGTERM."""
+"""``python -m qbo_emulator``: prints its URLs and tokens, serves, exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import sys
 
 import aiohttp
 
-from poller.emulator.cli import main
+from qbo_emulator.cli import main
 
 
 async def test_cli_serves_and_stops_on_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "poller.emulator",
+        "qbo_emulator",
         "--port",
         "0",
         "--realm",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from poller.emulator import Emulator
+from qbo_emulator import Emulator
 
 pytest.importorskip("quickbooks")
 from intuitlib.client import AuthClient

@@ -10,12 +10,12 @@ import aiohttp
 import orjson
 import pytest
 
-from poller.emulator import Emulator
+from qbo_emulator import Emulator
 
 from .conftest import Api, Reply
 
 # A copy of Intuit's body (reference/samples), kept with the tests so they run from the repo alone.
-THROTTLE_SAMPLE = Path(__file__).parents[1] / "qbo" / "samples" / "throttle_exceeded_429.xml"
+THROTTLE_SAMPLE = Path(__file__).parent / "samples" / "throttle_exceeded_429.xml"
 
 
 def _same_as_sample(body: bytes) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from poller.emulator import Emulator
+from qbo_emulator import Emulator
 
 from .conftest import Api, Reply
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from poller.emulator import Emulator
+from qbo_emulator import Emulator
 
 from .conftest import Api, fault_of
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from poller.emulator import Clock, Emulator, QBOFault
-from poller.emulator.clock import format_meta, format_time, parse_timestamp
-from poller.emulator.entities import ENTITIES, GENERATION_ORDER
-from poller.emulator.query import parse
+from qbo_emulator import Clock, Emulator, QBOFault
+from qbo_emulator.clock import format_meta, format_time, parse_timestamp
+from qbo_emulator.entities import ENTITIES, GENERATION_ORDER
+from qbo_emulator.query import parse
 
 UTC = UTC
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from poller.emulator import Emulator
+from qbo_emulator import Emulator
 
 from .conftest import Api, fault_of
 

@@ -22,7 +22,7 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poller.emulator import QBOFault, run_emulator
+from qbo_emulator import QBOFault, run_emulator
 from poller.store import db
 from tests.detect.harness import Env, add_instance, events
 

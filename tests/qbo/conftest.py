@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from poller.config import Settings
-from poller.emulator import DEFAULT_REDIRECT_URI, run_emulator
-from poller.emulator.core import Emulator
+from qbo_emulator import DEFAULT_REDIRECT_URI, run_emulator
+from qbo_emulator.core import Emulator
 from poller.instances import parse_instance
 from poller.qbo.client import QboClient, RetryPolicy
 from poller.qbo.limiter import LimiterConfig

@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 
 from poller import logs as poller_logs
 from poller import metrics
-from poller.emulator import run_emulator
-from poller.emulator.core import Emulator
+from qbo_emulator import run_emulator
+from qbo_emulator.core import Emulator
 from poller.qbo.auth import OAuthClient, TokenManager
 from poller.qbo.client import QboClient
 from poller.qbo.limiter import LimiterConfig

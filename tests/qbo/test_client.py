@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 
 from poller import metrics
 from poller.config import Settings
-from poller.emulator import run_emulator
-from poller.emulator.core import Emulator
+from qbo_emulator import run_emulator
+from qbo_emulator.core import Emulator
 from poller.qbo.client import QboClient, retry_after_seconds
 from poller.qbo.limiter import LimiterConfig
 from poller.qbo.types import (
