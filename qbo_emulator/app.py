@@ -48,26 +48,26 @@ def create_app(emulator: Emulator) -> web.Application:
     """The aiohttp application serving ``emulator``."""
     app = web.Application(middlewares=[_middleware], client_max_size=32 * 1024 * 1024)
     app[EMULATOR_KEY] = emulator
-    r = app.router
+    router = app.router
     v3 = "/v3/company/{realm}"
-    r.add_route("GET", v3 + "/query", handle_query, name="query")
-    r.add_route("POST", v3 + "/query", handle_query, name="query_post")
-    r.add_route("GET", v3 + "/cdc", handle_cdc, name="cdc")
-    r.add_route("POST", v3 + "/batch", handle_batch, name="batch")
-    r.add_route("GET", v3 + "/{entity}/{id}", handle_read, name="read")
-    r.add_route("POST", v3 + "/{entity}", handle_write, name="write")
-    r.add_route("*", "/v3/{tail:.*}", handle_unknown_api, name="unknown")
-    r.add_route("POST", "/oauth2/v1/tokens/bearer", handle_token, name="token")
-    r.add_route("POST", "/oauth2/v1/tokens/revoke", handle_revoke, name="revoke")
-    r.add_route("POST", "/v2/oauth2/tokens/revoke", handle_revoke, name="revoke_v2")
-    r.add_route("GET", "/.well-known/openid_configuration", handle_discovery, name="discovery")
-    r.add_route(
+    router.add_route("GET", v3 + "/query", handle_query, name="query")
+    router.add_route("POST", v3 + "/query", handle_query, name="query_post")
+    router.add_route("GET", v3 + "/cdc", handle_cdc, name="cdc")
+    router.add_route("POST", v3 + "/batch", handle_batch, name="batch")
+    router.add_route("GET", v3 + "/{entity}/{id}", handle_read, name="read")
+    router.add_route("POST", v3 + "/{entity}", handle_write, name="write")
+    router.add_route("*", "/v3/{tail:.*}", handle_unknown_api, name="unknown")
+    router.add_route("POST", "/oauth2/v1/tokens/bearer", handle_token, name="token")
+    router.add_route("POST", "/oauth2/v1/tokens/revoke", handle_revoke, name="revoke")
+    router.add_route("POST", "/v2/oauth2/tokens/revoke", handle_revoke, name="revoke_v2")
+    router.add_route("GET", "/.well-known/openid_configuration", handle_discovery, name="discovery")
+    router.add_route(
         "GET",
         "/.well-known/openid_sandbox_configuration",
         handle_discovery,
         name="discovery_sandbox",
     )
-    r.add_route("GET", "/connect/oauth2", handle_authorize, name="authorize")
+    router.add_route("GET", "/connect/oauth2", handle_authorize, name="authorize")
     control.add_routes(app)
     return app
 
@@ -145,8 +145,8 @@ async def _api(
     endpoint = await _classify(request, route)
     if route == "unknown":
         # Unknown resource: authenticate, then answer 400 "Unsupported Operation".
-        m = _REALM_IN_PATH.match(request.path)
-        realm = m.group(1) if m else None
+        realm_match = _REALM_IN_PATH.match(request.path)
+        realm = realm_match.group(1) if realm_match else None
         emu.count_request(realm, endpoint)
         resp = _authenticate(request, emu, realm) or await handler(request)
         resp.headers["QBO-Version"] = QBO_VERSION
@@ -323,8 +323,8 @@ async def handle_batch(request: web.Request, emu: Emulator) -> web.StreamRespons
 
 @_qbo
 async def handle_read(request: web.Request, emu: Emulator) -> web.StreamResponse:
-    m = request.match_info
-    return json_response(emu.api_read(m["realm"], m["entity"], m["id"]), emu)
+    path = request.match_info
+    return json_response(emu.api_read(path["realm"], path["entity"], path["id"]), emu)
 
 
 @_qbo
@@ -332,9 +332,10 @@ async def handle_write(request: web.Request, emu: Emulator) -> web.StreamRespons
     body = await _json_body(request)
     if body is _BAD_JSON or body is None:
         raise faults.invalid_request_body("Error parsing request body: malformed JSON")
-    m = request.match_info
+    path = request.match_info
+    query = request.query
     _, answer = emu.api_write(
-        m["realm"], m["entity"], body, request.query.get("operation"), request.query.get("include")
+        path["realm"], path["entity"], body, query.get("operation"), query.get("include")
     )
     return json_response(answer, emu)
 

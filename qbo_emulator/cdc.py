@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -77,7 +78,8 @@ def parse_changed_since(
         ) from None
     if since < now - timedelta(days=window_days):
         raise faults.unsupported_operation(
-            f"Operation cdc with changedSince date {text} which is older than fixed days is not supported."
+            f"Operation cdc with changedSince date {text} "
+            "which is older than fixed days is not supported."
         )
     return since
 
@@ -100,7 +102,7 @@ def collect(
     return groups
 
 
-def query_responses(groups: list[Group]) -> list[dict]:
+def query_responses(groups: list[Group]) -> list[dict[str, Any]]:
     """The ``QueryResponse`` array of a CDC answer (``[{}]`` when empty)."""
     if not groups:
         return [{}]

@@ -161,21 +161,27 @@ def parse_timestamp(text: str) -> datetime:
     Offsets may be ``Z``, ``-08:00``, ``-0800`` or ``-08``; no offset means
     US Pacific (DST-correct for that date); a bare date is midnight Pacific.
     """
-    m = _TS_RE.match(text)
-    if not m:
+    parts = _TS_RE.match(text)
+    if not parts:
         raise TimestampError(f"not a timestamp: {text!r}")
     try:
-        d = date.fromisoformat(m["date"])
-        if m["h"] is None:
-            naive = datetime(d.year, d.month, d.day)
+        day = date.fromisoformat(parts["date"])
+        if parts["h"] is None:
+            naive = datetime(day.year, day.month, day.day)
         else:
-            frac = (m["frac"] or "0")[:6].ljust(6, "0")
+            frac = (parts["frac"] or "0")[:6].ljust(6, "0")
             naive = datetime(
-                d.year, d.month, d.day, int(m["h"]), int(m["m"]), int(m["s"] or 0), int(frac)
+                day.year,
+                day.month,
+                day.day,
+                int(parts["h"]),
+                int(parts["m"]),
+                int(parts["s"] or 0),
+                int(frac),
             )
     except ValueError as exc:
         raise TimestampError(f"not a timestamp: {text!r}") from exc
-    tz = m["tz"]
+    tz = parts["tz"]
     if tz is None:
         return naive.replace(tzinfo=PACIFIC).astimezone(UTC)
     if tz in ("Z", "z"):

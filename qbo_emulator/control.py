@@ -45,43 +45,46 @@ from .clock import format_time
 if TYPE_CHECKING:
     from .core import Emulator
 
-P = "/_emulator"
+PREFIX = "/_emulator"
 ControlFn = Callable[[web.Request, "Emulator", dict[str, Any]], Any]
 
 
 def add_routes(app: web.Application) -> None:
-    r = app.router
-    add = lambda method, path, fn: r.add_route(method, P + path, _control(fn))  # noqa: E731
-    add("GET", "", info)
-    add("POST", "/reset", reset)
-    add("GET", "/realms", list_realms)
-    add("POST", "/realms", add_realm)
-    add("DELETE", "/realms/{realm}", remove_realm)
-    add("POST", "/realms/{realm}/fill", fill)
-    add("POST", "/realms/{realm}/cdc_in_batch", cdc_in_batch)
-    add("POST", "/realms/{realm}/throttle", throttle)
-    add("DELETE", "/realms/{realm}/throttle", unthrottle)
-    add("POST", "/realms/{realm}/entities/{entity}", create)
-    add("GET", "/realms/{realm}/entities/{entity}/{id}", read)
-    add("PATCH", "/realms/{realm}/entities/{entity}/{id}", sparse_update)
-    add("PUT", "/realms/{realm}/entities/{entity}/{id}", full_update)
-    add("DELETE", "/realms/{realm}/entities/{entity}/{id}", delete)
-    add("POST", "/realms/{realm}/entities/{entity}/{id}/{action}", object_action)
-    add("GET", "/clock", get_clock)
-    add("POST", "/clock", set_clock)
-    add("GET", "/faults", list_faults)
-    add("POST", "/faults", add_fault)
-    add("DELETE", "/faults", clear_faults)
-    add("DELETE", "/faults/{id}", remove_fault)
-    add("POST", "/limits", limits)
-    add("GET", "/counters", counters)
-    add("DELETE", "/counters", reset_counters)
-    add("POST", "/counters/reset", reset_counters)
-    add("POST", "/oauth/codes", oauth_code)
-    add("POST", "/oauth/tokens", oauth_tokens)
-    add("POST", "/oauth/clients", oauth_client)
-    add("POST", "/oauth/config", oauth_config)
-    add("POST", "/oauth/expire", oauth_expire)
+    """Every control endpoint under ``/_emulator``, as (method, path below it, handler)."""
+    routes: list[tuple[str, str, ControlFn]] = [
+        ("GET", "", info),
+        ("POST", "/reset", reset),
+        ("GET", "/realms", list_realms),
+        ("POST", "/realms", add_realm),
+        ("DELETE", "/realms/{realm}", remove_realm),
+        ("POST", "/realms/{realm}/fill", fill),
+        ("POST", "/realms/{realm}/cdc_in_batch", cdc_in_batch),
+        ("POST", "/realms/{realm}/throttle", throttle),
+        ("DELETE", "/realms/{realm}/throttle", unthrottle),
+        ("POST", "/realms/{realm}/entities/{entity}", create),
+        ("GET", "/realms/{realm}/entities/{entity}/{id}", read),
+        ("PATCH", "/realms/{realm}/entities/{entity}/{id}", sparse_update),
+        ("PUT", "/realms/{realm}/entities/{entity}/{id}", full_update),
+        ("DELETE", "/realms/{realm}/entities/{entity}/{id}", delete),
+        ("POST", "/realms/{realm}/entities/{entity}/{id}/{action}", object_action),
+        ("GET", "/clock", get_clock),
+        ("POST", "/clock", set_clock),
+        ("GET", "/faults", list_faults),
+        ("POST", "/faults", add_fault),
+        ("DELETE", "/faults", clear_faults),
+        ("DELETE", "/faults/{id}", remove_fault),
+        ("POST", "/limits", limits),
+        ("GET", "/counters", counters),
+        ("DELETE", "/counters", reset_counters),
+        ("POST", "/counters/reset", reset_counters),
+        ("POST", "/oauth/codes", oauth_code),
+        ("POST", "/oauth/tokens", oauth_tokens),
+        ("POST", "/oauth/clients", oauth_client),
+        ("POST", "/oauth/config", oauth_config),
+        ("POST", "/oauth/expire", oauth_expire),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, PREFIX + path, _control(handler))
 
 
 def _control(fn: ControlFn) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -120,7 +123,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
     )
 
 
-def _m(request: web.Request, key: str) -> str:
+def _segment(request: web.Request, key: str) -> str:
     return request.match_info[key]
 
 
@@ -159,47 +162,47 @@ def add_realm(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
 
 
 def remove_realm(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    emu.remove_realm(_m(request, "realm"))
+    emu.remove_realm(_segment(request, "realm"))
 
 
 def fill(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    n = emu.fill(
-        _m(request, "realm"),
+    created = emu.fill(
+        _segment(request, "realm"),
         seed=int(body.get("seed", 0)),
         per_entity=body.get("per_entity", 10),
         history_days=float(body.get("history_days", 60.0)),
     )
-    return {"created": n}
+    return {"created": created}
 
 
 def cdc_in_batch(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    emu.set_cdc_in_batch(_m(request, "realm"), bool(body.get("allowed", True)))
+    emu.set_cdc_in_batch(_segment(request, "realm"), bool(body.get("allowed", True)))
 
 
 def throttle(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    emu.throttle(_m(request, "realm"), float(body.get("seconds", 60)))
+    emu.throttle(_segment(request, "realm"), float(body.get("seconds", 60)))
 
 
 def unthrottle(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    emu.unthrottle(_m(request, "realm"))
+    emu.unthrottle(_segment(request, "realm"))
 
 
 def create(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    return emu.create(_m(request, "realm"), _m(request, "entity"), body)
+    return emu.create(_segment(request, "realm"), _segment(request, "entity"), body)
 
 
 def read(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    obj = emu.get(_m(request, "realm"), _m(request, "entity"), _m(request, "id"))
+    obj = emu.get(_segment(request, "realm"), _segment(request, "entity"), _segment(request, "id"))
     if obj is None:
-        raise KeyError(f"no {_m(request, 'entity')} {_m(request, 'id')}")
+        raise KeyError(f"no {_segment(request, 'entity')} {_segment(request, 'id')}")
     return obj
 
 
 def _update(request: web.Request, emu: Emulator, body: dict[str, Any], sparse: bool) -> Any:
     return emu.update(
-        _m(request, "realm"),
-        _m(request, "entity"),
-        {**body, "Id": _m(request, "id")},
+        _segment(request, "realm"),
+        _segment(request, "entity"),
+        {**body, "Id": _segment(request, "id")},
         sparse=sparse,
     )
 
@@ -213,11 +216,13 @@ def full_update(request: web.Request, emu: Emulator, body: dict[str, Any]) -> An
 
 
 def delete(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    return emu.delete(_m(request, "realm"), _m(request, "entity"), _m(request, "id"))
+    return emu.delete(
+        _segment(request, "realm"), _segment(request, "entity"), _segment(request, "id")
+    )
 
 
 def object_action(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    action = _m(request, "action")
+    action = _segment(request, "action")
     fn = {
         "void": emu.void,
         "deactivate": emu.deactivate,
@@ -226,7 +231,7 @@ def object_action(request: web.Request, emu: Emulator, body: dict[str, Any]) -> 
     }.get(action)
     if fn is None:
         raise KeyError(f"unknown action {action!r}")
-    return fn(_m(request, "realm"), _m(request, "entity"), _m(request, "id"))
+    return fn(_segment(request, "realm"), _segment(request, "entity"), _segment(request, "id"))
 
 
 def get_clock(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
@@ -274,7 +279,7 @@ def clear_faults(request: web.Request, emu: Emulator, body: dict[str, Any]) -> A
 
 
 def remove_fault(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
-    if not emu.remove_fault(int(_m(request, "id"))):
+    if not emu.remove_fault(int(_segment(request, "id"))):
         raise KeyError("no such fault rule")
 
 

@@ -218,7 +218,8 @@ class Emulator:
 
     def query(self, realm_id: str, statement: str) -> dict[str, Any]:
         """Run a query as the API would; returns the response body (or raises QBOFault)."""
-        return orjson.loads(self.dumps(self.api_query(realm_id, statement)))
+        body: dict[str, Any] = orjson.loads(self.dumps(self.api_query(realm_id, statement)))
+        return body
 
     def cdc(
         self, realm_id: str, entities: str | Iterable[str], changed_since: str | datetime
@@ -228,7 +229,10 @@ class Emulator:
             entities = ",".join(entities)
         if isinstance(changed_since, datetime):
             changed_since = changed_since.isoformat()
-        return orjson.loads(self.dumps(self.api_cdc(realm_id, entities, changed_since)))
+        body: dict[str, Any] = orjson.loads(
+            self.dumps(self.api_cdc(realm_id, entities, changed_since))
+        )
+        return body
 
     # ------------------------------------------------------------------ OAuth
     def register_client(self, client_id: str, client_secret: str) -> None:
@@ -283,12 +287,12 @@ class Emulator:
     def expire_access_tokens(self, realm_id: str | None = None) -> int:
         """Make current access tokens expired now (of one realm, or all)."""
         now = self.clock.timestamp()
-        n = 0
-        for tok in self.oauth.access_tokens.values():
-            if realm_id is None or tok.chain.realm == str(realm_id):
-                tok.expires = min(tok.expires, now)
-                n += 1
-        return n
+        expired = 0
+        for token in self.oauth.access_tokens.values():
+            if realm_id is None or token.chain.realm == str(realm_id):
+                token.expires = min(token.expires, now)
+                expired += 1
+        return expired
 
     # ------------------------------------------------------- limits & faults
     def set_limits(

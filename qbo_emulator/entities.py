@@ -480,10 +480,10 @@ class Generator:
         return created, updated, sync
 
     def _unique(self, name: str) -> str:
-        candidate, n = name, 1
+        candidate, suffix = name, 1
         while candidate.lower() in self._names:
-            n += 1
-            candidate = f"{name} {n}"
+            suffix += 1
+            candidate = f"{name} {suffix}"
         self._names.add(candidate.lower())
         return candidate
 

@@ -111,7 +111,8 @@ def unsupported_operation(detail: str) -> QBOFault:
 
 def unknown_resource(path: str, full_url: str) -> QBOFault:
     return unsupported_operation(
-        f"Operation Could not find resource for relative : {path} of full path: {full_url} is not supported."
+        f"Operation Could not find resource for relative : {path} "
+        f"of full path: {full_url} is not supported."
     )
 
 

@@ -43,9 +43,9 @@ class LimitConfig:
 
 @dataclass
 class _Gate:
-    minute: deque = field(default_factory=deque)
-    second: deque = field(default_factory=deque)
-    batch: deque = field(default_factory=deque)
+    minute: deque[float] = field(default_factory=deque)
+    second: deque[float] = field(default_factory=deque)
+    batch: deque[float] = field(default_factory=deque)
     in_flight: int = 0
     held_until: float = 0.0
 
@@ -110,7 +110,7 @@ class Limiter:
         return gate
 
 
-def _trim(window: deque, cutoff: float) -> None:
+def _trim(window: deque[float], cutoff: float) -> None:
     while window and window[0] <= cutoff:
         window.popleft()
 

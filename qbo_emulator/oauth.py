@@ -44,12 +44,12 @@ ROTATIONS = ("always", "daily", "never")
 _ALNUM = string.ascii_letters + string.digits
 
 
-def _rand(n: int) -> str:
-    return "".join(secrets.choice(_ALNUM) for _ in range(n))
+def _rand(length: int) -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(length))
 
 
-def _b64url(n: int) -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(n)).rstrip(b"=").decode()
+def _b64url(byte_count: int) -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(byte_count)).rstrip(b"=").decode()
 
 
 @dataclass

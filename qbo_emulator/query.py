@@ -68,10 +68,14 @@ class Token:
     col: int  # 1-based column, as QBO's parser reports it
 
 
+_NUMBER = re.compile(r"[-+]?\d*\.?\d+")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def tokenize(text: str) -> list[Token]:
     tokens: list[Token] = []
-    i, n = 0, len(text)
-    while i < n:
+    i, length = 0, len(text)
+    while i < length:
         ch = text[i]
         if ch.isspace():
             i += 1
@@ -79,35 +83,36 @@ def tokenize(text: str) -> list[Token]:
         col = i + 1
         if ch == "'":
             j, buf = i + 1, []
-            while j < n:
-                c = text[j]
-                if c == "\\" and j + 1 < n:  # \' escapes a quote
+            while j < length:
+                char = text[j]
+                if char == "\\" and j + 1 < length:  # \' escapes a quote
                     buf.append(text[j + 1])
                     j += 2
                     continue
-                if c == "'":
+                if char == "'":
                     break
-                buf.append(c)
+                buf.append(char)
                 j += 1
             else:
                 raise faults.query_parse_error(
-                    f'Lexical error at line 1, column {n + 1}.  Encountered: <EOF> after : "{text[i:]}"'
+                    f"Lexical error at line 1, column {length + 1}.  "
+                    f'Encountered: <EOF> after : "{text[i:]}"'
                 )
             tokens.append(Token("string", text[i : j + 1], "".join(buf), col))
             i = j + 1
             continue
-        if ch.isdigit() or (ch in "-+." and i + 1 < n and text[i + 1].isdigit()):
-            m = re.compile(r"[-+]?\d*\.?\d+").match(text, i)
-            assert m is not None
-            raw = m.group(0)
+        if ch.isdigit() or (ch in "-+." and i + 1 < length and text[i + 1].isdigit()):
+            number = _NUMBER.match(text, i)
+            assert number is not None
+            raw = number.group(0)
             tokens.append(Token("number", raw, float(raw) if "." in raw else int(raw), col))
-            i = m.end()
+            i = number.end()
             continue
         if ch.isalpha() or ch == "_":
-            m = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*").match(text, i)
-            assert m is not None
-            tokens.append(Token("ident", m.group(0), m.group(0), col))
-            i = m.end()
+            ident = _IDENT.match(text, i)
+            assert ident is not None
+            tokens.append(Token("ident", ident.group(0), ident.group(0), col))
+            i = ident.end()
             continue
         if text.startswith(("<=", ">=", "!=", "<>"), i):
             tokens.append(Token("op", text[i : i + 2], text[i : i + 2], col))
@@ -124,7 +129,7 @@ def tokenize(text: str) -> list[Token]:
         raise faults.query_parse_error(
             f'Lexical error at line 1, column {col}.  Encountered: "{ch}" ({ord(ch)}), after : ""'
         )
-    tokens.append(Token("eof", "<EOF>", None, n + 1))
+    tokens.append(Token("eof", "<EOF>", None, length + 1))
     return tokens
 
 
@@ -267,7 +272,8 @@ class _Parser:
             return Condition(prop.text, "like", [literal.value], prop.col)
         if self.tok.kind != "op" or self.tok.text in ("!=", "<>"):
             self._fail(
-                '"=" ...\n    "<" ...\n    ">" ...\n    "<=" ...\n    ">=" ...\n    "IN" ...\n    "LIKE" ...'
+                '"=" ...\n    "<" ...\n    ">" ...\n    "<=" ...\n    ">=" ...\n'
+                '    "IN" ...\n    "LIKE" ...'
             )
         op = self._take().text
         return Condition(prop.text, op, [self._literal()], prop.col)
@@ -331,7 +337,7 @@ def _getter(table: Table, path: str) -> tuple[Getter, bool]:
     rest = parts[1:]
 
     def get(rec: Record) -> Any:
-        cur: Any = rec.obj.get(first)  # type: ignore[union-attr]
+        cur: Any = rec.live_obj.get(first)
         for seg in rest:
             if not isinstance(cur, dict):
                 return None
@@ -360,13 +366,17 @@ def _looks_like_instant(value: str) -> bool:
     return len(value) >= 19 and value[4] == "-" and value[10] in "T "
 
 
+def _as_bool(value: Any) -> bool:
+    """A boolean property or literal; the text "true" (any case) is true."""
+    return value.lower() == "true" if isinstance(value, str) else bool(value)
+
+
 def _coerce_pair(prop: Any, lit: Any) -> tuple[Any, Any] | None:
     """Bring a property value and a literal to comparable types, or None."""
     if prop is None:
         return None
     if isinstance(lit, bool) or isinstance(prop, bool):
-        as_bool = lambda v: v.lower() == "true" if isinstance(v, str) else bool(v)  # noqa: E731
-        return as_bool(prop), as_bool(lit)
+        return _as_bool(prop), _as_bool(lit)
     if isinstance(lit, (int, float)):
         if isinstance(prop, (int, float)):
             return prop, lit
@@ -486,9 +496,9 @@ def execute(query: Query, table_for: Callable[[str], Table | None]) -> Result:
     )
     rows: Iterable[Record] = _candidates(table, query.where)
     if hide_inactive:
-        rows = (r for r in rows if r.obj.get("Active", True) is not False)  # type: ignore[union-attr]
+        rows = (row for row in rows if row.live_obj.get("Active", True) is not False)
     if predicates:
-        rows = (r for r in rows if all(p(r) for p in predicates))
+        rows = (row for row in rows if all(matches(row) for matches in predicates))
     matched = list(rows)
     if query.count:
         return Result(table.facts.name, True, len(matched), [], 1)

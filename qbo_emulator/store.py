@@ -30,7 +30,6 @@ from .entities import (
     GENERATION_ORDER,
     MONEY_KEYS,
     READ_ONLY_FIELDS,
-    TEMPLATES,
     EntityFacts,
     Generator,
     canonical_entity,
@@ -38,6 +37,7 @@ from .entities import (
     money,
     normalize_money,
 )
+from .templates import TEMPLATES
 
 _SEQ = itertools.count(1)
 # Transactions whose TotalAmt QBO computes from the lines (sales forms too).
@@ -78,9 +78,17 @@ class Record:
             }
         return self.obj
 
+    @property
+    def live_obj(self) -> dict[str, Any]:
+        """The object of a live record (a tombstone has none: asking is a bug)."""
+        if self.obj is None:
+            raise KeyError(f"{self.entity} {self.id} is deleted")
+        return self.obj
+
     def copy(self) -> dict[str, Any]:
         """A plain-JSON deep copy for Python callers (no shared state)."""
-        return orjson.loads(self.json())
+        copied: dict[str, Any] = orjson.loads(self.json())
+        return copied
 
     @property
     def active(self) -> bool:
@@ -143,9 +151,8 @@ class Table:
             if rec is None or rec.seq != seq:
                 continue  # superseded by a later change
             (dead if rec.deleted else live).append(rec)
-        key = lambda r: (r.updated, _id_key(r.id))  # noqa: E731
-        live.sort(key=key)
-        dead.sort(key=key)
+        live.sort(key=_change_order)
+        dead.sort(key=_change_order)
         return live, dead
 
 
@@ -252,14 +259,14 @@ class Realm:
         if check_token:
             if token in (None, ""):
                 raise faults.required_param("SyncToken")
-            if str(token) != rec.obj["SyncToken"]:
+            if str(token) != rec.live_obj["SyncToken"]:
                 raise faults.stale_object()
-        elif token not in (None, "") and str(token) != rec.obj["SyncToken"]:
+        elif token not in (None, "") and str(token) != rec.live_obj["SyncToken"]:
             raise faults.stale_object()
         changes = _clean(body)
         for key in READ_ONLY_FIELDS:
             changes.pop(key, None)
-        current = rec.obj
+        current = rec.live_obj
         if sparse:
             new = dict(current)
             new.update(changes)
@@ -268,7 +275,7 @@ class Realm:
                     new.pop(key, None)
         else:
             # A full update replaces every writable field: omitted ones are cleared.
-            new = {k: v for k, v in current.items() if k in READ_ONLY_FIELDS}
+            new = {key: value for key, value in current.items() if key in READ_ONLY_FIELDS}
             new.update(changes)
         now = self._now()
         self._apply_defaults(table, new, now, creating=False, old=current, replacing=not sparse)
@@ -287,7 +294,7 @@ class Realm:
                 "Make the list entity inactive instead (Active=false)."
             )
         rec = self._require_live(table, str(obj_id))
-        if sync_token is not None and str(sync_token) != rec.obj["SyncToken"]:
+        if sync_token is not None and str(sync_token) != rec.live_obj["SyncToken"]:
             raise faults.stale_object()
         now = self._now()
         del table.live[rec.id]
@@ -317,7 +324,7 @@ class Realm:
         if not facts.voidable:
             raise faults.unsupported_operation(f"Operation Void is not supported for {facts.name}.")
         rec = self._require_live(table, str(obj_id))
-        if sync_token is not None and str(sync_token) != rec.obj["SyncToken"]:
+        if sync_token is not None and str(sync_token) != rec.live_obj["SyncToken"]:
             raise faults.stale_object()
         new = orjson.loads(rec.json())
         _zero_amounts(new)
@@ -339,7 +346,7 @@ class Realm:
         return rec
 
     def _commit(self, table: Table, rec: Record, new: dict[str, Any], now: int) -> None:
-        old = rec.obj
+        old = rec.live_obj
         self._release_name(table.facts, old)
         new["Id"] = rec.id
         new["SyncToken"] = str(int(old["SyncToken"]) + 1)
@@ -373,57 +380,46 @@ class Realm:
         fields it leaves out."""
         facts = table.facts
         if creating or replacing:
-            for key, value in CREATE_DEFAULTS.get(facts.name, {}).items():
-                if key not in obj:
-                    obj[key] = orjson.loads(orjson.dumps(value))
+            _fill_create_defaults(facts.name, obj)
         if facts.is_name_list:
             self._name_defaults(facts, obj, creating)
             return
         today = pacific_date(_utc(now))
         if creating:
-            obj.setdefault("TxnDate", today.isoformat())
-            if "CurrencyRef" in TEMPLATES[facts.name]:
-                obj.setdefault("CurrencyRef", {"value": "USD", "name": "United States Dollar"})
-            if facts.doc_number and not obj.get("DocNumber"):
-                obj["DocNumber"] = str(table.next_doc)
-                table.next_doc += 1
+            _new_transaction_defaults(table, obj, today)
         if facts.party_ref:
-            party = self._fill_ref_name(
-                obj, facts.party_ref, "Customer" if facts.party_ref == "CustomerRef" else "Vendor"
-            )
-            if creating and facts.sales_form and party is not None:
-                # QBO copies the customer's addresses onto a new sales form.
-                for addr in ("BillAddr", "ShipAddr"):
-                    if addr not in obj and isinstance(party.get(addr), dict):
-                        obj[addr] = dict(party[addr])
-        if facts.name == "Invoice" and creating:
-            if not obj.get("CustomerRef"):
-                raise faults.required_param("CustomerRef")
-            if not obj.get("Line"):
-                raise faults.required_param("Line")
-        if facts.name == "Bill" and creating and not obj.get("VendorRef"):
-            raise faults.required_param("VendorRef")
-        if facts.sales_form and isinstance(obj.get("Line"), list):
+            self._fill_party(facts, facts.party_ref, obj, creating)
+        if creating:
+            _require_create_fields(facts.name, obj)
+        self._fill_lines_and_totals(facts, obj, creating, today)
+        if facts.name in ("Invoice", "Bill") and "TotalAmt" in obj:
+            obj["Balance"] = _balance(obj, old)
+
+    def _fill_party(
+        self, facts: EntityFacts, party_ref: str, obj: dict[str, Any], creating: bool
+    ) -> None:
+        """Name the customer or vendor reference; a new sales form takes its addresses."""
+        party_entity = "Customer" if party_ref == "CustomerRef" else "Vendor"
+        party = self._fill_ref_name(obj, party_ref, party_entity)
+        if creating and facts.sales_form and party is not None:
+            # QBO copies the customer's addresses onto a new sales form.
+            for addr in ("BillAddr", "ShipAddr"):
+                if addr not in obj and isinstance(party.get(addr), dict):
+                    obj[addr] = dict(party[addr])
+
+    def _fill_lines_and_totals(
+        self, facts: EntityFacts, obj: dict[str, Any], creating: bool, today: date
+    ) -> None:
+        """Line item names and the totals QBO computes from the lines."""
+        if not isinstance(obj.get("Line"), list):
+            return
+        if facts.sales_form:
             self._fill_item_refs(obj["Line"])
             _sales_totals(obj, facts.name)
             if creating and facts.name == "Invoice":
-                obj.setdefault("LinkedTxn", [])
-                txn_date = _parse_date(obj.get("TxnDate")) or today
-                obj.setdefault("DueDate", (txn_date + timedelta(days=30)).isoformat())
-                obj.setdefault("PrintStatus", "NeedToPrint")
-                obj.setdefault("EmailStatus", "NotSet")
-        elif facts.name in _TOTAL_FROM_LINES and isinstance(obj.get("Line"), list):
-            total = float(_line_sum(obj["Line"]))
-            cash_back = obj.get("CashBack")
-            if facts.name == "Deposit" and isinstance(cash_back, dict):
-                total -= float(cash_back.get("Amount") or 0)
-            obj["TotalAmt"] = money(total)
-        if facts.name in ("Invoice", "Bill") and "TotalAmt" in obj:
-            # Balance is read-only: what is still owed (the total less what was paid).
-            paid = 0.0
-            if old is not None:
-                paid = float(old.get("TotalAmt") or 0) - float(old.get("Balance") or 0)
-            obj["Balance"] = money(max(float(obj["TotalAmt"]) - paid, 0.0))
+                _new_invoice_defaults(obj, today)
+        elif facts.name in _TOTAL_FROM_LINES:
+            obj["TotalAmt"] = _total_from_lines(facts.name, obj)
 
     def _name_defaults(self, facts: EntityFacts, obj: dict[str, Any], creating: bool) -> None:
         if facts.name_group == "party" and not obj.get("DisplayName"):
@@ -451,10 +447,13 @@ class Realm:
             if parent is not None:
                 if facts.sub_flag:
                     obj[facts.sub_flag] = True
+                parent_obj = parent.live_obj
                 if facts.name == "Customer":
-                    obj["Level"] = int(parent.obj.get("Level", 0)) + 1
+                    obj["Level"] = int(parent_obj.get("Level", 0)) + 1
                     obj.setdefault("BillWithParent", False)
-                return f"{parent.obj.get('FullyQualifiedName', parent.obj.get(facts.name_field))}:{own}"
+                own_name = parent_obj.get(facts.name_field) if facts.name_field else None
+                parent_name = parent_obj.get("FullyQualifiedName", own_name)
+                return f"{parent_name}:{own}"
         if facts.sub_flag and facts.sub_flag in TEMPLATES[facts.name]:
             obj[facts.sub_flag] = False
         return own
@@ -486,8 +485,8 @@ class Realm:
         if target is None:
             return None
         if "name" not in ref:
-            ref["name"] = target.obj.get("DisplayName")
-        return target.obj
+            ref["name"] = target.live_obj.get("DisplayName")
+        return target.live_obj
 
     def _fill_item_refs(self, lines: list[Any]) -> None:
         """Name each line's ItemRef and default its TaxCodeRef, as QBO does."""
@@ -501,7 +500,7 @@ class Realm:
                 ref["value"] = str(ref["value"])
                 item = items.get(ref["value"])
                 if item is not None and "name" not in ref:
-                    ref["name"] = item.obj.get("Name")
+                    ref["name"] = item.live_obj.get("Name")
             detail.setdefault("TaxCodeRef", {"value": "NON"})
 
     # Name uniqueness among *active* rows (Customer/Vendor/Employee share one space).
@@ -553,6 +552,66 @@ def _parse_date(value: Any) -> date | None:
         return None
 
 
+def _fill_create_defaults(entity: str, obj: dict[str, Any]) -> None:
+    """The fields QBO sets on create when the body leaves them out (a fresh copy each)."""
+    for key, value in CREATE_DEFAULTS.get(entity, {}).items():
+        if key not in obj:
+            obj[key] = orjson.loads(orjson.dumps(value))
+
+
+def _new_transaction_defaults(table: Table, obj: dict[str, Any], today: date) -> None:
+    """A new transaction's date, currency and (for numbered forms) the next DocNumber."""
+    facts = table.facts
+    obj.setdefault("TxnDate", today.isoformat())
+    if "CurrencyRef" in TEMPLATES[facts.name]:
+        obj.setdefault("CurrencyRef", {"value": "USD", "name": "United States Dollar"})
+    if facts.doc_number and not obj.get("DocNumber"):
+        obj["DocNumber"] = str(table.next_doc)
+        table.next_doc += 1
+
+
+def _require_create_fields(entity: str, obj: dict[str, Any]) -> None:
+    """What QBO refuses to create without (2020 Required param missing)."""
+    if entity == "Invoice":
+        if not obj.get("CustomerRef"):
+            raise faults.required_param("CustomerRef")
+        if not obj.get("Line"):
+            raise faults.required_param("Line")
+    if entity == "Bill" and not obj.get("VendorRef"):
+        raise faults.required_param("VendorRef")
+
+
+def _new_invoice_defaults(obj: dict[str, Any], today: date) -> None:
+    """A new invoice: no links yet, due in 30 days, not printed or emailed."""
+    obj.setdefault("LinkedTxn", [])
+    txn_date = _parse_date(obj.get("TxnDate")) or today
+    obj.setdefault("DueDate", (txn_date + timedelta(days=30)).isoformat())
+    obj.setdefault("PrintStatus", "NeedToPrint")
+    obj.setdefault("EmailStatus", "NotSet")
+
+
+def _total_from_lines(entity: str, obj: dict[str, Any]) -> Any:
+    """TotalAmt as the sum of the lines (a deposit's cash back taken off)."""
+    total = float(_line_sum(obj["Line"]))
+    cash_back = obj.get("CashBack")
+    if entity == "Deposit" and isinstance(cash_back, dict):
+        total -= float(cash_back.get("Amount") or 0)
+    return money(total)
+
+
+def _balance(obj: dict[str, Any], old: dict[str, Any] | None) -> Any:
+    """Balance is read-only: what is still owed (the total less what was paid)."""
+    paid = 0.0
+    if old is not None:
+        paid = float(old.get("TotalAmt") or 0) - float(old.get("Balance") or 0)
+    return money(max(float(obj["TotalAmt"]) - paid, 0.0))
+
+
+def _change_order(rec: Record) -> tuple[int, tuple[int, Any]]:
+    """CDC order within a table: by change time, then by id as QBO sorts ids."""
+    return (rec.updated, _id_key(rec.id))
+
+
 def _clean(value: Any) -> Any:
     """Drop nulls and empty strings: QBO returns only properties that have
     values (reference §2.2), and clients such as python-quickbooks send
@@ -566,10 +625,10 @@ def _clean(value: Any) -> Any:
 
 def _order_like(obj: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """Key order of a real object: the model's keys first, in its order."""
-    out = {k: obj[k] for k in model if k in obj}
-    for k, v in obj.items():
-        if k not in out:
-            out[k] = v
+    out = {key: obj[key] for key in model if key in obj}
+    for key, value in obj.items():
+        if key not in out:
+            out[key] = value
     return out
 
 
@@ -602,9 +661,12 @@ def _sales_totals(obj: dict[str, Any], entity: str) -> None:
     # Id and LineNum lead each line, as QBO writes them.
     items = [_order_like(ln, {"Id": 0, "LineNum": 0}) for ln in items]
     subtotal = _line_sum(items)
-    obj["Line"] = items + [
-        {"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}
-    ]
+    subtotal_line = {
+        "Amount": subtotal,
+        "DetailType": "SubTotalLineDetail",
+        "SubTotalLineDetail": {},
+    }
+    obj["Line"] = [*items, subtotal_line]
     tax = obj.setdefault("TxnTaxDetail", {"TotalTax": 0})
     total_tax = tax.get("TotalTax", 0) if isinstance(tax, dict) else 0
     obj["TotalAmt"] = money(float(subtotal) + float(total_tax or 0))

@@ -91,7 +91,8 @@ async def test_thirty_day_limit(emu: Emulator, api: Api) -> None:
     error = fault_of(old)
     assert error["code"] == "500" and error["Message"] == "Unsupported Operation"
     assert error["Detail"] == (
-        f"Operation cdc with changedSince date {too_old} which is older than fixed days is not supported."
+        f"Operation cdc with changedSince date {too_old} "
+        "which is older than fixed days is not supported."
     )
 
 

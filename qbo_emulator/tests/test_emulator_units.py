@@ -58,7 +58,8 @@ def test_clock_controls() -> None:
 def test_parser_structure() -> None:
     q = parse(
         "select * from Invoice where TotalAmt >= 10 and DocNumber in ('1','2') and "
-        "MetaData.LastUpdatedTime > '2026-01-01' order by TxnDate desc, Id STARTPOSITION 11 MAXRESULTS 10"
+        "MetaData.LastUpdatedTime > '2026-01-01' order by TxnDate desc, Id "
+        "STARTPOSITION 11 MAXRESULTS 10"
     )
     assert q.entity == "Invoice" and not q.count and (q.start, q.max_results) == (11, 10)
     assert [(c.path, c.op) for c in q.where] == [
@@ -137,7 +138,8 @@ def test_realm_with_tens_of_thousands_of_objects() -> None:
     start = time.perf_counter()
     emu.query(
         "big",
-        "select * from Invoice where TotalAmt > 100 orderby MetaData.LastUpdatedTime maxresults 1000",
+        "select * from Invoice where TotalAmt > 100 "
+        "orderby MetaData.LastUpdatedTime maxresults 1000",
     )
     query_time = time.perf_counter() - start
     assert emu.count("big") == 27000

@@ -103,7 +103,8 @@ async def test_sparse_and_full_update_with_synctoken(emu: Emulator, api: Api) ->
 
 async def test_timestamps_follow_the_emulator_clock_and_dst(emu: Emulator, api: Api) -> None:
     emu.clock.freeze("2026-11-24T10:15:02Z")
-    emu.expire_access_tokens()  # (the token would still be valid; this just proves expiry is per token)
+    # (the token would still be valid; this just proves expiry is per token)
+    emu.expire_access_tokens()
     api.token = emu.issue_tokens(api.realm)["access_token"]
     winter = (await api.post("Class", {"Name": "Winter"})).json
     assert winter["Class"]["MetaData"]["CreateTime"] == "2026-11-24T02:15:02-08:00"
