@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -14,7 +14,15 @@ import pytest
 from qbo_emulator import Emulator, run_emulator
 
 REALM = "9130350000000001"
-NO_LIMITS = {"per_minute": None, "per_second": None, "in_flight": None}
+NO_LIMITS: dict[str, Any] = {"per_minute": None, "per_second": None, "in_flight": None}
+
+T = TypeVar("T")
+
+
+def present(value: T | None) -> T:
+    """``value``, which the test knows is there (a served URL, a stored object)."""
+    assert value is not None
+    return value
 
 
 @dataclass
@@ -95,8 +103,8 @@ def realm(emu: Emulator) -> str:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 @pytest.fixture
@@ -110,6 +118,7 @@ def fault_of(reply: Reply) -> dict[str, Any]:
     assert set(body) <= {"Fault", "time"}, body
     assert body["Fault"]["type"] == "ValidationFault"
     (error,) = body["Fault"]["Error"]
+    assert isinstance(error, dict)
     return error
 
 

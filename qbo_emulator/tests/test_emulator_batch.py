@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qbo_emulator import Emulator
 
-from .conftest import Api, fault_of
+from .conftest import Api, fault_of, present
 
 
 async def test_query_and_cdc_items(emu: Emulator, api: Api) -> None:
@@ -85,8 +85,8 @@ async def test_more_than_30_items_is_a_fault(api: Api) -> None:
 
 async def test_item_faults_and_writes(emu: Emulator, api: Api) -> None:
     invoice_id = emu.ids(api.realm, "Invoice")[0]
-    invoice = emu.get(api.realm, "Invoice", invoice_id)
-    receipt = emu.get(api.realm, "SalesReceipt", emu.ids(api.realm, "SalesReceipt")[0])
+    invoice = present(emu.get(api.realm, "Invoice", invoice_id))
+    receipt = present(emu.get(api.realm, "SalesReceipt", emu.ids(api.realm, "SalesReceipt")[0]))
     reply = await api.batch(
         [
             {

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 from qbo_emulator import Emulator
 from qbo_emulator.clock import PACIFIC, parse_timestamp
 
-from .conftest import Api, fault_of
+from .conftest import Api, Reply, fault_of
 
 LINE = {"Amount": 10, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {}}
 
 
-def _groups(reply) -> list[dict]:
+def _groups(reply: Reply) -> list[dict[str, Any]]:
     body = reply.json
     assert list(body) == ["CDCResponse", "time"]
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}-0[78]:00$", body["time"])
     (only,) = body["CDCResponse"]
-    return only["QueryResponse"]
+    groups: list[dict[str, Any]] = only["QueryResponse"]
+    return groups
 
 
 async def test_changes_grouped_sorted_and_tombstones_last(emu: Emulator, blank: Api) -> None:

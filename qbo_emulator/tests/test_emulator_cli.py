@@ -8,6 +8,7 @@ import signal
 import sys
 
 import aiohttp
+import pytest
 
 from qbo_emulator.cli import main
 
@@ -30,12 +31,14 @@ async def test_cli_serves_and_stops_on_sigterm() -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = proc.stdout, proc.stderr
     try:
         lines: dict[str, str] = {}
         tokens: dict[str, str] = {}
         while len(tokens) < 2:
-            raw = await asyncio.wait_for(proc.stdout.readline(), timeout=15)
-            assert raw, (await proc.stderr.read()).decode()
+            raw = await asyncio.wait_for(stdout.readline(), timeout=15)
+            assert raw, (await stderr.read()).decode()
             text = raw.decode().strip()
             if text.startswith("realm="):
                 realm, refresh = (part.split("=", 1)[1] for part in text.split())
@@ -71,6 +74,6 @@ async def test_cli_serves_and_stops_on_sigterm() -> None:
     assert code == 0
 
 
-def test_bad_arguments_exit_2(capsys) -> None:
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--port", "not-a-number"]) == 2
     assert main(["--help"]) == 0

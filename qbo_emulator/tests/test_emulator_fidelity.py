@@ -17,6 +17,8 @@ import pytest
 
 from qbo_emulator import Emulator
 
+from .conftest import present
+
 pytest.importorskip("quickbooks")
 from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
@@ -135,7 +137,7 @@ async def test_python_quickbooks_round_trip(emu: Emulator) -> None:
     emu.clock.freeze()
     since = emu.clock.now().replace(microsecond=0).isoformat()
     emu.clock.advance(1)
-    seeded = {"name": emu.get(realm, "Customer", "3")["DisplayName"], "since": since}
+    seeded = {"name": present(emu.get(realm, "Customer", "3"))["DisplayName"], "since": since}
     code = emu.issue_auth_code(realm, emu.client_id, REDIRECT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

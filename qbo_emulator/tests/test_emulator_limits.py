@@ -12,7 +12,7 @@ import pytest
 
 from qbo_emulator import Emulator
 
-from .conftest import Api, Reply
+from .conftest import Api, Reply, present
 
 # A copy of Intuit's body (reference/samples), kept with the tests so they run from the repo alone.
 THROTTLE_SAMPLE = Path(__file__).parent / "samples" / "throttle_exceeded_429.xml"
@@ -22,8 +22,10 @@ def _same_as_sample(body: bytes) -> None:
     """The 429 body equals Intuit's, apart from the time attribute."""
     import re
 
-    norm = lambda b: re.sub(rb'time="[^"]+"', b'time=""', b).strip()  # noqa: E731
-    assert norm(body) == norm(THROTTLE_SAMPLE.read_bytes())
+    def without_time(xml: bytes) -> bytes:
+        return re.sub(rb'time="[^"]+"', b'time=""', xml).strip()
+
+    assert without_time(body) == without_time(THROTTLE_SAMPLE.read_bytes())
     assert b"message=ThrottleExceeded; errorCode=003001; statusCode=429" in body
     assert b"The request limit was reached.  Try again later" in body
 
@@ -102,7 +104,7 @@ async def test_tid_and_version_headers_everywhere(emu: Emulator, api: Api) -> No
     assert len(tids) == 3 and all(t.startswith("1-") for t in tids)
     assert ok.headers["QBO-Version"] and ok.headers["Intuit-Tid"] == ok.headers["intuit_tid"]
     async with api.session.post(
-        emu.token_url, data={"grant_type": "refresh_token", "refresh_token": "x"}
+        present(emu.token_url), data={"grant_type": "refresh_token", "refresh_token": "x"}
     ) as r:
         assert r.status == 401 and r.headers["intuit_tid"]
 
@@ -150,7 +152,7 @@ async def test_fault_probability_and_realm_filter(emu: Emulator, api: Api) -> No
     assert (await api.query("select * from Term")).status == 200
     emu.clear_faults()
     emu.inject_fault("error", endpoint="token", count=1)
-    async with api.session.post(emu.token_url, data={"grant_type": "refresh_token"}) as r:
+    async with api.session.post(present(emu.token_url), data={"grant_type": "refresh_token"}) as r:
         assert r.status == 500
 
 

@@ -9,7 +9,7 @@ import aiohttp
 
 from qbo_emulator import Emulator
 
-from .conftest import Api, Reply
+from .conftest import Api, Reply, present
 
 REDIRECT = "https://app.example/oauth"
 
@@ -29,7 +29,7 @@ async def token(
     headers: dict[str, str] | None = None,
 ) -> Reply:
     async with session.post(
-        emu.token_url, data=form, headers=headers if headers is not None else basic(emu)
+        present(emu.token_url), data=form, headers=headers if headers is not None else basic(emu)
     ) as r:
         return Reply(r.status, r.headers, await r.read())
 
@@ -138,9 +138,9 @@ async def test_daily_rotation_and_grace(
     first = emu.issue_tokens(realm)["refresh_token"]
 
     async def refresh(value: str) -> dict[str, Any]:
-        return (
-            await token(session, emu, {"grant_type": "refresh_token", "refresh_token": value})
-        ).json
+        form = {"grant_type": "refresh_token", "refresh_token": value}
+        body: dict[str, Any] = (await token(session, emu, form)).json
+        return body
 
     emu.clock.advance(hours=5)
     assert (await refresh(first))["refresh_token"] == first  # same value within the day
@@ -200,7 +200,7 @@ async def test_revoke(emu: Emulator, api: Api) -> None:
     api.token = tokens["access_token"]
     assert (await api.query("select * from Term")).status == 200
     async with api.session.post(
-        emu.revoke_url, json={"token": tokens["refresh_token"]}, headers=basic(emu)
+        present(emu.revoke_url), json={"token": tokens["refresh_token"]}, headers=basic(emu)
     ) as r:
         assert r.status == 200
     assert (await api.query("select * from Term")).status == 401
@@ -209,7 +209,7 @@ async def test_revoke(emu: Emulator, api: Api) -> None:
     )
     assert again.json["error"] == "invalid_grant"
     async with api.session.post(
-        emu.revoke_url, json={"token": "x"}, headers=basic(emu, "wrong")
+        present(emu.revoke_url), json={"token": "x"}, headers=basic(emu, "wrong")
     ) as r:
         assert r.status == 401
 
@@ -217,7 +217,7 @@ async def test_revoke(emu: Emulator, api: Api) -> None:
 async def test_discovery_document_and_authorize(
     emu: Emulator, realm: str, session: aiohttp.ClientSession
 ) -> None:
-    async with session.get(emu.discovery_url) as r:
+    async with session.get(present(emu.discovery_url)) as r:
         doc = await r.json(content_type=None)
     assert doc["token_endpoint"] == emu.token_url and doc["revocation_endpoint"] == emu.revoke_url
     params = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ TIME_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}-0[78]:00$")
 
 
 @pytest.fixture
-def people(emu: Emulator, blank: Api) -> list[dict]:
+def people(emu: Emulator, blank: Api) -> list[dict[str, Any]]:
     """A few customers with known names, in an empty realm."""
     names = ["Amy's Bird Sanctuary", "Bill's Windsurf Shop", "Cool Cars", "Diego Rodriguez"]
     return [
@@ -72,7 +73,7 @@ async def test_maxresults_over_1000_is_a_fault(api: Api) -> None:
     assert (await api.query("SELECT * FROM Customer MAXRESULTS 1000")).status == 200
 
 
-async def test_count(blank: Api, people: list[dict]) -> None:
+async def test_count(blank: Api, people: list[dict[str, Any]]) -> None:
     reply = await blank.query("SELECT COUNT(*) FROM Customer")
     assert reply.json["QueryResponse"] == {"totalCount": 4}
     reply = await blank.query("select count(*) from Customer where DisplayName LIKE '%Sanctuary'")
@@ -80,7 +81,7 @@ async def test_count(blank: Api, people: list[dict]) -> None:
 
 
 async def test_case_insensitive_keywords_entities_properties(
-    blank: Api, people: list[dict]
+    blank: Api, people: list[dict[str, Any]]
 ) -> None:
     reply = await blank.query(
         "sElEcT * fRoM customer wHeRe displayname = 'Cool Cars' oRdErBy metadata.createtime dEsC"
@@ -88,7 +89,7 @@ async def test_case_insensitive_keywords_entities_properties(
     assert [c["DisplayName"] for c in reply.json["QueryResponse"]["Customer"]] == ["Cool Cars"]
 
 
-async def test_operators(blank: Api, people: list[dict]) -> None:
+async def test_operators(blank: Api, people: list[dict[str, Any]]) -> None:
     async def names(where: str) -> list[str]:
         qr = (await blank.query(f"SELECT * FROM Customer WHERE {where} ORDERBY DisplayName")).json[
             "QueryResponse"
@@ -113,7 +114,7 @@ async def test_operators(blank: Api, people: list[dict]) -> None:
     ]  # \' escape
 
 
-async def test_order_by_both_spellings(blank: Api, people: list[dict]) -> None:
+async def test_order_by_both_spellings(blank: Api, people: list[dict[str, Any]]) -> None:
     q1 = await blank.query("SELECT * FROM Customer WHERE Balance > 0 ORDER BY Balance DESC")
     q2 = await blank.query("SELECT * FROM Customer WHERE Balance > 0 ORDERBY Balance ASC")
     d = [c["Balance"] for c in q1.json["QueryResponse"]["Customer"]]
@@ -154,7 +155,7 @@ async def test_id_supports_only_equality_and_in(api: Api) -> None:
 
 
 async def test_inactive_name_list_rows_are_hidden(
-    emu: Emulator, blank: Api, people: list[dict]
+    emu: Emulator, blank: Api, people: list[dict[str, Any]]
 ) -> None:
     gone = emu.deactivate(blank.realm, "Customer", people[2]["Id"])
     assert gone["DisplayName"] == "Cool Cars (deleted)" and gone["Active"] is False
@@ -187,7 +188,7 @@ async def test_inactive_name_list_rows_are_hidden(
     ] == 1
 
 
-async def test_post_with_application_text(blank: Api, people: list[dict]) -> None:
+async def test_post_with_application_text(blank: Api, people: list[dict[str, Any]]) -> None:
     reply = await blank.query_post("SELECT * FROM Customer WHERE DisplayName = 'Cool Cars'")
     assert (
         reply.status == 200

@@ -6,7 +6,7 @@ import re
 
 from qbo_emulator import Emulator
 
-from .conftest import Api, fault_of
+from .conftest import Api, fault_of, present
 
 META = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-0[78]:00$")
 LINE = {
@@ -47,7 +47,7 @@ async def test_create_fills_server_fields(emu: Emulator, api: Api) -> None:
 
 
 async def test_invoice_create_like_qbo(emu: Emulator, api: Api) -> None:
-    customer = emu.get(api.realm, "Customer", "1")
+    customer = present(emu.get(api.realm, "Customer", "1"))
     reply = await api.post("Invoice", {"Line": [LINE], "CustomerRef": {"value": "1"}})
     inv = reply.json["Invoice"]
     assert inv["DocNumber"] and inv["TxnDate"] and inv["DueDate"] > inv["TxnDate"]
@@ -122,7 +122,7 @@ async def test_timestamps_follow_the_emulator_clock_and_dst(emu: Emulator, api: 
 
 
 async def test_hard_delete_of_a_transaction(emu: Emulator, api: Api) -> None:
-    bill = emu.get(api.realm, "Bill", "2")
+    bill = present(emu.get(api.realm, "Bill", "2"))
     reply = await api.post("Bill", {"Id": "2", "SyncToken": bill["SyncToken"]}, operation="delete")
     assert reply.status == 200
     assert reply.json["Bill"] == {"domain": "QBO", "status": "Deleted", "Id": "2"}
@@ -139,7 +139,7 @@ async def test_hard_delete_of_a_transaction(emu: Emulator, api: Api) -> None:
 
 
 async def test_name_lists_refuse_delete_and_deactivate_instead(emu: Emulator, api: Api) -> None:
-    account = emu.get(api.realm, "Account", "1")
+    account = present(emu.get(api.realm, "Account", "1"))
     refused = await api.post(
         "Account", {"Id": "1", "SyncToken": account["SyncToken"]}, operation="delete"
     )
@@ -169,7 +169,7 @@ async def test_void_invoice_and_payment(emu: Emulator, api: Api) -> None:
         and all(ln["Amount"] == 0 for ln in voided["Line"])
     )
     assert len(voided["Line"]) == len(inv["Line"])  # lines kept
-    payment = emu.get(api.realm, "Payment", "1")
+    payment = present(emu.get(api.realm, "Payment", "1"))
     # python-quickbooks voids a Payment with operation=update&include=void and a sparse body
     reply = await api.post(
         "Payment",
