@@ -21,7 +21,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from poller.emulator import run_emulator
+from qbo_emulator import run_emulator
 
 REALM = "9130350000000001"
 

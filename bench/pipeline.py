@@ -30,7 +30,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from poller.demo.receiver import Received, Receiver, run_receiver
-from poller.emulator import run_emulator
+from qbo_emulator import run_emulator
 
 ADMIN_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_ENDPOINTS = ("batch", "cdc", "query")

@@ -89,7 +89,7 @@ class Emulator:
             [
                 sys.executable,
                 "-m",
-                "poller.emulator",
+                "qbo_emulator",
                 "--port",
                 str(self.port),
                 "--per-entity",

@@ -82,13 +82,27 @@ def _deliveries_parser(sub: Any) -> None:
     group.add_argument("--all-dead", action="store_true", help="every dead notification")
 
 
+def _run_emulator(argv: list[str]) -> int:
+    """``qbo-poller emulator``: the separate ``qbo_emulator`` package, when it is installed."""
+    try:
+        from qbo_emulator.cli import main as emulator_main
+    except ModuleNotFoundError as exc:
+        if exc.name != "qbo_emulator":
+            raise
+        print(
+            "qbo-poller emulator: the qbo_emulator package is not installed "
+            "(install qbo-poller from a source checkout)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return emulator_main(argv, prog="qbo-poller emulator")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The emulator and demo parse their own arguments.
     if argv and argv[0] == "emulator":
-        from poller.emulator.cli import main as emulator_main
-
-        return emulator_main(argv[1:])
+        return _run_emulator(argv[1:])
     if argv and argv[0] == "demo":
         from poller.demo import main as demo_main
 

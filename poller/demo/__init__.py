@@ -140,7 +140,7 @@ def instance_body(
 
 async def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from poller import supervisor
-    from poller.emulator import run_emulator
+    from qbo_emulator import run_emulator
 
     out = out or sys.stdout
     workdir = Path(tempfile.mkdtemp(prefix="qbo-poller-demo-"))

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from poller.emulator import run_emulator
+from qbo_emulator import run_emulator
 from tests.detect.harness import Env
 
 

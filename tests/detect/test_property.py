@@ -22,8 +22,8 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poller.emulator import QBOFault, run_emulator
 from poller.store import db
+from qbo_emulator import QBOFault, run_emulator
 from tests.detect.harness import Env, add_instance, events
 
 ENTITIES = {  # entity → (resource, kind)

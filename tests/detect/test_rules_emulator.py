@@ -255,7 +255,7 @@ async def test_watermark_beyond_30_days_reconciles_by_query_then_back_to_cdc(env
 
 
 async def test_cdc_cap_is_never_trusted(env: Env) -> None:
-    async with __import__("poller.emulator", fromlist=["run_emulator"]).run_emulator(
+    async with __import__("qbo_emulator", fromlist=["run_emulator"]).run_emulator(
         cdc_max_objects=10
     ) as emu:
         env = Env(emu, env.pool, env.dsn)

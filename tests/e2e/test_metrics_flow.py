@@ -6,7 +6,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from poller.demo.receiver import Receiver, run_receiver
-from poller.emulator import run_emulator
+from qbo_emulator import run_emulator
 from tests.e2e.daemon import free_port
 from tests.e2e.pipeline import instance_for, running_daemon, settings_for, wait_for
 

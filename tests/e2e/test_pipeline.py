@@ -10,7 +10,7 @@ import orjson
 from standardwebhooks.webhooks import Webhook
 
 from poller.demo.receiver import Receiver, run_receiver
-from poller.emulator import run_emulator
+from qbo_emulator import run_emulator
 from tests.e2e.pipeline import events_of, instance_for, running_daemon, settings_for, wait_for
 
 WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

@@ -10,13 +10,13 @@ import asyncpg
 import pytest
 
 from poller.config import Settings
-from poller.emulator import DEFAULT_REDIRECT_URI, run_emulator
-from poller.emulator.core import Emulator
 from poller.instances import parse_instance
 from poller.qbo.client import QboClient, RetryPolicy
 from poller.qbo.limiter import LimiterConfig
 from poller.store import instances
 from poller.store.crypto import SecretBox
+from qbo_emulator import DEFAULT_REDIRECT_URI, run_emulator
+from qbo_emulator.core import Emulator
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.005, max_delay_s=0.02, max_throttle_waits=3)
 # Intuit's numbers, except the 60 s throttle pause, which would make tests slow.

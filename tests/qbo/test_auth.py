@@ -17,8 +17,6 @@ from structlog.testing import capture_logs
 
 from poller import logs as poller_logs
 from poller import metrics
-from poller.emulator import run_emulator
-from poller.emulator.core import Emulator
 from poller.qbo.auth import OAuthClient, TokenManager
 from poller.qbo.client import QboClient
 from poller.qbo.limiter import LimiterConfig
@@ -26,6 +24,8 @@ from poller.qbo.types import ReconnectRequired, ServerError
 from poller.store import db
 from poller.store.crypto import SecretBox
 from poller.store.tokens import PgTokenStore
+from qbo_emulator import run_emulator
+from qbo_emulator.core import Emulator
 from tests.qbo.conftest import FAST_RETRY, PLAIN, TEST_LIMITS, add_instance, settings_for
 
 REALM = "9130350000000011"

@@ -14,8 +14,6 @@ from structlog.testing import capture_logs
 
 from poller import metrics
 from poller.config import Settings
-from poller.emulator import run_emulator
-from poller.emulator.core import Emulator
 from poller.qbo.client import QboClient, retry_after_seconds
 from poller.qbo.limiter import LimiterConfig
 from poller.qbo.types import (
@@ -32,6 +30,8 @@ from poller.qbo.types import (
     TransportError,
     ValidationError,
 )
+from qbo_emulator import run_emulator
+from qbo_emulator.core import Emulator
 from tests.qbo.conftest import FAST_RETRY, TEST_LIMITS, MemoryTokens, memory_client
 
 REALM = "9130350000000001"

@@ -1,7 +1,0 @@
-"""``python -m poller.emulator``."""
-
-import sys
-
-from .cli import main
-
-sys.exit(main())

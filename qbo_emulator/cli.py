@@ -1,0 +1,120 @@
+"""``qbo-emulator`` (also ``qbo-poller emulator``): serve the QBO emulator until SIGINT/SIGTERM.
+
+Prints the base URL, the token URL, the OAuth client and, for each realm, a
+ready refresh token (a connected company), then serves.  Exit code 0 on a
+signal, 2 on bad arguments, 1 if the port cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from .core import Emulator
+from .handle import run_emulator
+from .oauth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+
+DEFAULT_REALM = "9130350000000001"
+PROG = "qbo-emulator"
+NO_LIMITS = {"per_minute": None, "per_second": None, "in_flight": None}
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Serve a QuickBooks Online emulator.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks one)")
+    parser.add_argument(
+        "--realm",
+        action="append",
+        dest="realms",
+        metavar="ID",
+        help=f"realm (company) id; repeatable (default {DEFAULT_REALM})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument(
+        "--per-entity", type=int, default=20, help="objects per entity per realm (default 20)"
+    )
+    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="OAuth client id")
+    parser.add_argument(
+        "--client-secret", default=DEFAULT_CLIENT_SECRET, help="OAuth client secret"
+    )
+    parser.add_argument(
+        "--access-token-lifetime",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="access token lifetime in seconds (default 3600)",
+    )
+    parser.add_argument(
+        "--refresh-rotation",
+        choices=("always", "daily", "never"),
+        default="always",
+        help="when refresh tokens rotate (default always)",
+    )
+    parser.add_argument(
+        "--no-limits", action="store_true", help="disable the 500/min, 10/s, 10-in-flight limits"
+    )
+    return parser
+
+
+def _print_connection(emu: Emulator, args: argparse.Namespace) -> None:
+    """What a client needs to connect: URLs, the OAuth client, one refresh token per realm."""
+    print(f"QBO emulator listening on {emu.base_url}")
+    print(f"base_url={emu.base_url}")
+    print(f"token_url={emu.token_url}")
+    print(f"revoke_url={emu.revoke_url}")
+    print(f"discovery_url={emu.discovery_url}")
+    print(f"client_id={emu.client_id}")
+    print(f"client_secret={emu.client_secret}")
+    for realm in args.realms or [DEFAULT_REALM]:
+        emu.add_realm(realm, seed=args.seed, per_entity=args.per_entity)
+        tokens = emu.issue_tokens(realm)
+        print(f"realm={realm} refresh_token={tokens['refresh_token']}")
+    sys.stdout.flush()
+
+
+async def _serve(args: argparse.Namespace, prog: str) -> int:
+    limits: dict[str, Any] = dict(NO_LIMITS) if args.no_limits else {}
+    options: dict[str, Any] = dict(
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        access_token_lifetime=args.access_token_lifetime,
+        refresh_rotation=args.refresh_rotation,
+        **limits,
+    )
+    try:
+        server = run_emulator(args.host, args.port, **options)
+        emu = await server.__aenter__()
+    except OSError as exc:
+        print(f"{prog}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        _print_connection(emu, args)
+        await stop.wait()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        return 0
+    finally:
+        await server.__aexit__(None, None, None)
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on errors
+        return int(exc.code or 0)
+    if args.per_entity < 0:
+        print(f"{prog}: --per-entity must be >= 0", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(args, prog))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
