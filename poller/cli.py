@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -82,19 +83,25 @@ def _deliveries_parser(sub: Any) -> None:
     group.add_argument("--all-dead", action="store_true", help="every dead notification")
 
 
+def _emulator_installed(command: str) -> bool:
+    """The emulator and the demo need the separate ``qbo_emulator`` package (not in the
+    container image); without it they say so in one line."""
+    if importlib.util.find_spec("qbo_emulator") is not None:
+        return True
+    print(
+        f"qbo-poller {command}: the qbo_emulator package is not installed "
+        "(install qbo-poller from a source checkout)",
+        file=sys.stderr,
+    )
+    return False
+
+
 def _run_emulator(argv: list[str]) -> int:
     """``qbo-poller emulator``: the separate ``qbo_emulator`` package, when it is installed."""
-    try:
-        from qbo_emulator.cli import main as emulator_main
-    except ModuleNotFoundError as exc:
-        if exc.name != "qbo_emulator":
-            raise
-        print(
-            "qbo-poller emulator: the qbo_emulator package is not installed "
-            "(install qbo-poller from a source checkout)",
-            file=sys.stderr,
-        )
+    if not _emulator_installed("emulator"):
         return EXIT_FAILED
+    from qbo_emulator.cli import main as emulator_main
+
     return emulator_main(argv, prog="qbo-poller emulator")
 
 
@@ -104,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "emulator":
         return _run_emulator(argv[1:])
     if argv and argv[0] == "demo":
+        if not _emulator_installed("demo"):
+            return EXIT_FAILED
         from poller.demo import main as demo_main
 
         return demo_main(argv[1:])
