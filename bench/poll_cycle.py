@@ -39,8 +39,11 @@ from poller.detect.schedule import InstanceSchedule  # noqa: E402
 from poller.instances import parse_instance  # noqa: E402
 from poller.qbo.client import QboClient  # noqa: E402
 from poller.resources import DEFAULT_NAMES, get  # noqa: E402
-from poller.store import db, migrate  # noqa: E402
-from poller.store import instances as instance_store  # noqa: E402
+from poller.store import (  # noqa: E402
+    db,
+    instance_rows,
+    migrate,
+)
 from poller.store.crypto import SecretBox  # noqa: E402
 from poller.store.tokens import PgTokenStore  # noqa: E402
 
@@ -162,7 +165,7 @@ async def add_instances(
         }
         async with pool.acquire() as conn:
             made.append(
-                ((await instance_store.upsert(conn, parse_instance(body), BOX)).instance_id, realm)
+                ((await instance_rows.upsert(conn, parse_instance(body), BOX)).instance_id, realm)
             )
     return made
 

@@ -190,7 +190,7 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
-    from poller.store import instances as store
+    from poller.store import instance_rows
     from poller.store.crypto import SecretBox
 
     async def go() -> int:
@@ -198,16 +198,16 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
             if args.instances_command == "add":
                 box = SecretBox(settings.secret_key)
                 for inst in load_file(args.file, _defaults(settings), source="FILE"):
-                    result = await store.upsert(conn, inst, box)
+                    result = await instance_rows.upsert(conn, inst, box)
                     print(f"{result.action}: {inst.name} (id {result.instance_id})")
                 return EXIT_OK
             if args.instances_command == "remove":
-                if await store.remove(conn, args.name):
+                if await instance_rows.remove(conn, args.name):
                     print(f"removed: {args.name}")
                     return EXIT_OK
                 print(f"qbo-poller: no instance named {args.name!r}", file=sys.stderr)
                 return EXIT_FAILED
-            _print_instances(await store.list_all(conn))
+            _print_instances(await instance_rows.list_all(conn))
             return EXIT_OK
 
     return asyncio.run(go())

@@ -29,8 +29,7 @@ from poller.detect.service import PollerService
 from poller.instances import Instance
 from poller.qbo.client import QboClient
 from poller.sdnotify import Notifier, watchdog, watchdog_interval_s
-from poller.store import db
-from poller.store import instances as instance_store
+from poller.store import db, instance_rows
 from poller.store.crypto import SecretBox
 from poller.store.database import open_database
 from poller.store.tokens import PgTokenStore
@@ -104,7 +103,7 @@ def web_parts(runtime: Runtime, services: Sequence[Service]) -> list[WebPart]:
 async def load_instances(pool: db.Pool, box: SecretBox, instances: Sequence[Instance]) -> None:
     async with db.acquire(pool) as conn:
         for inst in instances:
-            result = await instance_store.upsert(conn, inst, box)
+            result = await instance_rows.upsert(conn, inst, box)
             log.info(
                 "instance_loaded",
                 instance=inst.name,

@@ -23,8 +23,7 @@ from poller.detect.schedule import InstanceSchedule
 from poller.errors import DatabaseError
 from poller.logs import get_logger
 from poller.qbo.types import RealmApi, ReconnectRequired
-from poller.store import cursors, db
-from poller.store import instances as instance_store
+from poller.store import cursors, db, instance_rows
 from poller.store.cursors import PollableInstance
 
 log = get_logger(__name__)
@@ -223,6 +222,6 @@ class PollerService:
         )
         try:
             async with db.acquire(self.pool) as conn:
-                await instance_store.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")
+                await instance_rows.mark_needs_reconnect(conn, inst.id, f"OAuth grant lost: {exc}")
         except DatabaseError as db_exc:
             log.warning("instance_status_not_saved", instance=inst.name, error=str(db_exc))

@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import asyncpg
 
 from poller.qbo.auth import Credentials, TokenSet
-from poller.store import db, instances
+from poller.store import db, instance_rows
 from poller.store.crypto import SecretBox
 from poller.store.db import Conn, Pool, store_call
 from poller.store.sql import queries
@@ -73,7 +73,7 @@ class PgLockedCredentials:
 
     @store_call
     async def mark_needs_reconnect(self, reason: str) -> bool:
-        return await instances.mark_needs_reconnect(
+        return await instance_rows.mark_needs_reconnect(
             self._conn, self.credentials.instance_id, reason
         )
 

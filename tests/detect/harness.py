@@ -22,7 +22,7 @@ from poller.instances import parse_instance
 from poller.qbo.client import QboClient, RetryPolicy
 from poller.qbo.limiter import LimiterConfig
 from poller.resources import get as resource
-from poller.store import instances as instance_store
+from poller.store import instance_rows
 from poller.store.crypto import SecretBox
 from poller.store.tokens import PgTokenStore
 
@@ -76,7 +76,7 @@ async def add_instance(
         "configuration": config,
     }
     async with pool.acquire() as conn:
-        result = await instance_store.upsert(conn, parse_instance(body), BOX)
+        result = await instance_rows.upsert(conn, parse_instance(body), BOX)
     return result.instance_id
 
 

@@ -10,8 +10,7 @@ import pytest
 
 from poller.instances import parse_instance
 from poller.records import Event, EventType, SnapshotRow
-from poller.store import cursors, outbox
-from poller.store import instances as instance_store
+from poller.store import cursors, instance_rows, outbox
 from poller.store.crypto import SecretBox
 from poller.store.cursors import Advance, LeaseLost, LeaseRef, PairKey, Settle
 from poller.store.outbox import PairWrite
@@ -36,9 +35,7 @@ BODY = {
 @pytest.fixture
 async def instance(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        return (
-            await instance_store.upsert(conn, parse_instance(BODY), SecretBox(None))
-        ).instance_id
+        return (await instance_rows.upsert(conn, parse_instance(BODY), SecretBox(None))).instance_id
 
 
 def ev(oid: str, version: str, kind: str = UPDATED, seconds: int = 0) -> Event:
@@ -323,5 +320,5 @@ async def test_pollable_instances_and_needs_reconnect(pool: asyncpg.Pool, instan
     async with pool.acquire() as conn:
         listed = await cursors.pollable_instances(conn)
         assert [(i.id, i.resources) for i in listed] == [(instance, ("customers", "invoices"))]
-        assert await instance_store.mark_needs_reconnect(conn, instance, "invalid_grant")
+        assert await instance_rows.mark_needs_reconnect(conn, instance, "invalid_grant")
         assert await cursors.pollable_instances(conn) == []

@@ -12,8 +12,7 @@ import pytest
 
 from poller.detect.feed import PairAnswer
 from poller.qbo.limiter import LimiterConfig
-from poller.store import cursors
-from poller.store import instances as instance_store
+from poller.store import cursors, instance_rows
 from poller.store.cursors import PairKey
 from tests.detect.harness import Env, add_instance, events, qbo_client, running_service, wait_until
 
@@ -46,17 +45,17 @@ async def test_instances_added_changed_paused_and_removed_while_running(env: Env
         assert set(p.resource.name for p in svc.running[a].pairs) == {"customers", "vendors"}
         # Paused → its tasks stop.
         async with pool.acquire() as conn:
-            await instance_store.set_status(conn, a, "paused", "test")
+            await instance_rows.set_status(conn, a, "paused", "test")
         await wait_until(lambda: _true(a not in svc.running))
         frozen = await polls(pool, a)
         await asyncio.sleep(0.4)
         assert await polls(pool, a) == frozen
         # Back to active, then removed.
         async with pool.acquire() as conn:
-            await instance_store.set_status(conn, a, "active", None)
+            await instance_rows.set_status(conn, a, "active", None)
         await wait_until(lambda: _gt(polls(pool, a), frozen + 1))
         async with pool.acquire() as conn:
-            await instance_store.remove(conn, "a")
+            await instance_rows.remove(conn, "a")
         await wait_until(lambda: _true(not svc.running))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from poller.instances import parse_instance
-from poller.store import instances as store
+from poller.store import instance_rows
 from poller.store.crypto import SecretBox
 from tests.unit.test_instances import BODY
 
@@ -34,9 +34,9 @@ async def pairs(pool: asyncpg.Pool, iid: int) -> list[str]:
 
 async def test_create_then_unchanged_then_updated(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        first = await store.upsert(conn, parse_instance(BODY), BOX)
-        again = await store.upsert(conn, parse_instance(BODY), BOX)
-        changed = await store.upsert(
+        first = await instance_rows.upsert(conn, parse_instance(BODY), BOX)
+        again = await instance_rows.upsert(conn, parse_instance(BODY), BOX)
+        changed = await instance_rows.upsert(
             conn, parse_instance(variant(event__poller__urls="customers|vendors")), BOX
         )
     assert (first.action, again.action, changed.action) == ("created", "unchanged", "updated")
@@ -48,14 +48,14 @@ async def test_create_then_unchanged_then_updated(pool: asyncpg.Pool) -> None:
 
 async def test_stored_credentials_win_over_an_unchanged_provider_data(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        result = await store.upsert(conn, parse_instance(BODY), BOX)
+        result = await instance_rows.upsert(conn, parse_instance(BODY), BOX)
         # The daemon exchanged the code and rotated the refresh token since.
         await conn.execute(
             "UPDATE oauth_credentials SET auth_code_enc = NULL,"
             " refresh_token_enc = 'plain:ROTATED' WHERE instance_id = $1",
             result.instance_id,
         )
-        reload = await store.upsert(
+        reload = await instance_rows.upsert(
             conn, parse_instance(variant(event__poller__refresh_interval="5")), BOX
         )
         row = await conn.fetchrow("SELECT * FROM oauth_credentials")
@@ -65,10 +65,10 @@ async def test_stored_credentials_win_over_an_unchanged_provider_data(pool: asyn
 
 async def test_new_provider_data_replaces_credentials_and_reconnects(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        result = await store.upsert(conn, parse_instance(BODY), BOX)
-        await store.set_status(conn, result.instance_id, "needs_reconnect", "invalid_grant")
+        result = await instance_rows.upsert(conn, parse_instance(BODY), BOX)
+        await instance_rows.set_status(conn, result.instance_id, "needs_reconnect", "invalid_grant")
         fresh = variant(providerData={"code": "NEW-CODE", "realmId": "9130357766900456"})
-        reload = await store.upsert(conn, parse_instance(fresh), BOX)
+        reload = await instance_rows.upsert(conn, parse_instance(fresh), BOX)
         row = await conn.fetchrow(
             "SELECT i.status, c.auth_code_enc FROM instances i"
             " JOIN oauth_credentials c ON c.instance_id = i.id"
@@ -81,17 +81,19 @@ async def test_needs_reconnect_survives_a_reload_without_new_credentials(
     pool: asyncpg.Pool,
 ) -> None:
     async with pool.acquire() as conn:
-        result = await store.upsert(conn, parse_instance(BODY), BOX)
-        await store.set_status(conn, result.instance_id, "needs_reconnect", "invalid_grant")
-        await store.upsert(conn, parse_instance(variant(event__poller__refresh_interval="5")), BOX)
+        result = await instance_rows.upsert(conn, parse_instance(BODY), BOX)
+        await instance_rows.set_status(conn, result.instance_id, "needs_reconnect", "invalid_grant")
+        await instance_rows.upsert(
+            conn, parse_instance(variant(event__poller__refresh_interval="5")), BOX
+        )
     assert await pool.fetchval("SELECT status FROM instances") == "needs_reconnect"
 
 
 async def test_secrets_are_encrypted_at_rest_with_a_key(pool: asyncpg.Pool) -> None:
     box = SecretBox("a-long-enough-secret-key")
     async with pool.acquire() as conn:
-        await store.upsert(conn, parse_instance(BODY), box)
-        again = await store.upsert(conn, parse_instance(BODY), box)
+        await instance_rows.upsert(conn, parse_instance(BODY), box)
+        again = await instance_rows.upsert(conn, parse_instance(BODY), box)
     row = await pool.fetchrow(
         "SELECT i.client_secret_enc, i.signature_key_enc, c.auth_code_enc"
         " FROM instances i JOIN oauth_credentials c ON c.instance_id = i.id"
@@ -105,8 +107,8 @@ async def test_secrets_are_encrypted_at_rest_with_a_key(pool: asyncpg.Pool) -> N
 
 async def test_remove_cascades(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        await store.upsert(conn, parse_instance(BODY), BOX)
-        assert await store.remove(conn, "API Instance")
-        assert not await store.remove(conn, "API Instance")
+        await instance_rows.upsert(conn, parse_instance(BODY), BOX)
+        assert await instance_rows.remove(conn, "API Instance")
+        assert not await instance_rows.remove(conn, "API Instance")
     assert await pool.fetchval("SELECT count(*) FROM pair_cursors") == 0
     assert await pool.fetchval("SELECT count(*) FROM oauth_credentials") == 0

@@ -13,7 +13,7 @@ from poller.config import Settings
 from poller.instances import parse_instance
 from poller.qbo.client import QboClient, RetryPolicy
 from poller.qbo.limiter import LimiterConfig
-from poller.store import instances
+from poller.store import instance_rows
 from poller.store.crypto import SecretBox
 from qbo_emulator import DEFAULT_REDIRECT_URI, run_emulator
 from qbo_emulator.core import Emulator
@@ -100,4 +100,4 @@ async def add_instance(
         },
     }
     async with pool.acquire() as conn:
-        return (await instances.upsert(conn, parse_instance(body), box)).instance_id
+        return (await instance_rows.upsert(conn, parse_instance(body), box)).instance_id
