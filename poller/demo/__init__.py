@@ -19,16 +19,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from poller import logs
 from poller.aio import sleep_unless
-from poller.config import load_settings
+from poller.config import Settings, load_settings
 from poller.demo.changes import ChangeDriver
 from poller.demo.receiver import Received, Receiver, run_receiver
 from poller.instances import Instance, parse_instance
+
+if TYPE_CHECKING:
+    from qbo_emulator.core import Emulator
 
 DEMO_REALMS = ("9341453050010001", "9341453050010002", "9341453050010003")
 REDIRECT_URI = "http://127.0.0.1/demo/oauth"
@@ -178,20 +181,20 @@ async def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _instances(
-    emu: object, realms: list[str], receiver: Receiver, callback_url: str, interval_s: float
+    emu: Emulator, realms: list[str], receiver: Receiver, callback_url: str, interval_s: float
 ) -> list[Instance]:
     instances = []
     for n, realm in enumerate(realms, start=1):
         key = "whsec_" + _b64(secrets.token_bytes(24)) if n % 2 else secrets.token_urlsafe(24)
         name = f"Demo company {n}"
         receiver.keys[name] = key
-        code = emu.issue_auth_code(realm, redirect_uri=REDIRECT_URI)  # type: ignore[attr-defined]
+        code = emu.issue_auth_code(realm, redirect_uri=REDIRECT_URI)
         body = instance_body(
             name,
             realm,
             code,
             emu.client_id,
-            emu.client_secret,  # type: ignore[attr-defined]
+            emu.client_secret,
             callback_url,
             key,
             interval_s,
@@ -206,12 +209,13 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def _settings(workdir: Path, emu: object):  # type: ignore[no-untyped-def]
+def _settings(workdir: Path, emu: Emulator) -> Settings:
+    assert emu.base_url is not None and emu.token_url is not None  # served by run_emulator
     return load_settings(
         env={
             "POLLER_DATA_DIR": str(workdir),
-            "QBO_API_BASE_URL": emu.base_url,  # type: ignore[attr-defined]
-            "QBO_OAUTH_TOKEN_URL": emu.token_url,  # type: ignore[attr-defined]
+            "QBO_API_BASE_URL": emu.base_url,
+            "QBO_OAUTH_TOKEN_URL": emu.token_url,
             "POLLER_HTTP_ADDR": "127.0.0.1:0",
             "POLLER_SECRET_KEY": secrets.token_urlsafe(32),
             "POLLER_OVERLAP_SECONDS": "5",
@@ -223,10 +227,13 @@ def _settings(workdir: Path, emu: object):  # type: ignore[no-untyped-def]
 
 
 async def _run_until_stopped(
-    daemon: object, driver: ChangeDriver, stop: asyncio.Event, duration: float | None
+    daemon: Coroutine[Any, Any, int],
+    driver: ChangeDriver,
+    stop: asyncio.Event,
+    duration: float | None,
 ) -> int:
     async with asyncio.TaskGroup() as group:
-        daemon_task = group.create_task(daemon, name="daemon")  # type: ignore[arg-type]
+        daemon_task = group.create_task(daemon, name="daemon")
         group.create_task(driver.run(stop), name="changes")
         if duration is not None:
             group.create_task(_stop_after(stop, duration), name="duration")
