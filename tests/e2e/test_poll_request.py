@@ -117,11 +117,9 @@ async def test_request_poll_from_another_process_is_served_within_2_s(
         try:
             conn = await eventually_connect(db_dsn, daemon)
             instance_id = await instance_id_of(conn, daemon)
-            # The first poll: the daemon would take it within its start-up spread (up to 30 s);
-            # requests bring it forward once its LISTEN is up (the first ones may come earlier).
-            await eventually(
-                lambda: first_poll_requested(conn, instance_id), 60, "the first poll", daemon
-            )
+            # The first polls: at the instance's random phase in the start-up spread (up to
+            # 30 s), which anchors its grid; then nothing is due for 15 minutes.
+            await eventually(lambda: settled(conn), 60, "the first poll", daemon)
             requests = await quiet(emu, realm)
             first = await polled(conn)
 
@@ -180,10 +178,13 @@ async def instance_id_of(conn: asyncpg.Connection, daemon: Daemon) -> int:
     return int(await conn.fetchval("SELECT id FROM instances WHERE name = $1", NAME))
 
 
-async def first_poll_requested(conn: asyncpg.Connection, instance_id: int) -> bool:
-    counts = await polled(conn)
-    if counts and min(counts.values()) >= 1:
-        return True
-    await polls.request_poll(conn, instance_id=instance_id)
-    await asyncio.sleep(0.3)
-    return False
+async def settled(conn: asyncpg.Connection) -> bool:
+    """Every pair polled, and none due in the next 10 minutes."""
+    return bool(
+        await conn.fetchval(
+            "SELECT count(*) > 0 AND bool_and(p.polls >= 1 AND p.next_due_at > now() + "
+            "interval '10 minutes') FROM pair_cursors p JOIN instances i ON i.id = p.instance_id "
+            "WHERE i.name = $1",
+            NAME,
+        )
+    )
