@@ -59,6 +59,12 @@ def _instances_parser(sub: Any) -> None:
     isub.add_parser("list", help="list instances")
     rm = isub.add_parser("remove", help="remove an instance and everything it owns")
     rm.add_argument("name")
+    poll = isub.add_parser(
+        "poll",
+        help="poll an instance now (its pairs, or --resources), on whichever replica holds it",
+    )
+    poll.add_argument("name")
+    poll.add_argument("--resources", metavar="A,B", help="only these resources (e.g. invoices)")
 
 
 def _deliveries_parser(sub: Any) -> None:
@@ -201,6 +207,8 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
                     result = await instance_rows.upsert(conn, inst, box)
                     print(f"{result.action}: {inst.name} (id {result.instance_id})")
                 return EXIT_OK
+            if args.instances_command == "poll":
+                return await _request_poll(conn, args.name, args.resources)
             if args.instances_command == "remove":
                 if await instance_rows.remove(conn, args.name):
                     print(f"removed: {args.name}")
@@ -211,6 +219,38 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
 
     return asyncio.run(go())
+
+
+async def _request_poll(conn: Any, name: str, listed: str | None) -> int:
+    """`instances poll NAME [--resources a,b]`: make the pairs due now (poller.store.polls)."""
+    from poller import resources
+    from poller.store import instances as store
+    from poller.store import polls
+
+    entities = None
+    if listed is not None:
+        names = [part.strip() for part in listed.split(",") if part.strip()]
+        unknown = [part for part in names if part not in resources.ALL_RESOURCES]
+        if unknown or not names:
+            raise ConfigError(f"--resources: unknown resource(s) {', '.join(unknown) or listed!r}")
+        entities = [resources.get(part).entity for part in names]
+    found = [row for row in await store.list_all(conn) if row["name"] == name]
+    if not found:
+        print(f"qbo-poller: no instance named {name!r}", file=sys.stderr)
+        return EXIT_FAILED
+    result = await polls.request_poll(conn, instance_id=found[0]["id"], entities=entities)
+    if result.pairs == 0:
+        row = found[0]
+        if not row["events_enabled"]:
+            why = "its events are disabled"
+        elif row["status"] != "active":
+            why = f"it is {row['status']}"
+        else:
+            why = "it polls none of these resources"
+        print(f"nothing to poll for {name}: {why}")
+        return EXIT_FAILED
+    print(f"poll requested: {name}, {result.pairs} pair(s)")
+    return EXIT_OK
 
 
 def _print_instances(rows: Sequence[Any]) -> None:

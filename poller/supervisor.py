@@ -75,7 +75,7 @@ ServiceFactory = Callable[[Runtime], Sequence[Service]]
 
 
 def detection_services(runtime: Runtime) -> list[Service]:
-    return [PollerService(runtime.pool, runtime.settings, runtime.qbo.realm)]
+    return [PollerService(runtime.pool, runtime.settings, runtime.qbo.realm, dsn=runtime.dsn)]
 
 
 def delivery_services(runtime: Runtime) -> list[Service]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +99,8 @@ class InstanceCycles:
         self._queue: list[tuple[Resource, asyncio.Future[Outcome]]] = []
         self._wake: asyncio.Future[None] | None = None  # set by the first `poll` of a cycle
         self._sleepers: dict[float, tuple[asyncio.Future[bool], asyncio.TimerHandle]] = {}
+        self._early: dict[str, asyncio.Future[bool]] = {}  # sleeping pairs `wake` can reach
+        self._woken: set[str] = set()  # woken while not asleep: their next sleep is skipped
         self._closed = False
         self._token: int | None = None  # our lease token, while we believe we hold it
         self._lease_until = 0.0  # monotonic: the lease certainly lasts until then
@@ -124,11 +126,15 @@ class InstanceCycles:
                     self._stored = {}
         return self._stored.get(resource)
 
-    async def sleep_until(self, due: float) -> bool:
+    async def sleep_until(self, due: float, resource: str | None = None) -> bool:
         """Sleep until wall time `due`; False when polling stopped first. Pairs due at the same
-        moment (the instance's grid) share one timer."""
+        moment (the instance's grid) share one timer. The pair `resource` sleeps less when
+        `wake` names it."""
         if self._closed:
             return False
+        if resource in self._woken:
+            self._woken.discard(resource)
+            return True
         delay = due - time.time()
         if delay <= 0:
             return True
@@ -139,7 +145,33 @@ class InstanceCycles:
                 loop.create_future(),
                 loop.call_later(delay, self._wake_sleepers, due),
             )
-        return await asyncio.shield(sleeper[0])
+        if resource is None:
+            return await asyncio.shield(sleeper[0])
+        early = self._early[resource] = asyncio.get_running_loop().create_future()
+        try:
+            # asyncio.wait never cancels what it waits for: the shared timer stays intact.
+            await asyncio.wait((sleeper[0], early), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if self._early.get(resource) is early:
+                del self._early[resource]
+        return early.result() if early.done() else sleeper[0].result()
+
+    def wake(self, resources: Iterable[str]) -> None:
+        """Make the named pairs poll in the next cycle, as if they were due now (a poll request,
+        DESIGN §2). Sleeping pairs wake at once, and pairs woken together share that one cycle;
+        a pair already waiting for a cycle just stays; a pair in the cycle in progress (its
+        request may predate the change) or about to sleep polls again at once. Afterwards each
+        keeps the instance's grid. Names of pairs this instance does not have are ignored."""
+        if self._closed:
+            return
+        waiting = {res.name for res, future in self._queue if not future.done()}
+        for name in resources:
+            early = self._early.get(name)
+            if early is not None:
+                if not early.done():
+                    early.set_result(True)
+            elif name not in waiting:
+                self._woken.add(name)
 
     def _wake_sleepers(self, due: float) -> None:
         sleeper = self._sleepers.pop(due, None)

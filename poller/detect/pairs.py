@@ -5,8 +5,8 @@ A pair task sleeps until its pair is due, then hands the pair to its instance's 
 the instance's lease with one QBO request and one commit, and tells each pair when it is due
 next: on the instance's grid after a success, after a bounded exponential backoff (jittered
 once for the pairs that failed together) after a failure, when the lease lapses if another
-replica holds the instance. `ReconnectRequired` is
-handed to the instance, which stops.
+replica holds the instance. A poll request (`InstanceCycles.wake`) cuts the sleep short.
+`ReconnectRequired` is handed to the instance, which stops.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class PairPoller:
         lets sleeping and waiting pairs go)."""
         due = self.cycles.schedule.first_due(await self.cycles.stored_due(self.resource.name))
         while not stop.is_set():
-            if not await self.cycles.sleep_until(due) or stop.is_set():
+            if not await self.cycles.sleep_until(due, self.resource.name) or stop.is_set():
                 return
             outcome = await self.cycles.poll(self.resource)
             if outcome.next_due is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from poller import metrics, resources
 from poller.aio import sleep_unless
@@ -20,6 +21,7 @@ from poller.detect.cycle import DEFAULT_WINDOW_S, BeforeCommit, InstanceConfig, 
 from poller.detect.feed import BatchCdcMemory, ChangeFeed
 from poller.detect.pairs import PairPoller
 from poller.detect.schedule import InstanceSchedule
+from poller.detect.wakeups import Target, Wakeups
 from poller.errors import DatabaseError
 from poller.logs import get_logger
 from poller.qbo.types import RealmApi, ReconnectRequired
@@ -63,11 +65,16 @@ class PollerService:
         settings: Settings,
         realm_factory: RealmFactory,
         options: PollerOptions | None = None,
+        dsn: str | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.realm_factory = realm_factory
         self.options = options or PollerOptions()
+        # Poll requests of other processes (poller.store.polls) wake pairs; None: no listener.
+        self.wakeups = (
+            None if dsn is None else Wakeups(pool, partial(db.connect, dsn), self._targets)
+        )
         self.batch_cdc = BatchCdcMemory()
         self.running: dict[int, _Running] = {}
 
@@ -75,6 +82,8 @@ class PollerService:
         log.info("poller_started", replica=self.settings.replica_id)
         try:
             async with asyncio.TaskGroup() as group:
+                if self.wakeups is not None:
+                    group.create_task(self.wakeups.run(stop), name="poller:wakeups")
                 while not stop.is_set():
                     await self._rescan_logged(group)
                     await sleep_unless(stop, self.options.rescan_s)
@@ -83,6 +92,14 @@ class PollerService:
         finally:
             self.running.clear()
         log.info("poller_stopped")
+
+    def _targets(self) -> dict[int, Target]:
+        """The instances polling here, for poll requests."""
+        return {
+            instance_id: Target(run.cycles, [pair.resource.name for pair in run.pairs])
+            for instance_id, run in self.running.items()
+            if run.cycles is not None and not run.stop.is_set()
+        }
 
     async def _rescan_logged(self, group: asyncio.TaskGroup) -> None:
         try:

@@ -169,8 +169,9 @@ async def running_service(
     pool: asyncpg.Pool, settings: Settings, client: QboClient, **options: Any
 ) -> AsyncIterator[PollerService]:
     """The PollerService in a task, stopped (and awaited) on exit."""
+    dsn = options.pop("dsn", None)  # given: the service listens for poll requests
     opts = PollerOptions(rescan_s=options.pop("rescan_s", 0.1), **options)
-    service = PollerService(pool, settings, client.realm, opts)
+    service = PollerService(pool, settings, client.realm, opts, dsn=dsn)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:
