@@ -224,7 +224,7 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
 async def _request_poll(conn: Any, name: str, listed: str | None) -> int:
     """`instances poll NAME [--resources a,b]`: make the pairs due now (poller.store.polls)."""
     from poller import resources
-    from poller.store import instances as store
+    from poller.store import instance_rows
     from poller.store import polls
 
     entities = None
@@ -234,7 +234,7 @@ async def _request_poll(conn: Any, name: str, listed: str | None) -> int:
         if unknown or not names:
             raise ConfigError(f"--resources: unknown resource(s) {', '.join(unknown) or listed!r}")
         entities = [resources.get(part).entity for part in names]
-    found = [row for row in await store.list_all(conn) if row["name"] == name]
+    found = [row for row in await instance_rows.list_all(conn) if row["name"] == name]
     if not found:
         print(f"qbo-poller: no instance named {name!r}", file=sys.stderr)
         return EXIT_FAILED

@@ -10,8 +10,7 @@ import asyncpg
 import pytest
 
 from poller.errors import DatabaseError
-from poller.store import db, polls
-from poller.store import instances as instance_store
+from poller.store import db, instance_rows, polls
 from poller.store.polls import PollRequest, Wakeup
 from tests.detect.harness import Env, add_instance
 
@@ -132,7 +131,7 @@ async def test_inactive_instances_are_left_alone(env: Env, heard: Heard, change:
         if change == "events disabled":
             await conn.execute("UPDATE instances SET events_enabled = false WHERE id = $1", a)
         else:
-            await instance_store.set_status(conn, a, change, "test")
+            await instance_rows.set_status(conn, a, change, "test")
         before = await conn.fetch(
             "SELECT resource, next_due_at FROM pair_cursors WHERE instance_id = $1", a
         )

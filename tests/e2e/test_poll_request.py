@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 
 from poller.demo.receiver import Receiver, run_receiver
-from poller.emulator import run_emulator
 from poller.store import db, polls
+from qbo_emulator import run_emulator
 from tests.e2e.daemon import Daemon, base_env, free_port, write_instances
 from tests.e2e.pipeline import REDIRECT
 
