@@ -38,13 +38,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
-from poller.detect import timestamps
 from poller.logs import get_logger
-from poller.qbo import faults
+from poller.qbo import faults, times
 from poller.qbo.types import (
     BatchItem,
     BatchResult,
@@ -142,7 +141,7 @@ def query_statement(
     Built only from the resource table and a timestamp we format: never from input.
     """
     where = ["Active IN (true,false)"] if resource.is_list else []
-    where.append(f"MetaData.LastUpdatedTime >= '{timestamps.to_qbo(since)}'")
+    where.append(f"MetaData.LastUpdatedTime >= '{times.format_qbo_time(since, times.PACIFIC)}'")
     statement = (
         f"select * from {resource.entity} where {' and '.join(where)} "
         f"ORDERBY MetaData.LastUpdatedTime"
@@ -245,7 +244,7 @@ class _QueryJob(_Job):
         # Re-read from the last timestamp seen (versions already seen are dropped) instead of
         # growing STARTPOSITION: a row updated mid-scan moves to the end and would shift later
         # rows past us. Only a page that is entirely one timestamp needs STARTPOSITION.
-        last = timestamps.last_updated(rows[-1])
+        last = times.last_updated_time(rows[-1])
         if last is not None and last > self.cursor:
             self.cursor, self.start = last, 1
         else:
@@ -305,7 +304,7 @@ class ChangeFeed:
     def qbo_now(self) -> datetime:
         """QBO's clock as last seen, moved on by the time elapsed since (local clock if none)."""
         if self._qbo_clock is None:
-            return datetime.now(timestamps.UTC)
+            return datetime.now(UTC)
         seen, at = self._qbo_clock
         return seen + timedelta(seconds=time.monotonic() - at)
 
@@ -372,7 +371,7 @@ class ChangeFeed:
 
     def _listing(self, pending: _Pending) -> _Job:
         return _QueryJob(
-            pending, Mode.LISTING, timestamps.EPOCH, complete=True, page_size=self.page_size
+            pending, Mode.LISTING, times.EPOCH, complete=True, page_size=self.page_size
         )
 
     # -- one round --
@@ -533,8 +532,8 @@ class ChangeFeed:
 
 
 def _in_window(obj: QboObject, since: datetime) -> bool:
-    updated = timestamps.last_updated(obj)
-    return updated is None or updated >= timestamps.to_second(since)
+    updated = times.last_updated_time(obj)
+    return updated is None or updated >= times.floor_to_second(since)
 
 
 def _missing(n: int) -> MalformedResponse:

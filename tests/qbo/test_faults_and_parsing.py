@@ -10,7 +10,7 @@ import pytest
 
 from poller.qbo import parse
 from poller.qbo.faults import error_for, is_throttle, parse_fault
-from poller.qbo.times import format_qbo_time, parse_qbo_time
+from poller.qbo.times import PACIFIC, format_qbo_time, last_updated_time, parse_qbo_time
 from poller.qbo.types import (
     AuthenticationError,
     AuthorizationError,
@@ -130,11 +130,26 @@ def test_qbo_times_parse_to_aware_datetimes() -> None:
     assert parse_qbo_time("2015-12-23T12:55:50-08:00").utcoffset() == timedelta(hours=-8)
     assert parse_qbo_time("2025-09-10T21:31:25.179Z").tzinfo is not None
     assert parse_qbo_time("2015-10-05T14:42:19-0700") == parse_qbo_time("2015-10-05T14:42:19-07:00")
-    assert parse_qbo_time(1601391072830) == datetime(
-        2020, 9, 29, 14, 51, 12, 830000, tzinfo=UTC
-    )
+    assert parse_qbo_time(1601391072830) == datetime(2020, 9, 29, 14, 51, 12, 830000, tzinfo=UTC)
     with pytest.raises(ValueError):
         parse_qbo_time("2015-12-23T12:55:50")  # QBO always writes an offset
+
+
+def test_offset_less_values_are_refused_both_ways() -> None:
+    """The rule (reference §4, §1.1): QBO always *returns* an offset, so a bare value read back
+    is not a QBO timestamp and is refused, not guessed at; and QBO *reads* a bare value as US
+    Pacific, so nothing is ever sent without an explicit offset."""
+    for bare in ("2015-12-23T12:55:50", "2015-12-23T12:56:06.196", "2015-12-23"):
+        with pytest.raises(ValueError, match="offset"):
+            parse_qbo_time(bare)
+    with pytest.raises(ValueError, match="Pacific"):
+        format_qbo_time(datetime(2026, 1, 2, 3, 4, 5))
+    with pytest.raises(ValueError, match="offset"):
+        last_updated_time({"MetaData": {"LastUpdatedTime": "2015-12-23T12:55:50"}})
+    # Written in Pacific, the way QBO writes its MetaData, the offset is still explicit.
+    instant = datetime(2026, 1, 15, 20, 0, 0, 999000, tzinfo=UTC)
+    assert format_qbo_time(instant, PACIFIC) == "2026-01-15T12:00:00-08:00"
+    assert parse_qbo_time(format_qbo_time(instant, PACIFIC)) == instant.replace(microsecond=0)
 
 
 def test_timestamps_sent_always_carry_an_offset() -> None:
