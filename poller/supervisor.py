@@ -66,7 +66,7 @@ ServiceFactory = Callable[[Runtime], Sequence[Service]]
 def default_services(runtime: Runtime) -> list[Service]:
     """The pipeline's services: only the supervisor knows them all (detect and deliver never
     import each other)."""
-    from poller.deliver.service import services as deliver_services
+    from poller.deliver.upkeep import services as deliver_services
     from poller.detect.service import services as detect_services
 
     return [*detect_services(runtime), *deliver_services(runtime)]

@@ -36,7 +36,7 @@ import asyncpg
 from poller import logs, metrics
 from poller.aio import sleep_unless
 from poller.config import Settings
-from poller.deliver import schedule
+from poller.deliver import retries
 from poller.deliver.envelope import EventRow, InstanceInfo, build_body
 from poller.deliver.signing import USER_AGENT, callback_headers
 from poller.deliver.ssrf import CallbackRefused, GuardedResolver, check_url, refused_in
@@ -81,7 +81,7 @@ def decide(
         return "delivered", 0.0
     if response.error is None and status == 410:
         return "held", 0.0
-    delay = schedule.retry_delay(retry_schedule, attempts_done, status, response.retry_after, now)
+    delay = retries.retry_delay(retry_schedule, attempts_done, status, response.retry_after, now)
     return ("dead", 0.0) if delay is None else ("retry", delay)
 
 

@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -28,6 +27,7 @@ import orjson
 
 from poller import metrics
 from poller.config import Settings
+from poller.http_headers import retry_after_seconds
 from poller.logs import get_logger
 from poller.qbo import parse
 from poller.qbo.auth import AccessTokens, TokenManager, TokenStore
@@ -79,23 +79,6 @@ class _Answer:
 
 def _intuit_tid(headers: Any) -> str | None:
     return headers.get("intuit_tid") or headers.get("intuit-tid")
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """`Retry-After`: delta seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    now = now or datetime.now(when.tzinfo)
-    return max(0.0, (when - now).total_seconds())
 
 
 class _Retry(Exception):

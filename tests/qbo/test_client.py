@@ -16,7 +16,8 @@ from poller import metrics
 from poller.config import Settings
 from poller.emulator import run_emulator
 from poller.emulator.core import Emulator
-from poller.qbo.client import QboClient, retry_after_seconds
+from poller.http_headers import retry_after_seconds
+from poller.qbo.client import QboClient
 from poller.qbo.limiter import LimiterConfig
 from poller.qbo.types import (
     AuthenticationError,

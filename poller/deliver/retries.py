@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
+
+from poller.http_headers import retry_after_seconds
 
 JITTER = 0.2
 # Retry-After is honoured (never retry sooner than asked) but not beyond this or the schedule's
@@ -37,27 +38,6 @@ def next_delay(
     return jittered(schedule[attempts_done - 1], rand)
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent/invalid."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
 def retry_delay(
     schedule: Sequence[float],
     attempts_done: int,
@@ -75,7 +55,7 @@ def retry_delay(
     if delay is None:
         return None
     if status in RETRY_AFTER_STATUSES:
-        asked = parse_retry_after(retry_after, now)
+        asked = retry_after_seconds(retry_after, now)
         if asked is not None:
             cap = max(max(schedule, default=0.0), RETRY_AFTER_FLOOR_CAP_S)
             delay = max(delay, min(asked, cap))
