@@ -11,9 +11,10 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from poller.backoff import spread
 from poller.http_headers import retry_after_seconds
 
-JITTER = 0.2
+DELIVERY_JITTER = spread(0.2)  # each step × [0.8, 1.2]
 # Retry-After is honoured (never retry sooner than asked) but not beyond this or the schedule's
 # longest step, whichever is longer: a receiver must not be able to park a message for a year.
 RETRY_AFTER_FLOOR_CAP_S = 3600.0
@@ -24,18 +25,13 @@ def max_attempts(schedule: Sequence[float]) -> int:
     return len(schedule) + 1
 
 
-def jittered(delay: float, rand: Callable[[], float] = random.random) -> float:
-    """`delay` × a uniform factor in [0.8, 1.2]."""
-    return max(0.0, delay * (1.0 - JITTER + 2.0 * JITTER * rand()))
-
-
 def next_delay(
     schedule: Sequence[float], attempts_done: int, rand: Callable[[], float] = random.random
 ) -> float | None:
     """Seconds until the next attempt after `attempts_done` failures, or None: no attempts left."""
     if attempts_done < 1 or attempts_done > len(schedule):
         return None
-    return jittered(schedule[attempts_done - 1], rand)
+    return DELIVERY_JITTER.apply(schedule[attempts_done - 1], rand)
 
 
 def retry_delay(

@@ -29,6 +29,7 @@ import aiohttp
 import orjson
 
 from poller import metrics
+from poller.backoff import Backoff
 from poller.config import Settings
 from poller.logs import get_logger, register_secret
 from poller.qbo.types import (
@@ -47,6 +48,8 @@ UTC = UTC
 DEFAULT_REFRESH_MARGIN_S = 300.0  # refresh when less than 5 minutes are left
 DEFAULT_ACCESS_LIFETIME_S = 3600  # Intuit's `expires_in` when a body leaves it out
 TOKEN_ATTEMPTS = 3  # for failures where the request surely did no harm
+# 0.2 s, then 0.4 s: the token endpoint is retried briefly, the caller waits for it.
+TOKEN_BACKOFF = Backoff(base_s=0.2, cap_s=1.0)
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ class OAuthClient:
             except _Retryable as exc:
                 if attempt == attempts:
                     raise exc.error from None
-                await asyncio.sleep(0.1 * 2**attempt)
+                await asyncio.sleep(TOKEN_BACKOFF.delay(attempt))
         raise AssertionError("unreachable")
 
     async def _post_once(self, headers: dict[str, str], form: dict[str, str]) -> Any:

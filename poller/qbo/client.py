@@ -15,7 +15,6 @@ typed errors:
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import aiohttp
 import orjson
 
 from poller import metrics
+from poller.backoff import EQUAL_JITTER, Backoff
 from poller.config import Settings
 from poller.http_headers import retry_after_seconds
 from poller.logs import get_logger
@@ -65,8 +65,8 @@ class RetryPolicy:
 
     def delay(self, failures: int) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random, never zero."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (failures - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        backoff = Backoff(self.base_delay_s, self.max_delay_s, jitter=EQUAL_JITTER)
+        return backoff.delay(failures)
 
 
 @dataclass(frozen=True)
