@@ -303,6 +303,17 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class _Reconnect:
+    """An instance found to need a reconnect under the row lock, reported once committed."""
+
+    credentials: Credentials
+    reason: str
+    status_changed: bool  # False when it was already marked needs_reconnect
+    outcome: str  # the TOKEN_REFRESHES label
+    intuit_tid: str | None = None
+
+
 @dataclass
 class _Cached:
     token: str = field(repr=False)
@@ -399,8 +410,7 @@ class TokenManager:
         """Under the row lock: reuse what another process got, or exchange, or refresh."""
         failure: QboError | None = None
         tokens: TokenSet | None = None
-        # (credentials, reason, status changed?, metric outcome, intuit_tid)
-        reconnect: tuple[Credentials, str, bool, str, str | None] | None = None
+        reconnect: _Reconnect | None = None
         async with self.store.lock(instance_id) as locked:
             if locked is None:
                 raise ReconnectRequired(f"instance {instance_id} has no OAuth credentials")
@@ -425,12 +435,12 @@ class TokenManager:
             except InvalidGrant as exc:
                 reason = _reconnect_reason(creds, str(exc))
                 tid = exc.fault.intuit_tid if exc.fault else None
-                reconnect = (
-                    creds,
-                    reason,
-                    await locked.mark_needs_reconnect(reason),
-                    "invalid_grant",
-                    tid,
+                reconnect = _Reconnect(
+                    credentials=creds,
+                    reason=reason,
+                    status_changed=await locked.mark_needs_reconnect(reason),
+                    outcome="invalid_grant",
+                    intuit_tid=tid,
                 )
                 if creds.auth_code:
                     await locked.clear_code()
@@ -445,27 +455,25 @@ class TokenManager:
                     "spent (codes are single-use); reconnect the company"
                 )
                 await locked.clear_code()
-                reconnect = (
-                    creds,
-                    reason,
-                    await locked.mark_needs_reconnect(reason),
-                    "code_lost",
-                    None,
+                reconnect = _Reconnect(
+                    credentials=creds,
+                    reason=reason,
+                    status_changed=await locked.mark_needs_reconnect(reason),
+                    outcome="code_lost",
                 )
                 failure = ReconnectRequired(reason)
         # Committed: the new refresh token is durable before anything uses the access token.
         if reconnect is not None:
-            creds, reason, changed, outcome, tid = reconnect
             self.forget(instance_id)
-            metrics.TOKEN_REFRESHES.labels(outcome).inc()
-            if changed:
+            metrics.TOKEN_REFRESHES.labels(reconnect.outcome).inc()
+            if reconnect.status_changed:
                 log.warning(
                     "instance_needs_reconnect",
-                    instance_id=creds.instance_id,
-                    instance=creds.instance_name,
-                    realm_id=creds.realm_id,
-                    reason=reason,
-                    intuit_tid=tid,
+                    instance_id=reconnect.credentials.instance_id,
+                    instance=reconnect.credentials.instance_name,
+                    realm_id=reconnect.credentials.realm_id,
+                    reason=reconnect.reason,
+                    intuit_tid=reconnect.intuit_tid,
                 )
         if failure is not None:
             raise failure

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -73,11 +73,11 @@ class RetryPolicy:
 class _Answer:
     status: int
     body: bytes
-    headers: Any
+    headers: Mapping[str, str]
     intuit_tid: str | None
 
 
-def _intuit_tid(headers: Any) -> str | None:
+def _intuit_tid(headers: Mapping[str, str]) -> str | None:
     return headers.get("intuit_tid") or headers.get("intuit-tid")
 
 
