@@ -224,8 +224,7 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
 async def _request_poll(conn: Any, name: str, listed: str | None) -> int:
     """`instances poll NAME [--resources a,b]`: make the pairs due now (poller.store.polls)."""
     from poller import resources
-    from poller.store import instance_rows
-    from poller.store import polls
+    from poller.store import instance_rows, polls
 
     entities = None
     if listed is not None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from dotenv import dotenv_values
 
 from poller.errors import ConfigError
+from poller.vocab import SignatureScheme
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 INTUIT_REVOKE_URL = "https://developer.api.intuit.com/v2/oauth2/tokens/revoke"
 
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,14h,20h,24h"
-SIGNATURE_SCHEMES = ("elements", "standard", "both")
+SIGNATURE_SCHEMES = tuple(SignatureScheme)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -138,6 +139,10 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _signature_scheme(raw: str) -> SignatureScheme:
+    return SignatureScheme(_choice(SIGNATURE_SCHEMES)(raw))
+
+
 def _log_format(raw: str) -> LogFormat:
     return LogFormat(_choice(LOG_FORMATS)(raw))
 
@@ -226,7 +231,9 @@ class Settings:
     )
     delivery_lease_s: float = variable("POLLER_DELIVERY_LEASE", _positive_seconds, 120.0)
     events_per_notification: int = variable("POLLER_EVENTS_PER_NOTIFICATION", _int_at_least(1), 10)
-    signature_scheme: str = variable("POLLER_SIGNATURE_SCHEME", _choice(SIGNATURE_SCHEMES), "both")
+    signature_scheme: SignatureScheme = variable(
+        "POLLER_SIGNATURE_SCHEME", _signature_scheme, SignatureScheme.BOTH
+    )
     callback_deny_private: bool = variable("POLLER_CALLBACK_DENY_PRIVATE", parse_bool, False)
     auto_migrate: bool = variable("POLLER_AUTO_MIGRATE", parse_bool, True)
     shutdown_grace_s: float = variable("POLLER_SHUTDOWN_GRACE_SECONDS", _positive_seconds, 5.0)

@@ -7,16 +7,16 @@ entities a user may add ("you can also copy the events configuration to poll oth
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     TRANSACTION = "transaction"
     NAME_LIST = "name list"
     TAX_LIST = "tax list"
 
 
-class DeleteMode(str, Enum):
+class DeleteMode(StrEnum):
     HARD = "hard"  # `?operation=delete`; CDC reports a tombstone
     DEACTIVATE = "deactivate"  # name lists: `Active=false`, never hard-deleted
     NONE = "none"  # read-only tax lists

@@ -24,7 +24,7 @@ import aiohttp
 from poller import logs
 from poller.config import Settings
 from poller.deliver.dispatcher import Dispatcher
-from poller.deliver.service import OutboxGauges, Pruner
+from poller.deliver.upkeep import OutboxGauges, Pruner
 from poller.detect.service import PollerService
 from poller.instances import Instance
 from poller.qbo.client import QboClient

@@ -23,8 +23,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import asyncpg
-
+from poller.store import db
 from poller.store import notifications as store
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -40,9 +39,7 @@ _COLUMNS = (
 )
 
 
-async def run_command(
-    pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO | None = None
-) -> int:
+async def run_command(pool: db.Pool, args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if args.deliveries_command == "list":
         return await _list(pool, args, out)
@@ -52,17 +49,17 @@ async def run_command(
     return EXIT_FAILED
 
 
-async def _instance(pool: asyncpg.Pool, name: str | None) -> tuple[bool, int | None]:
+async def _instance(conn: db.Conn | db.Pool, name: str | None) -> tuple[bool, int | None]:
     if name is None:
         return True, None
-    iid = await store.instance_id(pool, name)
+    iid = await store.instance_id(conn, name)
     if iid is None:
         print(f"qbo-poller: no instance named {name!r}", file=sys.stderr)
         return False, None
     return True, iid
 
 
-async def _list(pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO) -> int:
+async def _list(pool: db.Pool, args: argparse.Namespace, out: TextIO) -> int:
     found, iid = await _instance(pool, getattr(args, "instance", None))
     if not found:
         return EXIT_FAILED
@@ -148,8 +145,8 @@ def _last(status: int | None, error: str | None) -> str:
     return text[:80] or "-"
 
 
-async def _redeliver(pool: asyncpg.Pool, args: argparse.Namespace, out: TextIO) -> int:
-    async with pool.acquire() as conn:
+async def _redeliver(pool: db.Pool, args: argparse.Namespace, out: TextIO) -> int:
+    async with db.acquire(pool) as conn:
         if getattr(args, "id", None) is not None:
             done = await store.redeliver_one(conn, args.id)
             if done.count:

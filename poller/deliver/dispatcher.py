@@ -31,19 +31,20 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import aiohttp
-import asyncpg
 
 from poller import logs, metrics
 from poller.aio import sleep_unless
+from poller.backoff import Backoff
 from poller.config import Settings
-from poller.deliver import schedule
+from poller.deliver import retries
 from poller.deliver.envelope import EventRow, InstanceInfo, build_body
 from poller.deliver.signing import USER_AGENT, callback_headers
 from poller.deliver.ssrf import CallbackRefused, GuardedResolver, check_url, refused_in
-from poller.errors import PollerError
+from poller.errors import DatabaseError, DatabaseUnavailable, PollerError
 from poller.store import db
 from poller.store import notifications as store
 from poller.store.crypto import SecretBox
+from poller.vocab import DeliveryOutcome, SignatureScheme
 
 log = logs.get_logger(__name__)
 
@@ -51,8 +52,10 @@ RESPONSE_CAP_BYTES = 4096
 MAX_CLAIM_BATCH = 200
 LISTEN_PING_S = 30.0
 LISTEN_RETRY_MAX_S = 30.0
+# Reconnecting the LISTEN: 0.5 s after a connection that worked was lost, doubling while
+# connecting keeps failing. One connection per process: no jitter needed.
+LISTEN_BACKOFF = Backoff(base_s=0.5, cap_s=LISTEN_RETRY_MAX_S)
 RELEASE_TIMEOUT_S = 3.0
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _KEY_CACHE_MAX = 1024
 
 
@@ -69,20 +72,30 @@ class Response:
     duration_ms: int = 0
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What an attempt's response means: its outcome, and for a retry, when."""
+
+    outcome: DeliveryOutcome
+    retry_in_s: float = 0.0
+
+
 def decide(
     response: Response,
     attempts_done: int,
     retry_schedule: Sequence[float],
     now: datetime | None = None,
-) -> tuple[str, float]:
-    """(outcome, retry delay): delivered on any 2xx, held on 410, else retry or dead."""
+) -> Decision:
+    """Delivered on any 2xx, held on 410, else retry (with its delay) or dead."""
     status = response.status
     if response.error is None and status is not None and 200 <= status < 300:
-        return "delivered", 0.0
+        return Decision(DeliveryOutcome.DELIVERED)
     if response.error is None and status == 410:
-        return "held", 0.0
-    delay = schedule.retry_delay(retry_schedule, attempts_done, status, response.retry_after, now)
-    return ("dead", 0.0) if delay is None else ("retry", delay)
+        return Decision(DeliveryOutcome.HELD)
+    delay = retries.retry_delay(retry_schedule, attempts_done, status, response.retry_after, now)
+    if delay is None:
+        return Decision(DeliveryOutcome.DEAD)
+    return Decision(DeliveryOutcome.RETRY, delay)
 
 
 def describe_failure(response: Response) -> str | None:
@@ -149,26 +162,35 @@ async def _first_of(events: Sequence[asyncio.Event], timeout: float) -> bool:
     return bool(done)
 
 
+@dataclass(frozen=True)
+class _OutcomeToWrite:
+    """An outcome waiting for the next group commit, and who waits for it to be written."""
+
+    claimed: store.Claimed
+    attempt: store.Attempt
+    written: asyncio.Future[bool]  # True when recorded, False when the claim was lost
+
+
 class Recorder:
     """Group commit of outcomes: whatever finished while the previous write ran goes into the
     next one, as one statement. No timer and no added latency when idle; under load one WAL
     flush and one round trip serve many deliveries."""
 
-    def __init__(self, pool: asyncpg.Pool, owner: str, max_batch: int = 256) -> None:
+    def __init__(self, pool: db.Pool, owner: str, max_batch: int = 256) -> None:
         self.pool = pool
         self.owner = owner
         self.max_batch = max_batch
-        self._queue: list[tuple[store.Claimed, store.Attempt, asyncio.Future[bool]]] = []
+        self._queue: list[_OutcomeToWrite] = []
         self._wake = asyncio.Event()
         self._closing = False
 
     async def record(self, claimed: store.Claimed, attempt: store.Attempt) -> bool:
-        """True when recorded, False when the claim was lost; raises on database errors."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((claimed, attempt, future))
+        """True when recorded, False when the claim was lost; raises `DatabaseError`."""
+        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append(_OutcomeToWrite(claimed, attempt, written))
         self._wake.set()
         # If the delivery is cancelled now, the outcome is still written: the POST happened.
-        return await future
+        return await written
 
     async def run(self) -> None:
         """Write until closed and drained."""
@@ -181,24 +203,26 @@ class Recorder:
             if self._closing:
                 return
 
-    async def _write(
-        self, batch: list[tuple[store.Claimed, store.Attempt, asyncio.Future[bool]]]
-    ) -> None:
+    async def _write(self, batch: list[_OutcomeToWrite]) -> None:
+        items = [(item.claimed, item.attempt) for item in batch]
         try:
-            recorded = await store.record_many(self.pool, self.owner, [(c, a) for c, a, _ in batch])
+            recorded = await store.record_many(self.pool, self.owner, items)
         except Exception as exc:
-            if not isinstance(exc, DB_ERRORS):
-                log.error(
-                    "outcomes_write_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc
-                )
-                exc = asyncpg.InterfaceError(f"recording failed: {type(exc).__name__}: {exc}")
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            failure = exc if isinstance(exc, DatabaseError) else self._crashed(exc)
+            for item in batch:
+                if not item.written.done():
+                    item.written.set_exception(failure)
             return
-        for claimed, _, future in batch:
-            if not future.done():
-                future.set_result(claimed.id in recorded)
+        for item in batch:
+            if not item.written.done():
+                item.written.set_result(item.claimed.id in recorded)
+
+    @staticmethod
+    def _crashed(exc: Exception) -> DatabaseError:
+        """A bug while writing: logged, and reported to the waiters as a database failure so
+        each delivery handles it as an unrecorded outcome (its lease runs out, it is retried)."""
+        log.error("outcomes_write_crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        return DatabaseError(f"recording failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         self._closing = True
@@ -219,7 +243,7 @@ class Dispatcher:
     def __init__(
         self,
         settings: Settings,
-        pool: asyncpg.Pool,
+        pool: db.Pool,
         dsn: str,
         box: SecretBox,
         owner: str | None = None,
@@ -235,6 +259,7 @@ class Dispatcher:
         # query per finished delivery would cost more than the deliveries.
         self.refill_at = max(1, self.capacity // 4)
         self.lease_s = settings.delivery_lease_s
+        self.signature_scheme = SignatureScheme(settings.signature_scheme)
         self.listening = asyncio.Event()  # set while LISTEN is active (tests wait on it)
         self._wake = asyncio.Event()
         self._claims: dict[int, store.Claimed] = {}  # claimed, outcome not yet recorded
@@ -245,7 +270,8 @@ class Dispatcher:
         self._next_due = math.inf  # monotonic time of the earliest retry this process scheduled
         self._listened = False
         self._http: aiohttp.ClientSession | None = None
-        self.outcomes: collections.Counter[str] = collections.Counter()  # recorded, by outcome
+        # Recorded outcomes, by outcome.
+        self.outcomes: collections.Counter[DeliveryOutcome] = collections.Counter()
         self._recorder = Recorder(pool, self.owner)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -299,7 +325,7 @@ class Dispatcher:
         self._recorder.close()
         try:
             await asyncio.wait_for(recorder, RELEASE_TIMEOUT_S)
-        except (TimeoutError, *DB_ERRORS) as exc:
+        except (TimeoutError, DatabaseError) as exc:
             log.warning("outcomes_not_written", error=f"{type(exc).__name__}: {exc}")
 
     async def _release_unfinished(self) -> None:
@@ -312,7 +338,7 @@ class Dispatcher:
                 store.release(self.pool, ids, self.owner), RELEASE_TIMEOUT_S
             )
             log.info("claims_released", count=released)
-        except DB_ERRORS as exc:
+        except (TimeoutError, DatabaseError) as exc:
             log.warning(
                 "claims_release_failed",
                 count=len(ids),
@@ -362,7 +388,7 @@ class Dispatcher:
         or -1 when the database failed."""
         try:
             batch = await store.claim_batch(self.pool, want, self.owner, self.lease_s)
-        except DB_ERRORS as exc:
+        except DatabaseError as exc:
             log.warning("outbox_claim_failed", error=f"{type(exc).__name__}: {exc}")
             return -1
         if batch.held:
@@ -374,11 +400,11 @@ class Dispatcher:
             self._claims[c.id] = c
         try:
             claims = await self._with_bodies(claims)
-        except DB_ERRORS as exc:
+        except DatabaseError as exc:
             log.warning("outbox_body_failed", error=f"{type(exc).__name__}: {exc}")
             for c in claims:
                 self._claims.pop(c.id, None)
-            with contextlib.suppress(*DB_ERRORS):
+            with contextlib.suppress(DatabaseError):
                 await store.release(self.pool, [c.id for c in claims], self.owner)
             return -1
         for c in claims:
@@ -387,11 +413,11 @@ class Dispatcher:
         return batch.total
 
     @staticmethod
-    def _log_held(held: Sequence[tuple[int, str]]) -> None:
+    def _log_held(held: Sequence[store.HeldAtClaim]) -> None:
         """Notifications the claim held because their URL is gone: no request was sent."""
         by_url: dict[str, list[int]] = {}
-        for nid, url in held:
-            by_url.setdefault(url, []).append(nid)
+        for notification in held:
+            by_url.setdefault(notification.url, []).append(notification.notification_id)
         for url, ids in by_url.items():
             log.info(
                 "delivery_held_url_gone",
@@ -427,7 +453,7 @@ class Dispatcher:
                 continue
             try:
                 await store.renew(self.pool, ids, self.owner, self.lease_s)
-            except DB_ERRORS as exc:
+            except DatabaseError as exc:
                 log.warning("lease_renew_failed", count=len(ids), error=str(exc))
 
     # --- delivering ---------------------------------------------------------------------------
@@ -454,16 +480,16 @@ class Dispatcher:
         try:
             url = c.callback_url or ""
             response = await self._attempt(c, url)
-            outcome, delay = decide(response, c.attempts + 1, self.settings.retry_schedule_s)
+            decision = decide(response, c.attempts + 1, self.settings.retry_schedule_s)
             attempt = store.Attempt(
-                outcome=outcome,
+                outcome=decision.outcome,
                 started_at=response.started_at or datetime.now(UTC),
                 url=url,
                 duration_ms=response.duration_ms,
                 status_code=response.status,
                 error=describe_failure(response),
                 response_body=response.body,
-                retry_in_s=delay,
+                retry_in_s=decision.retry_in_s,
             )
             await self._record(c, attempt)
         except Exception:
@@ -486,9 +512,7 @@ class Dispatcher:
 
     async def _post(self, url: str, event_id: str, body: bytes, key: str | None) -> Response:
         assert self._http is not None
-        headers = callback_headers(
-            event_id, body, key, self.settings.signature_scheme, int(time.time())
-        )
+        headers = callback_headers(event_id, body, key, self.signature_scheme, int(time.time()))
         started_at, t0 = datetime.now(UTC), time.monotonic()
         response = await self._send(url, body, headers)
         return replace(
@@ -558,14 +582,13 @@ class Dispatcher:
     async def _record(self, c: store.Claimed, attempt: store.Attempt) -> None:
         held, newly_gone = 0, False
         try:
-            if attempt.outcome == "held":
-                async with self.pool.acquire() as conn:
-                    recorded, newly_gone, held = await store.record_gone(
-                        conn, c, self.owner, attempt
-                    )
+            if attempt.outcome == DeliveryOutcome.HELD:
+                async with db.acquire(self.pool) as conn:
+                    gone = await store.record_gone(conn, c, self.owner, attempt)
+                recorded, newly_gone, held = gone.recorded, gone.newly_gone, gone.also_held
             else:
                 recorded = await self._recorder.record(c, attempt)
-        except DB_ERRORS as exc:
+        except DatabaseError as exc:
             # Unrecorded: the lease runs out and the notification is delivered again (same
             # eventId). Stop renewing it so that happens.
             self._claims.pop(c.id, None)
@@ -601,15 +624,15 @@ class Dispatcher:
             status=attempt.status_code,
             error=attempt.error,
         )
-        if attempt.outcome == "delivered":
+        if attempt.outcome == DeliveryOutcome.DELIVERED:
             metrics.DELIVERY_LATENCY.observe(
                 max(0.0, (datetime.now(UTC) - c.created_at).total_seconds())
             )
             log.debug("delivery_delivered", **fields)
-        elif attempt.outcome == "retry":
+        elif attempt.outcome == DeliveryOutcome.RETRY:
             self._next_due = min(self._next_due, time.monotonic() + attempt.retry_in_s)
             log.info("delivery_retry", retry_in_s=round(attempt.retry_in_s, 3), **fields)
-        elif attempt.outcome == "held":
+        elif attempt.outcome == DeliveryOutcome.HELD:
             log.warning("delivery_held", also_held=held, **fields)
         else:
             log.warning("delivery_dead", **fields)
@@ -621,45 +644,53 @@ class Dispatcher:
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """Keep a LISTEN alive on a dedicated connection, reconnecting with backoff."""
-        delay = 0.5
+        # Failed connections since the LISTEN last worked; the first try counts as one, so a
+        # database that is down at start is retried after 1 s, a lost LISTEN after 0.5 s.
+        failures = 1
         while not stop.is_set():
             self._listened = False
+            error: DatabaseError | None = None
             try:
                 await self._listen_once(stop)
-            except DB_ERRORS as exc:
-                log.warning(
-                    "outbox_listen_lost", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay
-                )
-            delay = 0.5 if self._listened else min(delay * 2, LISTEN_RETRY_MAX_S)
+            except DatabaseError as exc:
+                error = exc
+            failures = 1 if self._listened else failures + 1
+            delay = LISTEN_BACKOFF.delay(failures)
+            if error is not None:
+                log.warning("outbox_listen_lost", error=str(error), retry_in_s=delay)
             if await sleep_unless(stop, delay):
                 return
 
     async def _listen_once(self, stop: asyncio.Event) -> None:
-        conn = await asyncio.wait_for(db.connect(self.dsn), 10)
+        """One LISTEN connection, until `stop` or until it is lost (raises `DatabaseError`)."""
+        with db.translated():  # connecting, listening and the ping timeout alike
+            conn = await asyncio.wait_for(db.connect(self.dsn), 10)
         lost = asyncio.Event()
         try:
-            conn.add_termination_listener(lambda _conn: lost.set())
-            await conn.add_listener(store.CHANNEL, self._notified)
-            self._listened = True
-            self.listening.set()
-            self._wake.set()  # whatever was committed while nobody listened
-            while not stop.is_set() and not lost.is_set():
-                if not await _first_of([stop, lost], LISTEN_PING_S):
-                    # A half-open TCP connection never reports itself: ask.
-                    await asyncio.wait_for(store.ping(conn), 5)
+            with db.translated():
+                conn.add_termination_listener(lambda _conn: lost.set())
+                await conn.add_listener(store.CHANNEL, self._notified)
+                self._listened = True
+                self.listening.set()
+                self._wake.set()  # whatever was committed while nobody listened
+                while not stop.is_set() and not lost.is_set():
+                    if not await _first_of([stop, lost], LISTEN_PING_S):
+                        # A half-open TCP connection never reports itself: ask.
+                        await asyncio.wait_for(store.ping(conn), 5)
             if lost.is_set():
-                raise ConnectionError("the LISTEN connection was closed")
+                raise DatabaseUnavailable("the LISTEN connection was closed")
         finally:
             self.listening.clear()
             await _close_quietly(conn)
 
 
-async def _close_quietly(conn: asyncpg.Connection) -> None:
+async def _close_quietly(conn: db.Conn) -> None:
     if conn.is_closed():
         return
     try:
-        await asyncio.wait_for(conn.close(), 2)
-    except DB_ERRORS:
+        with db.translated():
+            await asyncio.wait_for(conn.close(), 2)
+    except DatabaseError:
         conn.terminate()
     except asyncio.CancelledError:
         conn.terminate()

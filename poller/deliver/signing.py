@@ -18,8 +18,8 @@ import hashlib
 import hmac
 
 from poller import __version__
+from poller.vocab import SignatureScheme
 
-SCHEMES = ("elements", "standard", "both")
 USER_AGENT = f"qbo-poller/{__version__}"
 WHSEC_PREFIX = "whsec_"
 
@@ -54,22 +54,25 @@ def standard_signature(secret: bytes, msg_id: str, timestamp: int, body: bytes) 
 
 
 def callback_headers(
-    event_id: str, body: bytes, key: str | None, scheme: str, timestamp: int
+    event_id: str, body: bytes, key: str | None, scheme: SignatureScheme | str, timestamp: int
 ) -> dict[str, str]:
-    """Every header of one attempt. No signature headers when the instance has no key."""
+    """Every header of one attempt. No signature headers when the instance has no key.
+
+    `scheme` is a `SignatureScheme` or its text (`"both"`); any other text raises ValueError.
+    """
+    scheme = SignatureScheme(scheme)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "Elements-Webhook-Id": event_id,
     }
-    standard = scheme in ("standard", "both")
-    if standard:
+    if scheme.signs_standard:
         headers["webhook-id"] = event_id
         headers["webhook-timestamp"] = str(timestamp)
     if key:
-        if scheme in ("elements", "both"):
+        if scheme.signs_elements:
             headers["Elements-Webhook-Signature"] = elements_signature(key, body)
-        if standard:
+        if scheme.signs_standard:
             headers["webhook-signature"] = standard_signature(
                 standard_secret(key), event_id, timestamp, body
             )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from poller.detect import timestamps
+from poller.qbo import times
 from poller.records import DELETED_VERSION, Event, EventType, QboObject, SnapshotRow
 
 
@@ -75,7 +75,7 @@ def tombstone(object_id: str, deleted_at: datetime) -> QboObject:
         "domain": "QBO",
         "status": "Deleted",
         "Id": object_id,
-        "MetaData": {"LastUpdatedTime": timestamps.to_qbo(deleted_at)},
+        "MetaData": {"LastUpdatedTime": times.format_qbo_time(deleted_at, times.PACIFIC)},
     }
 
 
@@ -122,7 +122,7 @@ def _parse(obj: QboObject, observed_at: datetime | None) -> _Version | None:
     object_id = obj.get("Id")
     if object_id is None:
         return None
-    updated = timestamps.last_updated(obj) or observed_at
+    updated = times.last_updated_time(obj) or observed_at
     if updated is None:
         return None
     token = obj.get("SyncToken")
@@ -145,7 +145,7 @@ def _missing_as_tombstones(
             tombstone(object_id, ctx.observed_at),
             object_id,
             True,
-            timestamps.to_second(ctx.observed_at),
+            times.floor_to_second(ctx.observed_at),
             None,
         )
     return gone
@@ -192,7 +192,7 @@ def _event_type(
     if ctx.is_list and ctx.deactivated_as_deleted and active is False and was_active is not False:
         return EventType.DELETED  # a name list's "delete" is Active=false
     if prev is None:
-        created = timestamps.create_time(version.obj)
+        created = times.create_time(version.obj)
         if created is not None and created >= _baseline_s(ctx):
             return EventType.CREATED
     return EventType.UPDATED
@@ -204,7 +204,7 @@ def _before_baseline(instant: datetime, ctx: PairContext) -> bool:
 
 def _baseline_s(ctx: PairContext) -> datetime:
     assert ctx.baseline is not None
-    return timestamps.to_second(ctx.baseline)
+    return times.floor_to_second(ctx.baseline)
 
 
 def _active(obj: QboObject) -> bool | None:

@@ -38,13 +38,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import Enum
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
 
-from poller.detect import timestamps
 from poller.logs import get_logger
-from poller.qbo import faults
+from poller.qbo import faults, times
 from poller.qbo.types import (
     BatchItem,
     BatchResult,
@@ -72,7 +71,7 @@ BATCH_CDC_RETRY_S = 3600.0  # re-probe a realm that refused CDCQuery after this
 MAX_PAGES = 100_000  # a runaway guard, never reached by a sane company
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     INCREMENTAL = "incremental"  # changes since watermark − overlap
     INITIAL = "initial"  # first answer of a `now` pair: only QBO's time matters
     LISTING = "listing"  # every object (backfill, reconcile, cap fallback)
@@ -142,7 +141,7 @@ def query_statement(
     Built only from the resource table and a timestamp we format: never from input.
     """
     where = ["Active IN (true,false)"] if resource.is_list else []
-    where.append(f"MetaData.LastUpdatedTime >= '{timestamps.to_qbo(since)}'")
+    where.append(f"MetaData.LastUpdatedTime >= '{times.format_qbo_time(since, times.PACIFIC)}'")
     statement = (
         f"select * from {resource.entity} where {' and '.join(where)} "
         f"ORDERBY MetaData.LastUpdatedTime"
@@ -155,18 +154,27 @@ def query_statement(
 # --- jobs: one piece of a cycle's work, answered by one batch item or request --------------
 
 
-class _Job:
-    """Sends one item per round until it is done; then its pairs have their answers."""
+class _Job(Protocol):
+    """Sends one item per round until it is done; then its pairs have their answers.
 
-    def item(self, bid: str) -> BatchItem:
-        raise NotImplementedError
+    `_CdcJob` and `_QueryJob` subclass it explicitly and inherit `fail`."""
 
-    def pendings(self) -> list[_Pending]:
-        raise NotImplementedError
+    def item(self, bid: str) -> BatchItem: ...
+
+    def pendings(self) -> list[_Pending]: ...
 
     def fail(self, error: BaseException) -> None:
         for pending in self.pendings():
             pending.fail(error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """One job's answer of a round: a result, a `Fault`, or the exception the request raised."""
+
+    job: _Job
+    answer: Any
+    via_batch: bool  # answered as an item of /batch (a refusal then says "no CDCQuery here")
 
 
 @dataclass(eq=False)
@@ -245,7 +253,7 @@ class _QueryJob(_Job):
         # Re-read from the last timestamp seen (versions already seen are dropped) instead of
         # growing STARTPOSITION: a row updated mid-scan moves to the end and would shift later
         # rows past us. Only a page that is entirely one timestamp needs STARTPOSITION.
-        last = timestamps.last_updated(rows[-1])
+        last = times.last_updated_time(rows[-1])
         if last is not None and last > self.cursor:
             self.cursor, self.start = last, 1
         else:
@@ -305,7 +313,7 @@ class ChangeFeed:
     def qbo_now(self) -> datetime:
         """QBO's clock as last seen, moved on by the time elapsed since (local clock if none)."""
         if self._qbo_clock is None:
-            return datetime.now(timestamps.UTC)
+            return datetime.now(UTC)
         seen, at = self._qbo_clock
         return seen + timedelta(seconds=time.monotonic() - at)
 
@@ -372,7 +380,7 @@ class ChangeFeed:
 
     def _listing(self, pending: _Pending) -> _Job:
         return _QueryJob(
-            pending, Mode.LISTING, timestamps.EPOCH, complete=True, page_size=self.page_size
+            pending, Mode.LISTING, times.EPOCH, complete=True, page_size=self.page_size
         )
 
     # -- one round --
@@ -384,40 +392,46 @@ class ChangeFeed:
             and len(jobs) >= 2
             and not any(j.direct for j in cdc_jobs)
         )
-        direct = [] if use_batch_cdc else cdc_jobs
+        direct: list[_Job] = [] if use_batch_cdc else list(cdc_jobs)
         batched = [j for j in jobs if j not in direct]
         if len(batched) == 1 and isinstance(batched[0], _CdcJob):
             direct, batched = direct + batched, []
-        calls: list[Awaitable[list[tuple[_Job, Any, bool]]]] = [self._send_cdc(j) for j in direct]
+        calls: list[Awaitable[list[_Answered]]] = [self._send_cdc(j) for j in direct]
         if len(batched) == 1:
             calls.append(self._send_query(batched[0]))
         for chunk_start in range(0, len(batched) if len(batched) > 1 else 0, BATCH_MAX_ITEMS):
             calls.append(self._send_batch(batched[chunk_start : chunk_start + BATCH_MAX_ITEMS]))
-        outcomes = [o for group in await asyncio.gather(*calls) for o in group]
+        answered = [one for group in await asyncio.gather(*calls) for one in group]
         follow: list[_Job] = []
-        for job, answer, via_batch in outcomes:
-            follow.extend(self._handle(job, answer, via_batch, started))
+        for one in answered:
+            follow.extend(self._handle(one.job, one.answer, one.via_batch, started))
         return follow
 
-    async def _send_cdc(self, job: _CdcJob) -> list[tuple[_Job, Any, bool]]:
+    async def _send_cdc(self, job: _Job) -> list[_Answered]:
         item = job.item("cdc")
-        return [(job, await _outcome(self.realm.cdc(item.entities, item.changed_since)), False)]
+        assert isinstance(item, CdcItem)
+        answer = await _outcome(self.realm.cdc(item.entities, item.changed_since))
+        return [_Answered(job, answer, via_batch=False)]
 
-    async def _send_query(self, job: _Job) -> list[tuple[_Job, Any, bool]]:
+    async def _send_query(self, job: _Job) -> list[_Answered]:
         item = job.item("q")
         assert isinstance(item, QueryItem)
-        return [(job, await _outcome(self.realm.query(item.statement)), False)]
+        answer = await _outcome(self.realm.query(item.statement))
+        return [_Answered(job, answer, via_batch=False)]
 
-    async def _send_batch(self, jobs: list[_Job]) -> list[tuple[_Job, Any, bool]]:
+    async def _send_batch(self, jobs: list[_Job]) -> list[_Answered]:
         items = [job.item(str(n)) for n, job in enumerate(jobs)]
         result = await _outcome(self.realm.batch(items))
         if isinstance(result, BaseException):
             # The request itself failed (5xx, throttled, transport): no item was judged, so
             # this says nothing about the realm's support for CDCQuery items.
-            return [(job, result, False) for job in jobs]
+            return [_Answered(job, result, via_batch=False) for job in jobs]
         assert isinstance(result, BatchResult)
         self._saw_time(result.time)
-        return [(job, result.answers.get(str(n), _missing(n)), True) for n, job in enumerate(jobs)]
+        return [
+            _Answered(job, result.answers.get(str(n), _missing(n)), via_batch=True)
+            for n, job in enumerate(jobs)
+        ]
 
     # -- answers --
 
@@ -533,8 +547,8 @@ class ChangeFeed:
 
 
 def _in_window(obj: QboObject, since: datetime) -> bool:
-    updated = timestamps.last_updated(obj)
-    return updated is None or updated >= timestamps.to_second(since)
+    updated = times.last_updated_time(obj)
+    return updated is None or updated >= times.floor_to_second(since)
 
 
 def _missing(n: int) -> MalformedResponse:

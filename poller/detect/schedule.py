@@ -7,8 +7,11 @@ import random
 import time
 from datetime import datetime
 
+from poller.backoff import Backoff, spread
+
 BACKOFF_CAP_S = 600.0  # a failing pair is retried at least every 10 minutes
 BACKOFF_MIN_S = 0.05
+PAIR_JITTER = spread(0.2)  # pairs that failed together (an outage) come back spread out
 INITIAL_SPREAD_CAP_S = 30.0  # first polls of instances spread over up to this long
 
 
@@ -38,6 +41,11 @@ class InstanceSchedule:
 
 
 def backoff_s(errors: int, interval_s: float) -> float:
-    """Bounded exponential backoff with ±20 % jitter (never faster than the interval)."""
-    base = max(interval_s, BACKOFF_MIN_S) * (2 ** min(errors, 16))
-    return min(base, max(BACKOFF_CAP_S, interval_s)) * random.uniform(0.8, 1.2)
+    """Bounded exponential backoff with ±20 % jitter (never faster than the interval): twice
+    the interval after the first error, doubling per error, at most max(10 min, interval)."""
+    backoff = Backoff(
+        base_s=2 * max(interval_s, BACKOFF_MIN_S),
+        cap_s=max(BACKOFF_CAP_S, interval_s),
+        jitter=PAIR_JITTER,
+    )
+    return backoff.delay(errors)

@@ -29,6 +29,7 @@ import aiohttp
 import orjson
 
 from poller import metrics
+from poller.backoff import Backoff
 from poller.config import Settings
 from poller.logs import get_logger, register_secret
 from poller.qbo.types import (
@@ -47,6 +48,8 @@ UTC = UTC
 DEFAULT_REFRESH_MARGIN_S = 300.0  # refresh when less than 5 minutes are left
 DEFAULT_ACCESS_LIFETIME_S = 3600  # Intuit's `expires_in` when a body leaves it out
 TOKEN_ATTEMPTS = 3  # for failures where the request surely did no harm
+# 0.2 s, then 0.4 s: the token endpoint is retried briefly, the caller waits for it.
+TOKEN_BACKOFF = Backoff(base_s=0.2, cap_s=1.0)
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ class OAuthClient:
             except _Retryable as exc:
                 if attempt == attempts:
                     raise exc.error from None
-                await asyncio.sleep(0.1 * 2**attempt)
+                await asyncio.sleep(TOKEN_BACKOFF.delay(attempt))
         raise AssertionError("unreachable")
 
     async def _post_once(self, headers: dict[str, str], form: dict[str, str]) -> Any:
@@ -298,6 +301,17 @@ def _token_error(status: int, raw: bytes, headers: Any) -> QboError:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Reconnect:
+    """An instance found to need a reconnect under the row lock, reported once committed."""
+
+    credentials: Credentials
+    reason: str
+    status_changed: bool  # False when it was already marked needs_reconnect
+    outcome: str  # the TOKEN_REFRESHES label
+    intuit_tid: str | None = None
 
 
 @dataclass
@@ -396,8 +410,7 @@ class TokenManager:
         """Under the row lock: reuse what another process got, or exchange, or refresh."""
         failure: QboError | None = None
         tokens: TokenSet | None = None
-        # (credentials, reason, status changed?, metric outcome, intuit_tid)
-        reconnect: tuple[Credentials, str, bool, str, str | None] | None = None
+        reconnect: _Reconnect | None = None
         async with self.store.lock(instance_id) as locked:
             if locked is None:
                 raise ReconnectRequired(f"instance {instance_id} has no OAuth credentials")
@@ -422,12 +435,12 @@ class TokenManager:
             except InvalidGrant as exc:
                 reason = _reconnect_reason(creds, str(exc))
                 tid = exc.fault.intuit_tid if exc.fault else None
-                reconnect = (
-                    creds,
-                    reason,
-                    await locked.mark_needs_reconnect(reason),
-                    "invalid_grant",
-                    tid,
+                reconnect = _Reconnect(
+                    credentials=creds,
+                    reason=reason,
+                    status_changed=await locked.mark_needs_reconnect(reason),
+                    outcome="invalid_grant",
+                    intuit_tid=tid,
                 )
                 if creds.auth_code:
                     await locked.clear_code()
@@ -442,27 +455,25 @@ class TokenManager:
                     "spent (codes are single-use); reconnect the company"
                 )
                 await locked.clear_code()
-                reconnect = (
-                    creds,
-                    reason,
-                    await locked.mark_needs_reconnect(reason),
-                    "code_lost",
-                    None,
+                reconnect = _Reconnect(
+                    credentials=creds,
+                    reason=reason,
+                    status_changed=await locked.mark_needs_reconnect(reason),
+                    outcome="code_lost",
                 )
                 failure = ReconnectRequired(reason)
         # Committed: the new refresh token is durable before anything uses the access token.
         if reconnect is not None:
-            creds, reason, changed, outcome, tid = reconnect
             self.forget(instance_id)
-            metrics.TOKEN_REFRESHES.labels(outcome).inc()
-            if changed:
+            metrics.TOKEN_REFRESHES.labels(reconnect.outcome).inc()
+            if reconnect.status_changed:
                 log.warning(
                     "instance_needs_reconnect",
-                    instance_id=creds.instance_id,
-                    instance=creds.instance_name,
-                    realm_id=creds.realm_id,
-                    reason=reason,
-                    intuit_tid=tid,
+                    instance_id=reconnect.credentials.instance_id,
+                    instance=reconnect.credentials.instance_name,
+                    realm_id=reconnect.credentials.realm_id,
+                    reason=reconnect.reason,
+                    intuit_tid=reconnect.intuit_tid,
                 )
         if failure is not None:
             raise failure

@@ -15,19 +15,19 @@ typed errors:
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 
 from poller import metrics
+from poller.backoff import EQUAL_JITTER, Backoff
 from poller.config import Settings
+from poller.http_headers import retry_after_seconds
 from poller.logs import get_logger
 from poller.qbo import parse
 from poller.qbo.auth import AccessTokens, TokenManager, TokenStore
@@ -65,37 +65,20 @@ class RetryPolicy:
 
     def delay(self, failures: int) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random, never zero."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (failures - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        backoff = Backoff(self.base_delay_s, self.max_delay_s, jitter=EQUAL_JITTER)
+        return backoff.delay(failures)
 
 
 @dataclass(frozen=True)
 class _Answer:
     status: int
     body: bytes
-    headers: Any
+    headers: Mapping[str, str]
     intuit_tid: str | None
 
 
-def _intuit_tid(headers: Any) -> str | None:
+def _intuit_tid(headers: Mapping[str, str]) -> str | None:
     return headers.get("intuit_tid") or headers.get("intuit-tid")
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """`Retry-After`: delta seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    now = now or datetime.now(when.tzinfo)
-    return max(0.0, (when - now).total_seconds())
 
 
 class _Retry(Exception):

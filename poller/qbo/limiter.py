@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 
@@ -100,11 +100,9 @@ class RealmLimiter:
                     state.started += 1
                     return
                 state.resume.clear()
-                try:
-                    # A pause that arrives meanwhile sets `resume`, so the delay is recomputed.
+                # A pause that arrives meanwhile sets `resume`, so the delay is recomputed.
+                with suppress(TimeoutError):
                     await asyncio.wait_for(state.resume.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
 
     def pause(self, realm_id: str, seconds: float | None = None) -> float:
         """A 429 for `realm_id`: no new request starts for `seconds` (default 60). Returns it."""

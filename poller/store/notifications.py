@@ -9,6 +9,9 @@ Per-URL state lives in `callback_endpoints`: a 410 marks the URL gone (and holds
 it) in the transaction that records the attempt; while it is gone the claim holds every due
 notification to it without an attempt; redelivering a notification whose instance points at a
 gone URL reactivates the URL and releases everything held for it.
+
+Every public coroutine raises `poller.errors.DatabaseError` (never a driver exception) when the
+database fails.
 """
 
 from __future__ import annotations
@@ -16,18 +19,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
 
+from poller.store.db import Conn, Pool, store_call
 from poller.store.sql import queries
+from poller.vocab import DeliveryOutcome, NotificationStatus
 
 Q = queries("notifications")
 CHANNEL = "qbo_poller_outbox"
 PRUNE_BATCH = 500
-# Outcome → the status column; 'retry' keeps the row pending.
-STATUS_OF_OUTCOME = {"delivered": "delivered", "retry": "pending", "held": "held", "dead": "dead"}
+# Outcome → the status column; a retry keeps the row pending.
+STATUS_OF_OUTCOME = {
+    DeliveryOutcome.DELIVERED: NotificationStatus.DELIVERED,
+    DeliveryOutcome.RETRY: NotificationStatus.PENDING,
+    DeliveryOutcome.HELD: NotificationStatus.HELD,
+    DeliveryOutcome.DEAD: NotificationStatus.DEAD,
+}
 RESPONSE_BODY_MAX_CHARS = 4096
 
 
@@ -63,14 +73,29 @@ class StoredEvent:
 class Attempt:
     """One attempt's result, as the attempt log keeps it."""
 
-    outcome: str  # delivered | retry | held | dead
+    outcome: DeliveryOutcome
     started_at: datetime
     url: str
     duration_ms: int
     status_code: int | None = None
     error: str | None = None
     response_body: str | None = None
-    retry_in_s: float = 0.0  # for 'retry'
+    retry_in_s: float = 0.0  # for DeliveryOutcome.RETRY
+
+
+class HeldAtClaim(NamedTuple):
+    """A due notification the claim held instead of claiming: its URL is gone. Never attempted."""
+
+    notification_id: int
+    url: str
+
+
+class GoneRecorded(NamedTuple):
+    """What recording a 410 did (all false/0 when the claim was lost)."""
+
+    recorded: bool
+    newly_gone: bool  # the URL was not gone before this 410
+    also_held: int  # other notifications to the URL held with it
 
 
 @dataclass(frozen=True)
@@ -78,7 +103,7 @@ class ClaimBatch:
     """One claim: the notifications to deliver, and those held on the spot (URL gone)."""
 
     claimed: list[Claimed]
-    held: list[tuple[int, str]]  # (notification id, gone URL), never attempted
+    held: list[HeldAtClaim]
 
     @property
     def total(self) -> int:
@@ -139,27 +164,26 @@ def _clean_text(text: str | None, limit: int) -> str | None:
     return text[:limit].replace("\x00", "\ufffd")
 
 
-async def claim_batch(
-    conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str, lease_s: float
-) -> ClaimBatch:
+@store_call
+async def claim_batch(conn: Conn | Pool, limit: int, owner: str, lease_s: float) -> ClaimBatch:
     """Claim up to `limit` due notifications under a lease of `lease_s` seconds; those whose
     callback URL is gone are held instead (no lease, no attempt) and reported apart."""
     rows = await conn.fetch(Q["claim"], limit, owner, lease_s)
     return ClaimBatch(
         claimed=[_claimed(r) for r in rows if not r["held"]],
-        held=[(r["id"], r["callback_url"]) for r in rows if r["held"]],
+        held=[HeldAtClaim(r["id"], r["callback_url"]) for r in rows if r["held"]],
     )
 
 
-async def claim(
-    conn: asyncpg.Connection | asyncpg.Pool, limit: int, owner: str, lease_s: float
-) -> list[Claimed]:
+@store_call
+async def claim(conn: Conn | Pool, limit: int, owner: str, lease_s: float) -> list[Claimed]:
     """`claim_batch` without the held ones."""
     return (await claim_batch(conn, limit, owner, lease_s)).claimed
 
 
+@store_call
 async def events_of(
-    conn: asyncpg.Connection | asyncpg.Pool, notification_ids: Sequence[int]
+    conn: Conn | Pool, notification_ids: Sequence[int]
 ) -> dict[int, list[StoredEvent]]:
     """Each notification's events in position order."""
     rows = await conn.fetch(Q["events_of"], list(notification_ids))
@@ -173,16 +197,14 @@ async def events_of(
     return grouped
 
 
-async def set_bodies(
-    conn: asyncpg.Connection | asyncpg.Pool, bodies: dict[int, bytes], owner: str
-) -> None:
+@store_call
+async def set_bodies(conn: Conn | Pool, bodies: dict[int, bytes], owner: str) -> None:
     if bodies:
         await conn.execute(Q["set_bodies"], list(bodies), list(bodies.values()), owner)
 
 
-async def record(
-    conn: asyncpg.Connection | asyncpg.Pool, claimed: Claimed, owner: str, attempt: Attempt
-) -> bool:
+@store_call
+async def record(conn: Conn | Pool, claimed: Claimed, owner: str, attempt: Attempt) -> bool:
     """Record one attempt; False when the claim was lost (lease expired and taken over)."""
     status = STATUS_OF_OUTCOME[attempt.outcome]
     recorded = await conn.fetchval(
@@ -203,8 +225,9 @@ async def record(
     return recorded is not None
 
 
+@store_call
 async def record_many(
-    conn: asyncpg.Connection | asyncpg.Pool, owner: str, items: Sequence[tuple[Claimed, Attempt]]
+    conn: Conn | Pool, owner: str, items: Sequence[tuple[Claimed, Attempt]]
 ) -> set[int]:
     """Record many attempts in one statement; returns the ids recorded (others lost their claim)."""
     if not items:
@@ -230,47 +253,50 @@ async def record_many(
     return {r["notification_id"] for r in rows}
 
 
-async def mark_gone(conn: asyncpg.Connection | asyncpg.Pool, url: str) -> bool:
+@store_call
+async def mark_gone(conn: Conn | Pool, url: str) -> bool:
     """`url` answered 410 Gone: gone until redelivered. True when it was not gone before."""
     return bool(await conn.fetchval(Q["mark_gone"], url))
 
 
-async def hold_url(conn: asyncpg.Connection | asyncpg.Pool, url: str) -> int:
+@store_call
+async def hold_url(conn: Conn | Pool, url: str) -> int:
     """Hold every unclaimed pending notification to `url` (it answered 410 Gone)."""
     return _count(await conn.execute(Q["hold_url"], url))
 
 
-async def record_gone(
-    conn: asyncpg.Connection, claimed: Claimed, owner: str, attempt: Attempt
-) -> tuple[bool, bool, int]:
+@store_call
+async def record_gone(conn: Conn, claimed: Claimed, owner: str, attempt: Attempt) -> GoneRecorded:
     """A 410, in one transaction: record the attempt (held), mark its URL gone, hold every
-    unclaimed notification waiting for that URL. Returns (recorded, newly gone, also held);
-    nothing changes when the claim was lost."""
+    unclaimed notification waiting for that URL. Nothing changes when the claim was lost."""
     async with conn.transaction():
         if not await record(conn, claimed, owner, attempt):
-            return False, False, 0
+            return GoneRecorded(recorded=False, newly_gone=False, also_held=0)
         newly_gone = await mark_gone(conn, attempt.url)
         held = await hold_url(conn, attempt.url)
-    return True, newly_gone, held
+    return GoneRecorded(recorded=True, newly_gone=newly_gone, also_held=held)
 
 
-async def renew(
-    conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int], owner: str, lease_s: float
-) -> int:
+@store_call
+async def renew(conn: Conn | Pool, ids: Sequence[int], owner: str, lease_s: float) -> int:
     return _count(await conn.execute(Q["renew"], list(ids), owner, lease_s))
 
 
-async def release(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int], owner: str) -> int:
+@store_call
+async def release(conn: Conn | Pool, ids: Sequence[int], owner: str) -> int:
     if not ids:
         return 0
     return _count(await conn.execute(Q["release"], list(ids), owner))
 
 
-async def instance_id(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int | None:
-    return await conn.fetchval(Q["instance_id"], name)
+@store_call
+async def instance_id(conn: Conn | Pool, name: str) -> int | None:
+    found = await conn.fetchval(Q["instance_id"], name)
+    return int(found) if found is not None else None
 
 
-async def redeliver_one(conn: asyncpg.Connection, notification_id: int) -> Redelivered:
+@store_call
+async def redeliver_one(conn: Conn, notification_id: int) -> Redelivered:
     """One held, dead or delivered notification back to pending, attempts 0."""
     async with conn.transaction():
         iid = await conn.fetchval(Q["redeliver_one"], notification_id)
@@ -279,7 +305,8 @@ async def redeliver_one(conn: asyncpg.Connection, notification_id: int) -> Redel
         return await _reactivate_and_wake(conn, 1, [iid])
 
 
-async def redeliver_instance(conn: asyncpg.Connection, iid: int) -> Redelivered:
+@store_call
+async def redeliver_instance(conn: Conn, iid: int) -> Redelivered:
     """The instance's dead and held notifications back to pending, attempts 0. Its callback URL
     is reactivated if gone, even when nothing of it was waiting."""
     async with conn.transaction():
@@ -287,7 +314,8 @@ async def redeliver_instance(conn: asyncpg.Connection, iid: int) -> Redelivered:
         return await _reactivate_and_wake(conn, int(count), [iid])
 
 
-async def redeliver_all_dead(conn: asyncpg.Connection) -> Redelivered:
+@store_call
+async def redeliver_all_dead(conn: Conn) -> Redelivered:
     """Every dead letter back to pending, attempts 0."""
     async with conn.transaction():
         rows = await conn.fetch(Q["redeliver_all_dead"])
@@ -296,9 +324,7 @@ async def redeliver_all_dead(conn: asyncpg.Connection) -> Redelivered:
         )
 
 
-async def _reactivate_and_wake(
-    conn: asyncpg.Connection, count: int, instance_ids: Sequence[int]
-) -> Redelivered:
+async def _reactivate_and_wake(conn: Conn, count: int, instance_ids: Sequence[int]) -> Redelivered:
     """Inside the redelivery's transaction: the instances' gone URLs become active, whatever is
     held for them goes back to pending, and dispatchers are woken."""
     urls = [r["url"] for r in await conn.fetch(Q["reactivate"], sorted(set(instance_ids)))]
@@ -307,17 +333,15 @@ async def _reactivate_and_wake(
     return Redelivered(count, tuple(sorted(urls)), released)
 
 
-async def prune_batch(
-    conn: asyncpg.Connection | asyncpg.Pool, retention_s: float, batch: int = PRUNE_BATCH
-) -> int:
+@store_call
+async def prune_batch(conn: Conn | Pool, retention_s: float, batch: int = PRUNE_BATCH) -> int:
     """Delete up to `batch` delivered notifications finished more than `retention_s` ago, with
     their events and (ON DELETE CASCADE) attempt logs. Dead letters stay until redelivered."""
     return _count(await conn.execute(Q["prune"], retention_s, batch))
 
 
-async def prune(
-    conn: asyncpg.Connection | asyncpg.Pool, retention_s: float, batch: int = PRUNE_BATCH
-) -> int:
+@store_call
+async def prune(conn: Conn | Pool, retention_s: float, batch: int = PRUNE_BATCH) -> int:
     """Prune everything past retention, one small batch per statement."""
     total = 0
     while True:
@@ -327,27 +351,31 @@ async def prune(
             return total
 
 
-async def counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+@store_call
+async def counts(conn: Conn | Pool) -> dict[str, int]:
     row = await conn.fetchrow(Q["counts"])
+    if row is None:  # an aggregate always returns a row; this only satisfies the types
+        return {"pending": 0, "held": 0, "dead": 0}
     return {"pending": row["pending"], "held": row["held"], "dead": row["dead"]}
 
 
+@store_call
 async def listing(
-    conn: asyncpg.Connection | asyncpg.Pool, dead_only: bool, iid: int | None, limit: int
+    conn: Conn | Pool, dead_only: bool, iid: int | None, limit: int
 ) -> list[asyncpg.Record]:
     return list(await conn.fetch(Q["list"], dead_only, iid, limit))
 
 
-async def gone_endpoints(
-    conn: asyncpg.Connection | asyncpg.Pool, iid: int | None = None
-) -> list[GoneEndpoint]:
+@store_call
+async def gone_endpoints(conn: Conn | Pool, iid: int | None = None) -> list[GoneEndpoint]:
     """Gone URLs some instance points at or notifications are held for (of `iid` only, if
     given), oldest first."""
     rows = await conn.fetch(Q["gone_endpoints"], iid)
     return [GoneEndpoint(r["url"], r["gone_at"], tuple(r["instances"]), r["held"]) for r in rows]
 
 
-async def ping(conn: asyncpg.Connection) -> None:
+@store_call
+async def ping(conn: Conn) -> None:
     await conn.fetchval(Q["ping"])
 
 

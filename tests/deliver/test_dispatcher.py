@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from poller.deliver.dispatcher import RESPONSE_CAP_BYTES, Dispatcher
+from poller.errors import DatabaseUnavailable
 from tests.deliver.helpers import (
     BOX,
     Change,
@@ -116,7 +118,7 @@ async def test_retries_send_the_same_body_and_id(
     for r in receiver.requests:  # each attempt re-signed with its own timestamp
         Webhook(b"plain-key-1").verify(r.body, r.headers)
     assert [x["outcome"] for x in await attempts_log(pool)] == ["retry", "retry", "delivered"]
-    gaps = [b.at - a.at for a, b in zip(receiver.requests, receiver.requests[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(receiver.requests)]
     assert gaps[0] >= 0.04 and gaps[1] >= 0.08  # 0.05 s and 0.1 s, −20 % jitter
 
 
@@ -343,3 +345,13 @@ async def test_metrics_count_outcomes(pool: asyncpg.Pool, db_dsn: str, receiver:
     assert (
         orjson.loads(receiver.requests[0].body)["message"]["raw"]["invoices"][0]["TotalAmt"] == 12.5
     )
+
+
+async def test_a_listen_connection_that_cannot_open_is_a_database_error(
+    pool: asyncpg.Pool,
+) -> None:
+    unreachable = "postgresql://postgres@127.0.0.1:9/nowhere"  # discard port: refused
+    dispatcher = Dispatcher(settings(), pool, unreachable, BOX)
+    with pytest.raises(DatabaseUnavailable):
+        await dispatcher._listen_once(asyncio.Event())
+    assert not dispatcher.listening.is_set()

@@ -7,7 +7,10 @@ import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
+from poller.errors import DatabaseError, DatabaseUnavailable, StatementRefused
+from poller.store import db
 from poller.store import notifications as store
 from tests.deliver.helpers import insert_instance, insert_many, statuses
 
@@ -272,3 +275,17 @@ async def test_renew_skips_rows_being_written_instead_of_waiting(pool: asyncpg.P
         await conn.execute("UPDATE notifications SET body = 'x' WHERE id = $1", claims[0].id)
         renewed = await asyncio.wait_for(store.renew(pool, [c.id for c in claims], "me", 60), 2)
     assert renewed == 2
+
+
+async def test_database_failures_come_out_as_database_errors(
+    pool: asyncpg.Pool, db_dsn: str
+) -> None:
+    """Callers catch `DatabaseError`, never a driver exception."""
+    closed = await db.create_pool(db_dsn, max_size=1)
+    await closed.close()
+    with pytest.raises(DatabaseUnavailable):
+        await store.counts(closed)
+    with pytest.raises(DatabaseError):
+        await store.claim_batch(closed, 10, "me", 30)
+    with pytest.raises(StatementRefused):  # PostgreSQL text cannot hold NUL
+        await store.instance_id(pool, "nul\x00")

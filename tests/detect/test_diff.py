@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from poller.detect import timestamps
 from poller.detect.diff import PairContext, diff
+from poller.qbo import times
 from poller.records import EventType, SnapshotRow
 
 CREATED, UPDATED, DELETED = EventType.CREATED, EventType.UPDATED, EventType.DELETED
@@ -15,7 +15,7 @@ BASE = datetime(2026, 3, 10, 18, 0, 0, 250000, tzinfo=UTC)  # QBO `time` has mil
 
 
 def qbo(dt: datetime) -> str:
-    return timestamps.to_qbo(dt)
+    return times.format_qbo_time(dt, times.PACIFIC)
 
 
 def obj(
@@ -209,7 +209,7 @@ def test_complete_listing_deletes_missing_objects_with_qbo_shaped_tombstone() ->
         "domain": "QBO",
         "status": "Deleted",
         "Id": "2",
-        "MetaData": {"LastUpdatedTime": timestamps.to_qbo(observed)},
+        "MetaData": {"LastUpdatedTime": times.format_qbo_time(observed, times.PACIFIC)},
     }
     assert r.events[0].occurred_at == observed.replace(microsecond=0)
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from poller import resources
-from poller.detect import timestamps
 from poller.detect.feed import (
     BatchCdcMemory,
     ChangeFeed,
@@ -19,6 +18,7 @@ from poller.detect.feed import (
     PairRequest,
     query_statement,
 )
+from poller.qbo import times
 from poller.qbo.types import (
     BatchItem,
     BatchResult,
@@ -44,7 +44,10 @@ def obj(oid: str, at: datetime, token: str = "0") -> dict:
     return {
         "Id": oid,
         "SyncToken": token,
-        "MetaData": {"CreateTime": timestamps.to_qbo(at), "LastUpdatedTime": timestamps.to_qbo(at)},
+        "MetaData": {
+            "CreateTime": times.format_qbo_time(at, times.PACIFIC),
+            "LastUpdatedTime": times.format_qbo_time(at, times.PACIFIC),
+        },
     }
 
 
@@ -74,7 +77,7 @@ class FakeRealm:
         objects: dict[str, list[dict]] = {}
         budget = self.cap
         for entity in entities:
-            rows = [o for o in self.data.get(entity, []) if timestamps.last_updated(o) >= since]
+            rows = [o for o in self.data.get(entity, []) if times.last_updated_time(o) >= since]
             rows = rows[:budget]
             budget -= len(rows)
             if rows:
@@ -83,7 +86,7 @@ class FakeRealm:
 
     def _query(self, statement: str) -> QueryResult:
         entity = statement.split(" from ")[1].split(" ")[0]
-        since = timestamps.parse(statement.split(">= '")[1].split("'")[0])
+        since = times.parse_qbo_time(statement.split(">= '")[1].split("'")[0])
         start = (
             int(statement.split("STARTPOSITION ")[1].split(" ")[0])
             if "STARTPOSITION" in statement
@@ -91,8 +94,8 @@ class FakeRealm:
         )
         size = int(statement.split("MAXRESULTS ")[1])
         rows = sorted(
-            (o for o in self.data.get(entity, []) if timestamps.last_updated(o) >= since),
-            key=lambda o: (timestamps.last_updated(o), int(o["Id"])),
+            (o for o in self.data.get(entity, []) if times.last_updated_time(o) >= since),
+            key=lambda o: (times.last_updated_time(o), int(o["Id"])),
         )
         return QueryResult(self.now, entity, rows[start - 1 : start - 1 + size], start)
 
@@ -190,7 +193,7 @@ async def test_combined_cdc_asks_from_earliest_and_each_pair_keeps_its_window() 
         }
     )
     a_cust, a_vend = await serve(realm, [req("customers", old_wm), req("vendors", new_wm)])
-    ((_, (entities, since)),) = realm.calls
+    ((_, (_entities, since)),) = realm.calls
     assert since == old_wm - timedelta(seconds=120)
     assert [o["Id"] for o in a_cust.objects] == ["1"]
     assert [o["Id"] for o in a_vend.objects] == ["3"]  # "2" is before its own window

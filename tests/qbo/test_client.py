@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 
 from poller import metrics
 from poller.config import Settings
-from poller.qbo.client import QboClient, retry_after_seconds
+from poller.http_headers import retry_after_seconds
+from poller.qbo.client import QboClient
 from poller.qbo.limiter import LimiterConfig
 from poller.qbo.types import (
     AuthenticationError,

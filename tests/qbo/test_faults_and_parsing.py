@@ -10,7 +10,7 @@ import pytest
 
 from poller.qbo import parse
 from poller.qbo.faults import error_for, is_throttle, parse_fault
-from poller.qbo.times import format_qbo_time, parse_qbo_time
+from poller.qbo.times import PACIFIC, format_qbo_time, last_updated_time, parse_qbo_time
 from poller.qbo.types import (
     AuthenticationError,
     AuthorizationError,
@@ -133,6 +133,25 @@ def test_qbo_times_parse_to_aware_datetimes() -> None:
     assert parse_qbo_time(1601391072830) == datetime(2020, 9, 29, 14, 51, 12, 830000, tzinfo=UTC)
     with pytest.raises(ValueError):
         parse_qbo_time("2015-12-23T12:55:50")  # QBO always writes an offset
+
+
+def test_offset_less_values_mean_pacific_both_ways() -> None:
+    """The rule (reference §1.1, §4): QBO reads a bare timestamp as US Pacific, so nothing is
+    ever sent without an explicit offset, and a bare value read back (QBO always writes an
+    offset, but should one come) means what it would mean to QBO: Pacific, not UTC."""
+    winter = datetime(2015, 12, 23, 20, 55, 50, tzinfo=UTC)  # PST, UTC-8
+    summer = datetime(2015, 7, 1, 19, 0, 0, tzinfo=UTC)  # PDT, UTC-7
+    assert parse_qbo_time("2015-12-23T12:55:50") == winter
+    assert parse_qbo_time("2015-07-01T12:00:00") == summer
+    milliseconds = datetime(2015, 12, 23, 20, 56, 6, 196000, tzinfo=UTC)
+    assert parse_qbo_time("2015-12-23T12:56:06.196") == milliseconds
+    with pytest.raises(ValueError, match="Pacific"):
+        format_qbo_time(datetime(2026, 1, 2, 3, 4, 5))
+    assert last_updated_time({"MetaData": {"LastUpdatedTime": "2015-12-23T12:55:50"}}) == winter
+    # Written in Pacific, the way QBO writes its MetaData, the offset is still explicit.
+    instant = datetime(2026, 1, 15, 20, 0, 0, 999000, tzinfo=UTC)
+    assert format_qbo_time(instant, PACIFIC) == "2026-01-15T12:00:00-08:00"
+    assert parse_qbo_time(format_qbo_time(instant, PACIFIC)) == instant.replace(microsecond=0)
 
 
 def test_timestamps_sent_always_carry_an_offset() -> None:

@@ -10,7 +10,7 @@ import asyncpg
 
 from poller import metrics
 from poller.deliver.dispatcher import Dispatcher
-from poller.deliver.service import OutboxGauges, Pruner, prune_interval
+from poller.deliver.upkeep import OutboxGauges, Pruner, prune_interval
 from poller.supervisor import delivery_services
 from tests.deliver.helpers import BOX, eventually, insert_instance, insert_many, settings, statuses
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
-
 from poller import logs, metrics
 from poller.aio import sleep_unless
-from poller.deliver.dispatcher import DB_ERRORS
+from poller.errors import DatabaseError
+from poller.store import db
 from poller.store import notifications as store
 
 log = logs.get_logger(__name__)
@@ -27,7 +26,7 @@ class Pruner:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: db.Pool,
         retention_s: float,
         interval_s: float | None = None,
         batch: int = store.PRUNE_BATCH,
@@ -41,7 +40,7 @@ class Pruner:
         while not await sleep_unless(stop, self.interval_s):
             try:
                 deleted = await self.prune_once(stop)
-            except DB_ERRORS as exc:
+            except DatabaseError as exc:
                 log.warning("outbox_prune_failed", error=f"{type(exc).__name__}: {exc}")
                 continue
             if deleted:
@@ -63,7 +62,7 @@ class OutboxGauges:
 
     name = "deliver.gauges"
 
-    def __init__(self, pool: asyncpg.Pool, interval_s: float = GAUGE_INTERVAL_S) -> None:
+    def __init__(self, pool: db.Pool, interval_s: float = GAUGE_INTERVAL_S) -> None:
         self.pool = pool
         self.interval_s = interval_s
 
@@ -71,7 +70,7 @@ class OutboxGauges:
         while True:
             try:
                 await self.refresh()
-            except DB_ERRORS as exc:
+            except DatabaseError as exc:
                 log.warning("outbox_gauges_failed", error=f"{type(exc).__name__}: {exc}")
             if await sleep_unless(stop, self.interval_s):
                 return

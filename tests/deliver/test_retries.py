@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.deliver.schedule import max_attempts, next_delay, parse_retry_after, retry_delay
+from poller.deliver.retries import max_attempts, next_delay, retry_delay
+from poller.http_headers import retry_after_seconds
 
 SCHEDULE = (5.0, 300.0, 1800.0)
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -33,11 +34,11 @@ def test_no_delay_after_the_last_attempt() -> None:
 
 
 def test_retry_after_parsing() -> None:
-    assert parse_retry_after("120", NOW) == 120.0
-    assert parse_retry_after("Tue, 24 Nov 2026 10:01:30 GMT", NOW) == 90.0
-    assert parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", NOW) == 0.0  # past: now
+    assert retry_after_seconds("120", NOW) == 120.0
+    assert retry_after_seconds("Tue, 24 Nov 2026 10:01:30 GMT", NOW) == 90.0
+    assert retry_after_seconds("Tue, 24 Nov 2026 09:00:00 GMT", NOW) == 0.0  # past: now
     for bad in (None, "", "soon", "-5", "1.5e3"):
-        assert parse_retry_after(bad, NOW) is None
+        assert retry_after_seconds(bad, NOW) is None
 
 
 def test_retry_after_is_honoured_for_429_and_503_only() -> None:

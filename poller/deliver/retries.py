@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 
-JITTER = 0.2
+from poller.backoff import spread
+from poller.http_headers import retry_after_seconds
+
+DELIVERY_JITTER = spread(0.2)  # each step × [0.8, 1.2]
 # Retry-After is honoured (never retry sooner than asked) but not beyond this or the schedule's
 # longest step, whichever is longer: a receiver must not be able to park a message for a year.
 RETRY_AFTER_FLOOR_CAP_S = 3600.0
@@ -23,39 +25,13 @@ def max_attempts(schedule: Sequence[float]) -> int:
     return len(schedule) + 1
 
 
-def jittered(delay: float, rand: Callable[[], float] = random.random) -> float:
-    """`delay` × a uniform factor in [0.8, 1.2]."""
-    return max(0.0, delay * (1.0 - JITTER + 2.0 * JITTER * rand()))
-
-
 def next_delay(
     schedule: Sequence[float], attempts_done: int, rand: Callable[[], float] = random.random
 ) -> float | None:
     """Seconds until the next attempt after `attempts_done` failures, or None: no attempts left."""
     if attempts_done < 1 or attempts_done > len(schedule):
         return None
-    return jittered(schedule[attempts_done - 1], rand)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent/invalid."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
+    return DELIVERY_JITTER.apply(schedule[attempts_done - 1], rand)
 
 
 def retry_delay(
@@ -75,7 +51,7 @@ def retry_delay(
     if delay is None:
         return None
     if status in RETRY_AFTER_STATUSES:
-        asked = parse_retry_after(retry_after, now)
+        asked = retry_after_seconds(retry_after, now)
         if asked is not None:
             cap = max(max(schedule, default=0.0), RETRY_AFTER_FLOOR_CAP_S)
             delay = max(delay, min(asked, cap))
