@@ -60,3 +60,38 @@ def test_readme_commands_exist() -> None:
     assert TEST_COMMAND in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert TEST_COMMAND in ci
+
+
+def layout_entries() -> list[str]:
+    """The paths the README's Layout block names: indentation is nesting (two spaces)."""
+    text = README.read_text()
+    block = text[text.index("## Layout") :]
+    block = block[block.index("```\n") + 4 : block.index("\n```", block.index("```\n") + 4)]
+    parents: list[str] = []
+    entries = []
+    for line in block.splitlines():
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        parents = parents[:depth]
+        if name.endswith("/") or name.endswith(".py"):
+            entries.append("".join(parents) + name)
+        if name.endswith("/"):
+            parents.append(name)
+    return entries
+
+
+def test_readme_layout_matches_the_tree() -> None:
+    root = README.parent
+    entries = layout_entries()
+    missing = [entry for entry in entries if not (root / entry).exists()]
+    assert missing == [], "named in the README's Layout but not in the tree"
+    modules = sorted(
+        str(path.relative_to(root))
+        for path in (root / "poller").rglob("*.py")
+        if path.name != "__init__.py"
+    )
+    packages = sorted(
+        f"{path.parent.relative_to(root)}/" for path in (root / "poller").rglob("__init__.py")
+    )
+    unlisted = [name for name in modules + packages if name not in entries]
+    assert unlisted == [], "in poller/ but not in the README's Layout"
