@@ -16,7 +16,7 @@ from poller.instances import Instance, parse_instance
 REDIRECT = "http://127.0.0.1/oauth"
 
 
-def instance_for(
+def instance_body(
     emu: Any,
     realm: str,
     callback_url: str,
@@ -26,7 +26,7 @@ def instance_for(
     interval_minutes: str = "0.005",
     resources: str = "customers|invoices|vendors",
     **config: Any,
-) -> Instance:
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "element": {"key": "quickbooks"},
         "providerData": {
@@ -49,7 +49,13 @@ def instance_for(
     }
     if key is not None:
         body["configuration"]["event.notification.signature.key"] = key
-    return parse_instance(body)
+    return body
+
+
+def instance_for(
+    emu: Any, realm: str, callback_url: str, name: str = "E2E", **options: Any
+) -> Instance:
+    return parse_instance(instance_body(emu, realm, callback_url, name, **options))
 
 
 def settings_for(db_dsn: str, emu: Any, **env: str) -> Settings:

@@ -21,32 +21,15 @@ from poller.demo.receiver import Receiver, run_receiver
 from poller.store import db, polls
 from qbo_emulator import run_emulator
 from tests.e2e.daemon import Daemon, base_env, free_port, write_instances
-from tests.e2e.pipeline import REDIRECT
+from tests.e2e.pipeline import instance_body
 
 CLI = (sys.executable, "-m", "poller")
 NAME = "PollMe"
 BOUND_S = 2.0  # the feature's promise: "within about a second"; 2 s leaves room for a busy CI
 
 
-def instance_body(emu: Any, realm: str, callback_url: str) -> dict[str, Any]:
-    return {
-        "element": {"key": "quickbooks"},
-        "providerData": {
-            "code": emu.issue_auth_code(realm, redirect_uri=REDIRECT),
-            "realmId": realm,
-        },
-        "configuration": {
-            "oauth.callback.url": REDIRECT,
-            "oauth.api.key": emu.client_id,
-            "oauth.api.secret": emu.client_secret,
-            "authentication.type": "oauth2",
-            "event.notification.enabled": True,
-            "event.notification.callback.url": callback_url,
-            "event.poller.refresh_interval": "15",
-            "event.poller.urls": "customers|invoices|vendors",
-        },
-        "name": NAME,
-    }
+def poll_me_body(emu: Any, realm: str, callback_url: str) -> dict[str, Any]:
+    return instance_body(emu, realm, callback_url, NAME, key=None, interval_minutes="15")
 
 
 def qbo_requests(emu: Any, realm: str) -> int:
@@ -103,7 +86,7 @@ async def test_request_poll_from_another_process_is_served_within_2_s(
     receiver = Receiver()
     async with run_emulator(per_second=None) as emu, run_receiver(receiver) as url:
         realm = emu.add_realm("4620816365100077", seed=7, per_entity=2)
-        instances = write_instances(tmp_path / "instances.json", instance_body(emu, realm, url))
+        instances = write_instances(tmp_path / "instances.json", poll_me_body(emu, realm, url))
         env = base_env(
             DATABASE_URL=db_dsn,
             QBO_API_BASE_URL=emu.base_url,
