@@ -92,25 +92,35 @@ async def _insert(conn: Conn, inst: Instance, box: SecretBox) -> UpsertResult:
         v["element_key"],
         v["realm_id"],
         _status(inst, None, True),
-        v["client_id"],
-        v["client_secret_enc"],
-        v["redirect_uri"],
-        v["events_enabled"],
-        v["vendor_type"],
-        v["callback_url"],
-        v["signature_key_enc"],
-        v["refresh_interval_s"],
-        v["resources"],
-        v["timezone"],
-        v["initial_mode"],
-        v["deactivated_as_deleted"],
-        v["tags"],
-        v["configuration"],
-        v["provider_fingerprint"],
+        *_settings_values(v),
     )
     await _replace_credentials(conn, instance_id, inst, box)
     await _sync_pairs(conn, instance_id, inst)
     return UpsertResult(instance_id, "created", True)
+
+
+# The instance's settings columns, in the order both the insert and the update list them.
+_SETTINGS_COLUMNS = (
+    "client_id",
+    "client_secret_enc",
+    "redirect_uri",
+    "events_enabled",
+    "vendor_type",
+    "callback_url",
+    "signature_key_enc",
+    "refresh_interval_s",
+    "resources",
+    "timezone",
+    "initial_mode",
+    "deactivated_as_deleted",
+    "tags",
+    "configuration",
+    "provider_fingerprint",
+)
+
+
+def _settings_values(values: dict[str, Any]) -> list[Any]:
+    return [values[column] for column in _SETTINGS_COLUMNS]
 
 
 async def _update(
@@ -130,21 +140,7 @@ async def _update(
         v["realm_id"],
         status,
         reason,
-        v["client_id"],
-        v["client_secret_enc"],
-        v["redirect_uri"],
-        v["events_enabled"],
-        v["vendor_type"],
-        v["callback_url"],
-        v["signature_key_enc"],
-        v["refresh_interval_s"],
-        v["resources"],
-        v["timezone"],
-        v["initial_mode"],
-        v["deactivated_as_deleted"],
-        v["tags"],
-        v["configuration"],
-        v["provider_fingerprint"],
+        *_settings_values(v),
     )
     if replace:
         if existing["realm_id"] != inst.realm_id:
