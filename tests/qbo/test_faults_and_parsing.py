@@ -131,8 +131,8 @@ def test_qbo_times_parse_to_aware_datetimes() -> None:
     assert parse_qbo_time("2025-09-10T21:31:25.179Z").tzinfo is not None
     assert parse_qbo_time("2015-10-05T14:42:19-0700") == parse_qbo_time("2015-10-05T14:42:19-07:00")
     assert parse_qbo_time(1601391072830) == datetime(2020, 9, 29, 14, 51, 12, 830000, tzinfo=UTC)
-    with pytest.raises(ValueError):
-        parse_qbo_time("2015-12-23T12:55:50")  # QBO always writes an offset
+    # No offset: US Pacific, as QBO reads it (issue 9 unified the two parsers on this rule).
+    assert parse_qbo_time("2015-12-23T12:55:50").utcoffset() == timedelta(hours=-8)
 
 
 def test_offset_less_values_mean_pacific_both_ways() -> None:
