@@ -2,15 +2,31 @@
 
 Rules this module exists to keep:
 - An authorization code is exchanged **exactly once**: codes are single-use and a second
-  exchange poisons the grant. The exchange happens under the credentials row lock and the code
-  is cleared in the transaction that stores the tokens.
-- **One refresh at a time per realm, across processes**: the store's `lock()` is
-  `SELECT … FOR UPDATE` on the credentials row; after acquiring it the row is re-read, and a
-  token another process just obtained is used instead of refreshing again.
-- **The rotated refresh token is committed before it is used**: new tokens are written and
-  committed in the transaction that held the lock, before any API call sees the access token.
+  exchange poisons the grant. The exchange happens under the refresh lease and the code is
+  cleared by the statement that stores the tokens.
+- **One refresh at a time per realm, across processes**, and **no database connection held
+  while Intuit answers**. A refresh takes the instance's *refresh lease* (`claim_refresh`: one
+  short transaction that locks the credentials row, re-reads it, and records "refreshing by
+  <holder> until <T>"), then calls the token endpoint with no transaction open, then saves in
+  a new short transaction that ends the lease. Another process finding the lease held waits
+  and re-reads: it uses the token the holder obtained instead of refreshing again. The lease
+  runs for the worst case of the token requests and the saves plus a margin, so it outlives
+  its holder only when that holder is gone; then the next process takes it over.
+- **The rotated refresh token is saved before it is used**: the save is retried on fresh
+  connections (`SAVE_ATTEMPTS`, each bounded) before the access token is handed to anyone. If
+  every attempt fails (PostgreSQL down) the new tokens are the only live copy of the grant:
+  they are kept in memory, used, refreshed from, and saved by the next token request that
+  finds the database back. They are never dropped, except for credentials stored since
+  (a reconnect, or another process's tokens), which win: writes are fenced on the row version
+  read when the lease was taken.
 - `invalid_grant` → `ReconnectRequired`; the instance becomes `needs_reconnect` with a reason
   and one `instance_needs_reconnect` line is logged. Other instances are untouched.
+
+What remains impossible to guard (README, Troubleshooting): a process that dies (`kill -9`,
+power loss) after Intuit answered a refresh and before the save committed takes the rotated
+refresh token with it; the stored one is spent, and the instance needs a reconnect. The same
+holds for a process that cannot save for longer than its lease (PostgreSQL down for minutes)
+when another process refreshes the instance first once the database is back.
 
 PostgreSQL stays behind the `TokenStore` protocol (implemented in `poller.store.tokens`).
 """
