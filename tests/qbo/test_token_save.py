@@ -276,3 +276,47 @@ async def test_a_valid_token_is_used_while_another_process_refreshes(
     )
     assert await asyncio.wait_for(other.access_token(iid, REALM), 2) == first
     assert token_requests(emu, REALM) == 1
+
+
+async def test_a_reconnect_during_a_refresh_wins_over_its_tokens(
+    emu: Emulator, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    """The company is reconnected (a new code stored) while a refresh is at Intuit: the
+    refresh's save is refused rather than wiping the new code, which is then exchanged."""
+    old = emu.issue_tokens(REALM)["refresh_token"]
+    iid = await add_instance(pool, emu, "Alpha", REALM, refresh_token=old)
+    emu.inject_fault("latency", endpoint="token", count=1, seconds=0.5)
+    tokens = manager(session, emu, pool)
+    renewal = asyncio.create_task(tokens.access_token(iid, REALM))
+    await asyncio.sleep(0.2)  # the refresh is at Intuit, the lease held, no connection
+    code = emu.issue_auth_code(REALM)
+    assert await add_instance(pool, emu, "Alpha", REALM, code=code) == iid
+    with capture_logs() as logs:
+        access = await asyncio.wait_for(renewal, 10)
+    row = await credentials(pool, iid)
+    assert row["auth_code_enc"] is None and row["status"] == "active"
+    assert PLAIN.open(row["access_token_enc"]) == access
+    assert token_requests(emu, REALM) == 2  # the refresh, then the new code's exchange
+    assert "oauth_tokens_exchanged" in [entry["event"] for entry in logs]
+
+
+async def test_a_slow_refresh_is_not_repeated_by_the_other_process(
+    emu: Emulator, db_dsn: str, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    """The lease serialises refreshes as the row lock did: the second process waits for the
+    first one's slow refresh and uses its token (a second use of the rotated refresh token
+    would answer invalid_grant)."""
+    other_pool = await db.create_pool(db_dsn, max_size=2)
+    try:
+        refresh = emu.issue_tokens(REALM)["refresh_token"]
+        iid = await add_instance(pool, emu, "Alpha", REALM, refresh_token=refresh)
+        emu.inject_fault("latency", endpoint="token", count=1, seconds=0.5)
+        first, second = manager(session, emu, pool), manager(session, emu, other_pool)
+        issued = await asyncio.gather(
+            first.access_token(iid, REALM), second.access_token(iid, REALM)
+        )
+    finally:
+        await other_pool.close()
+    assert issued[0] == issued[1]
+    assert token_requests(emu, REALM) == 1
+    assert (await credentials(pool, iid))["refresh_count"] == 1
