@@ -74,6 +74,8 @@ def forget_instance(name: str, resource_names: list[str]) -> None:
     for resource in resource_names:
         with contextlib.suppress(KeyError):  # never polled: no series
             WATERMARK_LAG.remove(name, resource)
+
+
 API_AUTH_FAILURES = Counter(
     "qbo_poller_api_auth_failures",
     "HTTP API calls refused for their Authorization header, by outcome (invalid: 401; "
