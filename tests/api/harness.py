@@ -141,3 +141,34 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 def token_calls(emu: Any) -> int:
     return sum(counts.get("token", 0) for counts in emu.counters().values())
+
+
+def refresh_body(
+    emu: Any,
+    realm: str,
+    name: str,
+    *,
+    callback: str = "http://127.0.0.1:9/hook",
+    interval_minutes: str = "15",
+    enabled: bool = True,
+    resources: str = "customers|invoices",
+    **config: Any,
+) -> dict[str, Any]:
+    """An already-connected company (providerData.refreshToken): nothing to exchange."""
+    tokens = emu.issue_tokens(realm)
+    return {
+        "element": {"key": "quickbooks"},
+        "providerData": {"refreshToken": tokens["refresh_token"], "realmId": realm},
+        "configuration": {
+            "oauth.api.key": emu.client_id,
+            "oauth.api.secret": emu.client_secret,
+            "event.notification.enabled": enabled,
+            "event.notification.callback.url": callback,
+            "event.notification.signature.key": "sig-key-for-tests-77",
+            "event.poller.refresh_interval": interval_minutes,
+            "event.poller.urls": resources,
+            **config,
+        },
+        "tags": ["Docs"],
+        "name": name,
+    }
