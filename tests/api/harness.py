@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -74,7 +75,9 @@ class Api:
         header = authorization if authorization is not None else auth(secret or self.user_secret)
         if header:
             headers["Authorization"] = header
-        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        data: Any = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        if isinstance(data, bytes) and len(data) > 64 * 1024:
+            data = io.BytesIO(data)  # aiohttp warns about large bytes bodies
         async with self.session.request(
             method, self.root + BASE + path, data=data, headers=headers, params=params
         ) as response:
