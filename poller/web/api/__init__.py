@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from poller.config import Settings
+from poller.manage.events import EventManager
 from poller.manage.instances import CodeExchanger, InstanceManager
 from poller.store import db
 from poller.store.crypto import SecretBox
@@ -36,6 +37,7 @@ class ApiPart:
     ) -> None:
         self.settings = settings
         self.manager = InstanceManager(pool, box, settings, exchange)
+        self.events = EventManager(pool)
         self.throttle = Throttle()
         self.authenticator = (
             Authenticator(pool, settings.api_organization_secret, self.manager, self.throttle)
@@ -49,7 +51,9 @@ class ApiPart:
             api.router.add_route("*", "/{tail:.*}", _api_off)
         else:
             document = openapi.document()
-            handlers = ApiHandlers(self.manager, self.settings, document, openapi.page(document))
+            handlers = ApiHandlers(
+                self.manager, self.events, self.settings, document, openapi.page(document)
+            )
             for route in ROUTES:
                 api.router.add_route(route.method, route.router_path, self._wrap(route, handlers))
         app.add_subapp(BASE_PATH, api)

@@ -119,3 +119,20 @@ class EventRecord(BaseModel):
 
 class RedeliverResult(BaseModel):
     redelivered: int
+
+
+class DeliveryConfig(BaseModel):
+    url: str | None
+
+
+class Delivery(BaseModel):
+    """A queued delivery: a dead letter or a notification held for a 410 URL."""
+
+    notificationId: int
+    eventId: str
+    instanceId: int
+    status: str = Field(description="queued")
+    reason: str = Field(description="dead or held")
+    createdDate: str | None
+    updatedDate: str | None
+    config: DeliveryConfig

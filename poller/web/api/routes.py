@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from poller.config import Settings
 from poller.manage.errors import NotFound
+from poller.manage.events import EventManager
 from poller.manage.instances import InstanceManager, parse_page_size
 from poller.web.api import models
 from poller.web.api.auth import CALLER_KEY, ELEMENT_KEY
@@ -62,6 +63,23 @@ OAUTH = (
     Param("state", "default quickbooks"),
 )
 
+EVENT_ID = (Param("eventId", "the event record's id (the callback's eventId)", "path"),)
+EVENT_FILTERS = (
+    Param("from", "detected at or after (ISO-8601)"),
+    Param("to", "detected at or before (ISO-8601)"),
+    Param("eventType", "CREATED, UPDATED or DELETED: records holding such an event"),
+    Param("objectType", "the resource, e.g. invoices"),
+    Param("objectId", "records holding an event of that object"),
+    Param("status", "NEW, DISPATCHED, NOTIFIED, FAILED or HELD"),
+)
+WHERE = (
+    Param(
+        "where",
+        "status = 'queued' (dead or held), status = 'dead', status = 'held' and "
+        "config.url = '<url>', joined by and",
+    ),
+)
+
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/instances", "create", "Create an instance (the Open Connectors body)",
           models.InstanceBody, models.InstanceObject),
@@ -95,6 +113,22 @@ ROUTES: tuple[Route, ...] = (
           response=models.OAuthUrl, params=OAUTH),
     Route("POST", "/elements/quickbooks/oauth/url", "oauth_url", "Intuit's consent URL",
           response=models.OAuthUrl, params=OAUTH),
+    Route("GET", "/instances/events", "events", "Event records of the caller's instances",
+          response=models.EventRecord, many=True, params=(*PAGING, *EVENT_FILTERS)),
+    Route("GET", "/instances/events/{eventId}", "event", "One event record",
+          response=models.EventRecord, params=EVENT_ID),
+    Route("GET", "/instances/{id}/events", "instance_events", "An instance's event records",
+          response=models.EventRecord, many=True, params=(*ID, *PAGING, *EVENT_FILTERS)),
+    Route("GET", "/instances/{id}/events/{eventId}", "instance_event", "One event record",
+          response=models.EventRecord, params=(*ID, *EVENT_ID)),
+    Route("POST", "/instances/{id}/events/{eventId}/redeliver", "redeliver",
+          "Deliver that event's notification again", response=models.RedeliverResult,
+          params=(*ID, *EVENT_ID)),
+    Route("GET", "/notifications/subscriptions/deliveries", "deliveries",
+          "Queued (dead or held) deliveries", response=models.Delivery, many=True, params=WHERE),
+    Route("PUT", "/notifications/subscriptions/deliveries", "redeliver_queued",
+          "Redeliver the queued deliveries that `where` selects",
+          response=models.RedeliverResult, params=WHERE),
     Route("GET", "/openapi.json", "openapi", "This document (OpenAPI 3.1)", public=True),
     Route("GET", "/docs", "docs", "A readable page of this document", public=True),
 )  # fmt: skip
@@ -120,9 +154,15 @@ def validated(model: type[BaseModel], body: Any) -> Any:
 
 class ApiHandlers:
     def __init__(
-        self, manager: InstanceManager, settings: Settings, document: Any, page: str
+        self,
+        manager: InstanceManager,
+        events_manager: EventManager,
+        settings: Settings,
+        document: Any,
+        page: str,
     ) -> None:
         self.manager = manager
+        self.events_manager = events_manager
         self.settings = settings
         self.document = document
         self.page = page
@@ -217,6 +257,49 @@ class ApiHandlers:
         }
         url = f"{self.settings.qbo_oauth_authorize_url}?{urlencode(params)}"
         return json_response({"oauthUrl": url, "element": "quickbooks"}, request)
+
+    async def events(self, request: web.Request) -> web.Response:
+        return await self._events(request, None)
+
+    async def instance_events(self, request: web.Request) -> web.Response:
+        return await self._events(request, path_id(request))
+
+    async def _events(self, request: web.Request, instance_id: int | None) -> web.Response:
+        size = parse_page_size(request.query.get("pageSize"))
+        records, next_page = await self.events_manager.search(
+            request[CALLER_KEY], instance_id, request.query, size, request.query.get("nextPage")
+        )
+        headers = {RETURNED_COUNT_HEADER: str(len(records))}
+        if next_page is not None:
+            headers[NEXT_PAGE_HEADER] = next_page
+        return json_response(records, request, headers=headers)
+
+    async def event(self, request: web.Request) -> web.Response:
+        record = await self.events_manager.get(request[CALLER_KEY], request.match_info["eventId"])
+        return json_response(record, request)
+
+    async def instance_event(self, request: web.Request) -> web.Response:
+        record = await self.events_manager.get(
+            request[CALLER_KEY], request.match_info["eventId"], path_id(request)
+        )
+        return json_response(record, request)
+
+    async def redeliver(self, request: web.Request) -> web.Response:
+        count = await self.events_manager.redeliver(
+            request[CALLER_KEY], path_id(request), request.match_info["eventId"]
+        )
+        return json_response({"redelivered": count}, request)
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        listed = await self.events_manager.queued(request[CALLER_KEY], request.query.get("where"))
+        headers = {RETURNED_COUNT_HEADER: str(len(listed))}
+        return json_response(listed, request, headers=headers)
+
+    async def redeliver_queued(self, request: web.Request) -> web.Response:
+        count = await self.events_manager.redeliver_queued(
+            request[CALLER_KEY], request.query.get("where")
+        )
+        return json_response({"redelivered": count}, request)
 
     async def openapi(self, request: web.Request) -> web.Response:
         return json_response(self.document, request)
