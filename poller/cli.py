@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the environment and POLLER_INSTANCES_FILE")
     _instances_parser(sub)
     _deliveries_parser(sub)
+    _users_parser(sub)
     emu = sub.add_parser("emulator", help="run the QuickBooks Online emulator", add_help=False)
     emu.add_argument("args", nargs=argparse.REMAINDER)
     demo = sub.add_parser(
@@ -87,6 +88,19 @@ def _deliveries_parser(sub: Any) -> None:
         "--instance", metavar="NAME", help="that instance's held and dead notifications"
     )
     group.add_argument("--all-dead", action="store_true", help="every dead notification")
+
+
+def _users_parser(sub: Any) -> None:
+    users = sub.add_parser("users", help="manage HTTP API users (DESIGN §9)")
+    usub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    add = usub.add_parser("add", help="add a user; prints its secret once, on the last line")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="sees and changes every instance")
+    usub.add_parser("list", help="list users (never their secrets)")
+    rotate = usub.add_parser("rotate", help="a new secret for NAME (the old one stops working)")
+    rotate.add_argument("name")
+    remove = usub.add_parser("remove", help="remove a user (its instances stay, for admins)")
+    remove.add_argument("name")
 
 
 def _emulator_installed(command: str) -> bool:
@@ -278,10 +292,52 @@ def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from poller.manage import users
+    from poller.store import users as user_rows
+
+    async def go() -> int:
+        async with _database(settings) as pool, pool.acquire() as conn:
+            if args.users_command == "list":
+                listed = await user_rows.list_all(conn)
+                if not listed:
+                    print("no users")
+                for user in listed:
+                    role = "admin" if user.admin else "user"
+                    print(f"{user.name}  {role}  {user.instances} instance(s)")
+                return EXIT_OK
+            if args.users_command == "remove":
+                if await user_rows.remove(conn, args.name):
+                    print(f"removed: {args.name}")
+                    return EXIT_OK
+                print(f"qbo-poller: no user named {args.name!r}", file=sys.stderr)
+                return EXIT_FAILED
+            if args.users_command == "add":
+                if not users.valid_name(args.name):
+                    raise ConfigError(f"NAME={args.name!r}: 1 to 64 printable characters")
+                secret = await users.add(conn, args.name, args.admin)
+                if secret is None:
+                    print(f"qbo-poller: a user named {args.name!r} exists", file=sys.stderr)
+                    return EXIT_FAILED
+                print(f"added: {args.name}{' (admin)' if args.admin else ''}; its secret:")
+            else:
+                secret = await users.rotate(conn, args.name)
+                if secret is None:
+                    print(f"qbo-poller: no user named {args.name!r}", file=sys.stderr)
+                    return EXIT_FAILED
+                print(f"rotated: {args.name}; its new secret:")
+            # Alone on the last line, so scripts can take it with `tail -n1`; shown only now.
+            print(secret)
+            return EXIT_OK
+
+    return asyncio.run(go())
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "run": cmd_run,
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,
     "instances": cmd_instances,
     "deliveries": cmd_deliveries,
+    "users": cmd_users,
 }

@@ -28,6 +28,7 @@ INTUIT_API_BASE = {
 }
 INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
 INTUIT_REVOKE_URL = "https://developer.api.intuit.com/v2/oauth2/tokens/revoke"
+INTUIT_AUTHORIZE_URL = "https://appcenter.intuit.com/connect/oauth2"
 
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,14h,20h,24h"
 SIGNATURE_SCHEMES = tuple(SignatureScheme)
@@ -162,6 +163,13 @@ def _secret_key(raw: str) -> str:
     return value
 
 
+def _org_secret(raw: str) -> str:
+    value = raw.strip()
+    if len(value) < 16:
+        raise ValueError("must be at least 16 characters")
+    return value
+
+
 def _default_replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -203,12 +211,19 @@ class Settings:
     qbo_api_base_url: str = variable("QBO_API_BASE_URL", parse_url, INTUIT_API_BASE["production"])
     qbo_oauth_token_url: str = variable("QBO_OAUTH_TOKEN_URL", parse_url, INTUIT_TOKEN_URL)
     qbo_oauth_revoke_url: str = variable("QBO_OAUTH_REVOKE_URL", parse_url, INTUIT_REVOKE_URL)
+    qbo_oauth_authorize_url: str = variable(
+        "QBO_OAUTH_AUTHORIZE_URL", parse_url, INTUIT_AUTHORIZE_URL
+    )
     qbo_minor_version: int = variable("QBO_MINOR_VERSION", _int_at_least(1), 75)
     qbo_request_timeout_s: float = variable("QBO_REQUEST_TIMEOUT_SECONDS", _positive_seconds, 60.0)
     http_addr: HttpAddr | None = variable(
         "POLLER_HTTP_ADDR", parse_http_addr, HttpAddr("127.0.0.1", 8080)
     )
     secret_key: str | None = variable("POLLER_SECRET_KEY", _secret_key, secret=True)
+    # Set: the HTTP API (DESIGN §9) is on; every call carries it as `Organization <secret>`.
+    api_organization_secret: str | None = variable(
+        "POLLER_API_ORGANIZATION_SECRET", _org_secret, secret=True
+    )
     log_level: str = variable("POLLER_LOG_LEVEL", _choice(LOG_LEVELS), "info")
     log_format: LogFormat = variable("POLLER_LOG_FORMAT", _log_format, LogFormat.AUTO)
     overlap_seconds: int = variable("POLLER_OVERLAP_SECONDS", _int_at_least(1), 120)
@@ -244,7 +259,7 @@ class Settings:
 
     def secret_values(self) -> list[str]:
         """The configured secret values, for log redaction."""
-        values = [self.qbo_client_secret, self.secret_key]
+        values = [self.qbo_client_secret, self.secret_key, self.api_organization_secret]
         if self.database_url and "@" in self.database_url:
             password = _dsn_password(self.database_url)
             values.append(password)

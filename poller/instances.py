@@ -239,6 +239,11 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
     provider = _provider(body.get("providerData"), config, fail)
     client_id, client_secret = _client(config, defaults, fail)
     redirect_uri = config.get("oauth.callback.url")
+    if redirect_uri is not None and redirect_uri != "":
+        try:
+            redirect_uri = parse_callback_url(redirect_uri)
+        except ValueError as exc:
+            raise fail("oauth.callback.url", redirect_uri, str(exc)) from None
     if provider.code is not None and not redirect_uri:
         raise fail(
             "oauth.callback.url",

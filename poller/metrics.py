@@ -74,3 +74,18 @@ def forget_instance(name: str, resource_names: list[str]) -> None:
     for resource in resource_names:
         with contextlib.suppress(KeyError):  # never polled: no series
             WATERMARK_LAG.remove(name, resource)
+
+
+API_AUTH_FAILURES = Counter(
+    "qbo_poller_api_auth_failures",
+    "HTTP API calls refused for their Authorization header, by outcome (invalid: 401; "
+    "throttled: 429 after repeated failures from one address).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    "qbo_poller_api_requests",
+    "HTTP API responses, by HTTP status class (2xx, 4xx, 5xx).",
+    ["status"],
+    registry=REGISTRY,
+)

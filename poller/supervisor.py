@@ -17,6 +17,7 @@ import contextlib
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import aiohttp
@@ -27,12 +28,15 @@ from poller.deliver.dispatcher import Dispatcher
 from poller.deliver.upkeep import OutboxGauges, Pruner
 from poller.detect.service import PollerService
 from poller.instances import Instance
+from poller.manage.instances import CodeExchanger
+from poller.qbo.auth import OAuthClient, TokenSet
 from poller.qbo.client import QboClient
 from poller.sdnotify import Notifier, watchdog, watchdog_interval_s
 from poller.store import db, instance_rows
 from poller.store.crypto import SecretBox
 from poller.store.database import open_database
 from poller.store.tokens import PgTokenStore
+from poller.web.api import ApiPart
 from poller.web.app import WebPart, build_app, serve
 from poller.web.health import Health
 from poller.web.prometheus import Metrics
@@ -93,9 +97,24 @@ def default_services(runtime: Runtime) -> list[Service]:
     return [*detection_services(runtime), *delivery_services(runtime)]
 
 
+def code_exchanger(runtime: Runtime) -> CodeExchanger:
+    """The API's one-shot code exchange: Intuit's token endpoint (QBO_OAUTH_TOKEN_URL)."""
+    oauth = OAuthClient(runtime.http, runtime.settings)
+
+    async def exchange(
+        client_id: str, client_secret: str, code: str, redirect_uri: str
+    ) -> TokenSet:
+        return await oauth.exchange_code(
+            client_id, client_secret, code, redirect_uri, datetime.now(UTC)
+        )
+
+    return exchange
+
+
 def web_parts(runtime: Runtime, services: Sequence[Service]) -> list[WebPart]:
-    """Health and metrics, then the routes of any service that serves HTTP itself."""
-    parts: list[WebPart] = [Health(runtime.pool), Metrics()]
+    """Health, metrics and the API, then the routes of any service that serves HTTP itself."""
+    api = ApiPart(runtime.pool, runtime.box, runtime.settings, code_exchanger(runtime))
+    parts: list[WebPart] = [Health(runtime.pool), Metrics(), api]
     parts.extend(service for service in services if isinstance(service, WebPart))
     return parts
 

@@ -59,9 +59,13 @@ def _row_values(inst: Instance, box: SecretBox) -> dict[str, Any]:
     }
 
 
-def _unchanged(existing: asyncpg.Record, inst: Instance, box: SecretBox) -> bool:
+def _unchanged(
+    existing: asyncpg.Record, inst: Instance, box: SecretBox, fingerprint: str | None = None
+) -> bool:
     """Compare decrypted secrets, so re-encryption (random IVs) does not count as a change."""
     new = _row_values(inst, box)
+    if fingerprint is not None:
+        new["provider_fingerprint"] = fingerprint
     for key, value in new.items():
         if key.endswith("_enc"):
             if box.open(existing[key]) != (
@@ -123,14 +127,43 @@ def _settings_values(values: dict[str, Any]) -> list[Any]:
     return [values[column] for column in _SETTINGS_COLUMNS]
 
 
+@store_call
+async def update_by_id(
+    conn: Conn, instance_id: int, inst: Instance, box: SecretBox, *, replace_credentials: bool
+) -> UpsertResult | None:
+    """An edit through the API (DESIGN §9): the instance `instance_id` takes `inst`'s settings
+    (not its name: see `rename`); its credentials are replaced only when asked, whatever
+    `inst.provider` holds. None when there is no such instance."""
+    async with conn.transaction():
+        existing = await conn.fetchrow(Q["lock_by_id"], instance_id)
+        if existing is None:
+            return None
+        return await _update(conn, existing, inst, box, replace=replace_credentials)
+
+
+@store_call
+async def rename(conn: Conn, instance_id: int, name: str) -> bool:
+    """False when another instance has that name already."""
+    return await conn.fetchval(Q["rename"], instance_id, name) is not None
+
+
 async def _update(
-    conn: Conn, existing: asyncpg.Record, inst: Instance, box: SecretBox
+    conn: Conn,
+    existing: asyncpg.Record,
+    inst: Instance,
+    box: SecretBox,
+    replace: bool | None = None,
 ) -> UpsertResult:
     instance_id = existing["id"]
-    replace = existing["provider_fingerprint"] != inst.provider.fingerprint()
-    if not replace and _unchanged(existing, inst, box):
-        return UpsertResult(instance_id, "unchanged", False)
+    if replace is None:
+        replace = existing["provider_fingerprint"] != inst.provider.fingerprint()
     v = _row_values(inst, box)
+    if not replace:
+        # The credentials stay, and so does the fingerprint of the providerData they came from
+        # (a reload of that same file must still recognise it).
+        v["provider_fingerprint"] = existing["provider_fingerprint"]
+        if _unchanged(existing, inst, box, fingerprint=existing["provider_fingerprint"]):
+            return UpsertResult(instance_id, "unchanged", False)
     status = _status(inst, existing["status"], replace)
     reason = None if status in ("active", "disabled") else "kept from before the reload"
     await conn.execute(

@@ -4,6 +4,17 @@ SELECT id, realm_id, status, provider_fingerprint, client_id, client_secret_enc,
        timezone, initial_mode, deactivated_as_deleted, tags, configuration
 FROM instances WHERE name = $1 FOR UPDATE
 
+-- name: lock_by_id
+SELECT id, realm_id, status, provider_fingerprint, client_id, client_secret_enc, redirect_uri,
+       events_enabled, vendor_type, callback_url, signature_key_enc, refresh_interval_s, resources,
+       timezone, initial_mode, deactivated_as_deleted, tags, configuration
+FROM instances WHERE id = $1 FOR UPDATE
+
+-- name: rename
+UPDATE instances SET name = $2, config_version = config_version + 1, updated_at = now()
+WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.name = $2 AND o.id <> $1)
+RETURNING id
+
 -- name: insert
 INSERT INTO instances (name, element_key, realm_id, status, client_id, client_secret_enc,
     redirect_uri, events_enabled, vendor_type, callback_url, signature_key_enc,
