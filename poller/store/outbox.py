@@ -11,26 +11,29 @@ One instance cycle (see `poller.detect.cycle`) reads the snapshot rows its diffs
   events attached and one pg_notify (one statement); then the same fenced `settle`.
 A crash or a stale lease token anywhere before COMMIT leaves nothing behind; the next poll
 re-reads from the old watermarks and the snapshot plus the unique key make the replay exact.
+
+Each notification gets a new UUIDv7 `eventId` here, once (`poller.store.event_ids`); it is stored
+and every retry sends it. What keeps a replayed poll (a crash after COMMIT, two replicas racing)
+from making a second notification is not the id but the events' unique object-version key: a
+replayed event is not inserted, so it is not returned, so no notification is made for it.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 import orjson
 
 from poller.records import Event, SnapshotRow
 from poller.store import cursors
-from poller.store.cursors import Cursor, LeaseRef, PairKey, Settle
+from poller.store.cursors import Cursor, LeaseRef, Settle
 from poller.store.db import Conn, store_call
+from poller.store.event_ids import uuid7
 from poller.store.sql import queries
 
 Q = queries("outbox")
-# Namespace of notification event ids: uuid5 of the first event's identity, so a replayed
-# commit would produce the same id (and the unique index would refuse it).
-EVENT_ID_NAMESPACE = uuid.UUID("5b0c5f6e-8f3a-4c1e-9a0f-6d2f8e7b9c41")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +134,6 @@ async def write(
     return stats
 
 
-def event_id_for(key: PairKey, first: Event) -> uuid.UUID:
-    """A notification's stable id: derived from its first event (unique per object version)."""
-    return uuid.uuid5(
-        EVENT_ID_NAMESPACE,
-        f"{key.instance_id}\x1f{key.resource}\x1f{first.object_id}\x1f{first.version}",
-    )
-
-
 def serialize(obj: object) -> str:
     """The object as text for the `json` column; orjson keeps QBO's key order."""
     return orjson.dumps(obj).decode()
@@ -181,10 +176,13 @@ async def _notify(
     instance_id: int,
     groups: Sequence[tuple[str, Sequence[tuple[Event, int]]]],
 ) -> None:
-    """Notification rows for the groups, their events attached; wakes the dispatcher."""
-    event_ids = [event_id_for(PairKey(instance_id, res), group[0][0]) for res, group in groups]
+    """Notification rows for the groups, their events attached; wakes the dispatcher.
+
+    `groups` holds only events this transaction inserted (see `write`), so each gets exactly
+    one notification, with a fresh eventId made in change order."""
+    event_ids = [uuid7() for _ in groups]
     row_ids: list[int] = []
-    of: list[uuid.UUID] = []
+    of: list[UUID] = []
     positions: list[int] = []
     for event_id, (_, group) in zip(event_ids, groups, strict=True):
         for position, (_, row_id) in enumerate(group):
