@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from poller import supervisor
@@ -40,7 +41,7 @@ def instance_for(
             "authentication.type": "oauth2",
             "event.notification.enabled": True,
             "event.notification.callback.url": callback_url,
-            "event.poller.refresh_interval": interval_minutes,
+            "event.poller.refresh_interval": "1",  # set below: tests poll faster than users may
             "event.poller.urls": resources,
             **config,
         },
@@ -49,7 +50,8 @@ def instance_for(
     }
     if key is not None:
         body["configuration"]["event.notification.signature.key"] = key
-    return parse_instance(body)
+    # Test intervals go below the 0.6 s floor of `event.poller.refresh_interval`.
+    return replace(parse_instance(body), refresh_interval_s=float(interval_minutes) * 60)
 
 
 def settings_for(db_dsn: str, emu: Any, **env: str) -> Settings:
