@@ -24,11 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+import asyncpg
 import orjson
 
+from poller.errors import StatementRefused
 from poller.records import Event, SnapshotRow
 from poller.store import cursors
-from poller.store.cursors import Cursor, LeaseRef, Settle
+from poller.store.cursors import Cursor, InstanceRemoved, LeaseRef, Settle
 from poller.store.db import Conn, store_call
 from poller.store.event_ids import uuid7
 from poller.store.sql import queries
@@ -93,14 +95,23 @@ async def commit(
 ) -> tuple[dict[str, WriteStats], dict[str, Cursor]]:
     """A cycle's results (see module docstring): per-pair stats and the cursors as written.
 
-    Raises LeaseLost (nothing written) when the lease token is no longer current.
+    Raises LeaseLost (nothing written) when the lease token is no longer current, and its
+    InstanceRemoved when the instance or the pair was removed meanwhile.
     """
     writes = [w for w in writes if not w.empty]
     if not writes:
         return {}, await cursors.settle(conn, lease, settles)
-    async with conn.transaction():
-        stats = await write(conn, lease.instance_id, writes, events_per_notification)
-        written = await cursors.settle(conn, lease, settles)
+    try:
+        async with conn.transaction():
+            stats = await write(conn, lease.instance_id, writes, events_per_notification)
+            written = await cursors.settle(conn, lease, settles)
+    except StatementRefused as exc:
+        # SQLSTATE 23503 (a foreign key): `instances remove`, or a resource dropped from the
+        # instance, committed during the poll, so the rows these results belong to are gone.
+        # Not a refusal worth retrying pair by pair.
+        if not isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
+            raise
+        raise InstanceRemoved(f"instance {lease.instance_id}: removed during the poll") from exc
     return stats, written
 
 
