@@ -373,8 +373,9 @@ class InstanceCycles:
                 stats, written = await self._write(conn, writes, settles, failures)
         except LeaseLost as exc:
             self._forget()
-            lost = "instance_removed_during_poll" if isinstance(exc, InstanceRemoved) else None
-            log.info(lost or "instance_lease_lost", **self._ctx(), detail=str(exc))
+            removed = isinstance(exc, InstanceRemoved)
+            event_name = "instance_removed_during_poll" if removed else "instance_lease_lost"
+            log.info(event_name, **self._ctx(), detail=str(exc))
             retry = Outcome(self.schedule.next_due(time.time()), exc)
             lost = {name: retry for name in answered_names if name not in outcomes}
             not_answered = [name for name in failures.names() if name not in answered_names]
