@@ -60,6 +60,9 @@ def _instances_parser(sub: Any) -> None:
     isub.add_parser("list", help="list instances")
     rm = isub.add_parser("remove", help="remove an instance and everything it owns")
     rm.add_argument("name")
+    rm.add_argument(
+        "--force", action="store_true", help="also when notifications are undelivered (cancelled)"
+    )
     poll = isub.add_parser(
         "poll",
         help="poll an instance now (its pairs, or --resources), on whichever replica holds it",
@@ -224,15 +227,35 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
             if args.instances_command == "poll":
                 return await _request_poll(conn, args.name, args.resources)
             if args.instances_command == "remove":
-                if await instance_rows.remove(conn, args.name):
-                    print(f"removed: {args.name}")
-                    return EXIT_OK
-                print(f"qbo-poller: no instance named {args.name!r}", file=sys.stderr)
-                return EXIT_FAILED
+                return await _remove(conn, args.name, args.force)
             _print_instances(await instance_rows.list_all(conn))
             return EXIT_OK
 
     return asyncio.run(go())
+
+
+async def _remove(conn: Any, name: str, force: bool) -> int:
+    """`instances remove NAME [--force]`: refused while notifications are undelivered."""
+    from poller.store import instance_rows
+
+    removal = await instance_rows.remove_unless_undelivered(conn, name, force=force)
+    if not removal.found:
+        print(f"qbo-poller: no instance named {name!r}", file=sys.stderr)
+        return EXIT_FAILED
+    waiting = (
+        f"{removal.pending} pending, {removal.held} held and {removal.dead} dead notification(s)"
+    )
+    if not removal.removed:
+        print(
+            f"qbo-poller: {name} has {waiting} not delivered; let them deliver or redeliver "
+            f"them (qbo-poller deliveries list --instance {name}), or remove with --force to "
+            "cancel them",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    cancelled = f", cancelled {waiting}" if removal.undelivered else ""
+    print(f"removed: {name}{cancelled}")
+    return EXIT_OK
 
 
 async def _request_poll(conn: Any, name: str, listed: str | None) -> int:

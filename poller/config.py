@@ -130,6 +130,16 @@ def _positive_seconds(raw: str) -> float:
     return value
 
 
+def _share(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a fraction such as 0.8") from None
+    if not 0 < value <= 1:
+        raise ValueError("must be greater than 0 and at most 1")
+    return value
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -216,6 +226,9 @@ class Settings:
     )
     qbo_minor_version: int = variable("QBO_MINOR_VERSION", _int_at_least(1), 75)
     qbo_request_timeout_s: float = variable("QBO_REQUEST_TIMEOUT_SECONDS", _positive_seconds, 60.0)
+    # The share of each realm's Intuit budget (500 requests a minute) this daemon may use; the
+    # rest is left to the company's other apps and to other daemons (poller.qbo.limiter).
+    qbo_budget_share: float = variable("POLLER_QBO_BUDGET_SHARE", _share, 0.8)
     http_addr: HttpAddr | None = variable(
         "POLLER_HTTP_ADDR", parse_http_addr, HttpAddr("127.0.0.1", 8080)
     )

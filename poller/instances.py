@@ -24,6 +24,8 @@ from poller.errors import ConfigError
 
 OAUTH1_RETIRED = "2019-12-17"
 DEFAULT_REFRESH_MINUTES = 15.0
+MIN_REFRESH_MINUTES = 0.01  # 0.6 s
+MAX_REFRESH_MINUTES = 1440.0  # one day
 
 
 class InitialMode(StrEnum):
@@ -147,6 +149,12 @@ def parse_interval_minutes(value: Any) -> float:
         raise ValueError("expected a number of minutes") from None
     if not math.isfinite(minutes) or minutes <= 0:
         raise ValueError("must be a positive number of minutes")
+    # Below the floor a few instances spend a realm's whole Intuit budget (500 requests a
+    # minute); above the ceiling the next due time overflows a timestamp.
+    if not MIN_REFRESH_MINUTES <= minutes <= MAX_REFRESH_MINUTES:
+        raise ValueError(
+            f"must be between {MIN_REFRESH_MINUTES:g} and {MAX_REFRESH_MINUTES:g} minutes"
+        )
     return minutes
 
 

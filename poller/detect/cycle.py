@@ -47,7 +47,15 @@ from poller.qbo.types import ReconnectRequired
 from poller.records import SnapshotRow
 from poller.resources import Resource
 from poller.store import cursors, db, outbox
-from poller.store.cursors import Advance, Cursor, LeaseLost, LeaseRef, PairKey, Settle
+from poller.store.cursors import (
+    Advance,
+    Cursor,
+    InstanceRemoved,
+    LeaseLost,
+    LeaseRef,
+    PairKey,
+    Settle,
+)
 
 log = get_logger(__name__)
 UTC = UTC
@@ -365,7 +373,9 @@ class InstanceCycles:
                 stats, written = await self._write(conn, writes, settles, failures)
         except LeaseLost as exc:
             self._forget()
-            log.info("instance_lease_lost", **self._ctx(), detail=str(exc))
+            removed = isinstance(exc, InstanceRemoved)
+            event_name = "instance_removed_during_poll" if removed else "instance_lease_lost"
+            log.info(event_name, **self._ctx(), detail=str(exc))
             retry = Outcome(self.schedule.next_due(time.time()), exc)
             lost = {name: retry for name in answered_names if name not in outcomes}
             not_answered = [name for name in failures.names() if name not in answered_names]

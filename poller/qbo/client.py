@@ -108,7 +108,7 @@ class QboClient:
         self.base_url = settings.qbo_api_base_url.rstrip("/")
         self.minor_version = str(settings.qbo_minor_version)
         self.timeout = aiohttp.ClientTimeout(total=settings.qbo_request_timeout_s)
-        self.limiter = RealmLimiter(limits)
+        self.limiter = RealmLimiter(limits, budget_share=settings.qbo_budget_share)
         self.retry = retry or RetryPolicy()
         if hasattr(token_store, "access_token"):
             self.tokens: AccessTokens = token_store  # type: ignore[assignment]

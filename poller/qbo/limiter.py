@@ -2,12 +2,15 @@
 
 Per realm: a sliding window (500 requests per 60 s), a burst limit (10 per second) and a cap on
 requests in flight (10). A 429 pauses only that realm, for `Retry-After` or 60 s; other realms
-keep going. Everything is asyncio sleeps until a computed instant: no polling loops.
+keep going. The daemon uses only `budget_share` of the window (POLLER_QBO_BUDGET_SHARE, 0.8 by
+default): whatever its instances' intervals, the realm's other apps keep the rest. Everything
+is asyncio sleeps until a computed instant: no polling loops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -47,13 +50,18 @@ class _Window:
         self.starts.append(now)
 
 
+def budget(config: LimiterConfig, share: float) -> int:
+    """Requests per window the daemon allows itself: its share of Intuit's, at least one."""
+    return max(1, math.floor(config.per_window * share))
+
+
 class _RealmState:
-    def __init__(self, config: LimiterConfig) -> None:
+    def __init__(self, config: LimiterConfig, per_window: int) -> None:
         self.in_flight = asyncio.Semaphore(config.max_in_flight)
         # FIFO admission: one waiter at a time computes and sleeps, so requests start in the
         # order they asked and nobody is starved by a thundering herd.
         self.admission = asyncio.Lock()
-        self.minute = _Window(config.per_window, config.window_s + config.margin_s)
+        self.minute = _Window(per_window, config.window_s + config.margin_s)
         self.second = _Window(config.per_second, config.second_s + config.margin_s)
         self.paused_until = 0.0
         self.resume = asyncio.Event()  # set when a pause is extended: wake the sleeper
@@ -64,9 +72,14 @@ class RealmLimiter:
     """One limiter for the whole process; state per realm, created on first use."""
 
     def __init__(
-        self, config: LimiterConfig | None = None, clock: Callable[[], float] | None = None
+        self,
+        config: LimiterConfig | None = None,
+        clock: Callable[[], float] | None = None,
+        *,
+        budget_share: float = 1.0,
     ) -> None:
         self.config = config or LimiterConfig()
+        self.per_window = budget(self.config, budget_share)
         self._clock = clock
         self._realms: dict[str, _RealmState] = {}
 
@@ -76,7 +89,7 @@ class RealmLimiter:
     def _state(self, realm_id: str) -> _RealmState:
         state = self._realms.get(realm_id)
         if state is None:
-            state = self._realms[realm_id] = _RealmState(self.config)
+            state = self._realms[realm_id] = _RealmState(self.config, self.per_window)
         return state
 
     @asynccontextmanager

@@ -26,6 +26,11 @@ class LeaseLost(Exception):
     """Another replica owns the instance now (or we released it): abort the transaction."""
 
 
+class InstanceRemoved(LeaseLost):
+    """The instance (or the pair) was removed while it was being polled: its rows are gone, so
+    the cycle's results have nowhere to go (nothing was written)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PairKey:
     instance_id: int

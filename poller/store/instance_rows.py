@@ -210,7 +210,40 @@ async def list_all(conn: Conn) -> list[asyncpg.Record]:
 
 @store_call
 async def remove(conn: Conn, name: str) -> bool:
+    """Remove the instance and everything it owns, undelivered notifications included."""
     return await conn.fetchval(Q["remove"], name) is not None
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What `remove_unless_undelivered` found: the instance's undelivered notifications, and
+    whether it was removed (always when forced; else only when there were none)."""
+
+    found: bool
+    removed: bool
+    pending: int = 0
+    held: int = 0
+    dead: int = 0
+
+    @property
+    def undelivered(self) -> int:
+        return self.pending + self.held + self.dead
+
+
+@store_call
+async def remove_unless_undelivered(conn: Conn, name: str, *, force: bool) -> Removal:
+    """`instances remove`: refused while notifications wait for delivery (pending, held or
+    dead) unless `force`, which cancels them with the instance. The instance row stays locked
+    from the count to the delete, so a poll cannot add notifications in between."""
+    async with conn.transaction():
+        row = await conn.fetchrow(Q["lock_for_removal"], name)
+        if row is None:
+            return Removal(found=False, removed=False)
+        counts = {"pending": row["pending"], "held": row["held"], "dead": row["dead"]}
+        if sum(counts.values()) and not force:
+            return Removal(found=True, removed=False, **counts)
+        await conn.execute(Q["remove"], name)
+    return Removal(found=True, removed=True, **counts)
 
 
 @store_call

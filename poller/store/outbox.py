@@ -11,26 +11,31 @@ One instance cycle (see `poller.detect.cycle`) reads the snapshot rows its diffs
   events attached and one pg_notify (one statement); then the same fenced `settle`.
 A crash or a stale lease token anywhere before COMMIT leaves nothing behind; the next poll
 re-reads from the old watermarks and the snapshot plus the unique key make the replay exact.
+
+Each notification gets a new UUIDv7 `eventId` here, once (`poller.store.event_ids`); it is stored
+and every retry sends it. What keeps a replayed poll (a crash after COMMIT, two replicas racing)
+from making a second notification is not the id but the events' unique object-version key: a
+replayed event is not inserted, so it is not returned, so no notification is made for it.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
+import asyncpg
 import orjson
 
+from poller.errors import StatementRefused
 from poller.records import Event, SnapshotRow
 from poller.store import cursors
-from poller.store.cursors import Cursor, LeaseRef, PairKey, Settle
+from poller.store.cursors import Cursor, InstanceRemoved, LeaseRef, Settle
 from poller.store.db import Conn, store_call
+from poller.store.event_ids import uuid7
 from poller.store.sql import queries
 
 Q = queries("outbox")
-# Namespace of notification event ids: uuid5 of the first event's identity, so a replayed
-# commit would produce the same id (and the unique index would refuse it).
-EVENT_ID_NAMESPACE = uuid.UUID("5b0c5f6e-8f3a-4c1e-9a0f-6d2f8e7b9c41")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +95,23 @@ async def commit(
 ) -> tuple[dict[str, WriteStats], dict[str, Cursor]]:
     """A cycle's results (see module docstring): per-pair stats and the cursors as written.
 
-    Raises LeaseLost (nothing written) when the lease token is no longer current.
+    Raises LeaseLost (nothing written) when the lease token is no longer current, and its
+    InstanceRemoved when the instance or the pair was removed meanwhile.
     """
     writes = [w for w in writes if not w.empty]
     if not writes:
         return {}, await cursors.settle(conn, lease, settles)
-    async with conn.transaction():
-        stats = await write(conn, lease.instance_id, writes, events_per_notification)
-        written = await cursors.settle(conn, lease, settles)
+    try:
+        async with conn.transaction():
+            stats = await write(conn, lease.instance_id, writes, events_per_notification)
+            written = await cursors.settle(conn, lease, settles)
+    except StatementRefused as exc:
+        # SQLSTATE 23503 (a foreign key): `instances remove`, or a resource dropped from the
+        # instance, committed during the poll, so the rows these results belong to are gone.
+        # Not a refusal worth retrying pair by pair.
+        if not isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
+            raise
+        raise InstanceRemoved(f"instance {lease.instance_id}: removed during the poll") from exc
     return stats, written
 
 
@@ -129,14 +143,6 @@ async def write(
             len(new), len(w.events) - len(new), -(-len(new) // events_per_notification), by_type
         )
     return stats
-
-
-def event_id_for(key: PairKey, first: Event) -> uuid.UUID:
-    """A notification's stable id: derived from its first event (unique per object version)."""
-    return uuid.uuid5(
-        EVENT_ID_NAMESPACE,
-        f"{key.instance_id}\x1f{key.resource}\x1f{first.object_id}\x1f{first.version}",
-    )
 
 
 def serialize(obj: object) -> str:
@@ -181,10 +187,13 @@ async def _notify(
     instance_id: int,
     groups: Sequence[tuple[str, Sequence[tuple[Event, int]]]],
 ) -> None:
-    """Notification rows for the groups, their events attached; wakes the dispatcher."""
-    event_ids = [event_id_for(PairKey(instance_id, res), group[0][0]) for res, group in groups]
+    """Notification rows for the groups, their events attached; wakes the dispatcher.
+
+    `groups` holds only events this transaction inserted (see `write`), so each gets exactly
+    one notification, with a fresh eventId made in change order."""
+    event_ids = [uuid7() for _ in groups]
     row_ids: list[int] = []
-    of: list[uuid.UUID] = []
+    of: list[UUID] = []
     positions: list[int] = []
     for event_id, (_, group) in zip(event_ids, groups, strict=True):
         for position, (_, row_id) in enumerate(group):

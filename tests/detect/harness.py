@@ -64,7 +64,7 @@ async def add_instance(
         "oauth.api.secret": emu.client_secret,
         "event.notification.enabled": True,
         "event.notification.callback.url": "http://127.0.0.1:9/hook",
-        "event.poller.refresh_interval": str(interval_s / 60.0),
+        "event.poller.refresh_interval": "1",  # set below: tests poll faster than users may
         "event.poller.initial": initial,
         "event.poller.deactivated_as_deleted": deactivated_as_deleted,
     }
@@ -75,8 +75,10 @@ async def add_instance(
         "providerData": {"refreshToken": tokens["refresh_token"], "realmId": realm},
         "configuration": config,
     }
+    # Test intervals go below the 0.6 s floor of `event.poller.refresh_interval`.
+    inst = replace(parse_instance(body), refresh_interval_s=interval_s)
     async with pool.acquire() as conn:
-        result = await instance_rows.upsert(conn, parse_instance(body), BOX)
+        result = await instance_rows.upsert(conn, inst, BOX)
     return result.instance_id
 
 

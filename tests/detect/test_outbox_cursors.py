@@ -12,7 +12,7 @@ from poller.instances import parse_instance
 from poller.records import Event, EventType, SnapshotRow
 from poller.store import cursors, instance_rows, outbox
 from poller.store.crypto import SecretBox
-from poller.store.cursors import Advance, LeaseLost, LeaseRef, PairKey, Settle
+from poller.store.cursors import Advance, LeaseLost, LeaseRef, Settle
 from poller.store.outbox import PairWrite
 
 CREATED, UPDATED, DELETED = EventType.CREATED, EventType.UPDATED, EventType.DELETED
@@ -83,10 +83,12 @@ async def test_events_grouped_into_notifications_in_change_order(
     assert [r["object_id"] for r in rows] == [str(i) for i in range(1, 8)]
     assert [r["position"] for r in rows] == [0, 1, 2, 0, 1, 2, 0]
     assert [r["event_count"] for r in rows] == [3, 3, 3, 3, 3, 3, 1]
-    event_ids = await pool.fetch("SELECT event_id FROM notifications ORDER BY id")
-    assert event_ids[0]["event_id"] == outbox.event_id_for(
-        PairKey(instance, "customers"), events[0]
-    )
+    # Each notification's eventId is a new UUIDv7 (DESIGN §6), in change order.
+    event_ids = [
+        r["event_id"] for r in await pool.fetch("SELECT event_id FROM notifications ORDER BY id")
+    ]
+    assert len(set(event_ids)) == 3 and event_ids == sorted(event_ids)
+    assert {event_id.version for event_id in event_ids} == {7}
     raw = await pool.fetchval("SELECT raw::text FROM events WHERE object_id = '1'")
     assert raw == '{"Id":"1","SyncToken":"0","Amount":337.5,"Name":"Zoë"}'
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from poller import supervisor
@@ -14,6 +15,8 @@ from poller.demo.receiver import Receiver
 from poller.instances import Instance, parse_instance
 
 REDIRECT = "http://127.0.0.1/oauth"
+DEFAULT_INTERVAL_MINUTES = "0.005"
+MIN_INTERVAL_MINUTES = 0.01  # event.poller.refresh_interval's lower bound
 
 
 def instance_body(
@@ -23,7 +26,7 @@ def instance_body(
     name: str = "E2E",
     *,
     key: str | None = "e2e-signature-key",
-    interval_minutes: str = "0.005",
+    interval_minutes: str = DEFAULT_INTERVAL_MINUTES,
     resources: str = "customers|invoices|vendors",
     **config: Any,
 ) -> dict[str, Any]:
@@ -40,7 +43,10 @@ def instance_body(
             "authentication.type": "oauth2",
             "event.notification.enabled": True,
             "event.notification.callback.url": callback_url,
-            "event.poller.refresh_interval": interval_minutes,
+            # Below the key's floor, `instance_for` sets the interval after parsing.
+            "event.poller.refresh_interval": (
+                interval_minutes if float(interval_minutes) >= MIN_INTERVAL_MINUTES else "1"
+            ),
             "event.poller.urls": resources,
             **config,
         },
@@ -55,7 +61,10 @@ def instance_body(
 def instance_for(
     emu: Any, realm: str, callback_url: str, name: str = "E2E", **options: Any
 ) -> Instance:
-    return parse_instance(instance_body(emu, realm, callback_url, name, **options))
+    body = instance_body(emu, realm, callback_url, name, **options)
+    interval_minutes = float(options.get("interval_minutes", DEFAULT_INTERVAL_MINUTES))
+    # Test intervals go below the 0.6 s floor of `event.poller.refresh_interval`.
+    return replace(parse_instance(body), refresh_interval_s=interval_minutes * 60)
 
 
 def settings_for(db_dsn: str, emu: Any, **env: str) -> Settings:

@@ -74,6 +74,10 @@ def test_empty_http_addr_disables_the_listener() -> None:
         ("POLLER_AUTO_MIGRATE", "maybe", "POLLER_AUTO_MIGRATE='maybe': expected true or false"),
         ("QBO_API_BASE_URL", "ftp://x", "QBO_API_BASE_URL='ftp://x': expected an http(s) URL"),
         ("POLLER_LOG_LEVEL", "loud", "POLLER_LOG_LEVEL='loud'"),
+        ("POLLER_QBO_BUDGET_SHARE", "0", "POLLER_QBO_BUDGET_SHARE='0': must be greater than 0"),
+        ("POLLER_QBO_BUDGET_SHARE", "1.5", "POLLER_QBO_BUDGET_SHARE='1.5': must be greater"),
+        ("POLLER_QBO_BUDGET_SHARE", "most", "POLLER_QBO_BUDGET_SHARE='most': expected a fraction"),
+        ("POLLER_QBO_BUDGET_SHARE", "nan", "POLLER_QBO_BUDGET_SHARE='nan': must be greater"),
     ],
 )
 def test_invalid_values_name_the_variable_and_value(name: str, value: str, fragment: str) -> None:
@@ -112,3 +116,9 @@ def test_secret_values_include_dsn_password() -> None:
         }
     )
     assert set(s.secret_values()) == {"pa55word!", "client-secret-value"}
+
+
+def test_budget_share_accepts_fractions_up_to_the_whole_budget() -> None:
+    assert load_settings(env={"POLLER_QBO_BUDGET_SHARE": " 0.5 "}).qbo_budget_share == 0.5
+    assert load_settings(env={"POLLER_QBO_BUDGET_SHARE": "1"}).qbo_budget_share == 1.0
+    assert load_settings(env={}).qbo_budget_share == 0.8

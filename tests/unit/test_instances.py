@@ -117,6 +117,25 @@ def test_bad_refresh_interval(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    "value,shown", [("1e-9", "'1e-9'"), ("1e300", "'1e300'"), (0.009, "0.009"), ("1441", "'1441'")]
+)
+def test_refresh_interval_outside_its_bounds(value: Any, shown: str) -> None:
+    """1e-9 spent a realm's whole Intuit budget; 1e300 overflowed the next due time."""
+    with pytest.raises(ConfigError) as info:
+        parse_instance(body(event__poller__refresh_interval=value))
+    assert str(info.value) == (
+        f"instance 'API Instance': event.poller.refresh_interval={shown}: "
+        "must be between 0.01 and 1440 minutes"
+    )
+
+
+@pytest.mark.parametrize("value,seconds", [("0.01", 0.6), ("1440", 86400.0)])
+def test_refresh_interval_bounds_are_inclusive(value: str, seconds: float) -> None:
+    inst = parse_instance(body(event__poller__refresh_interval=value))
+    assert inst.refresh_interval_s == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
     "value,expected", [(True, True), ("true", True), ("FALSE", False), (False, False)]
 )
 def test_boolean_strings(value: Any, expected: bool) -> None:

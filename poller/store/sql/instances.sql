@@ -60,6 +60,16 @@ SELECT i.id, i.name, i.realm_id, i.status, i.status_reason, i.events_enabled, i.
        (SELECT count(*) FROM notifications n WHERE n.instance_id = i.id AND n.status = 'dead') AS dead
 FROM instances i ORDER BY i.name
 
+-- name: lock_for_removal
+-- The instance's undelivered notifications, its row locked until the removal's transaction ends
+-- (a poll's commit takes a key-share lock on it to attach events, so it waits or fails cleanly).
+SELECT i.id,
+       (SELECT count(*) FROM notifications n WHERE n.instance_id = i.id AND n.status = 'pending') AS pending,
+       (SELECT count(*) FROM notifications n WHERE n.instance_id = i.id AND n.status = 'held') AS held,
+       (SELECT count(*) FROM notifications n WHERE n.instance_id = i.id AND n.status = 'dead') AS dead
+FROM instances i WHERE i.name = $1
+FOR UPDATE OF i
+
 -- name: remove
 DELETE FROM instances WHERE name = $1 RETURNING id
 
