@@ -297,11 +297,11 @@ def _print_instances(rows: Sequence[Any]) -> None:
         f"{'ID':>4}  {'NAME':<24} {'REALM':<20} {'STATUS':<16} {'RES':>3} {'EVERY':>8} "
         f"{'PENDING':>7} {'DEAD':>5}"
     )
-    for r in rows:
+    for row in rows:
         print(
-            f"{r['id']:>4}  {r['name'][:24]:<24} {r['realm_id']:<20} {r['status']:<16} "
-            f"{len(r['resources']):>3} {r['refresh_interval_s'] / 60:>7g}m {r['pending']:>7} "
-            f"{r['dead']:>5}"
+            f"{row['id']:>4}  {row['name'][:24]:<24} {row['realm_id']:<20} {row['status']:<16} "
+            f"{len(row['resources']):>3} {row['refresh_interval_s'] / 60:>7g}m {row['pending']:>7} "
+            f"{row['dead']:>5}"
         )
 
 

@@ -71,27 +71,30 @@ async def _list(pool: db.Pool, args: argparse.Namespace, out: TextIO) -> int:
         print("no notifications", file=out)
     else:
         print(_line([c[0] for c in _COLUMNS]), file=out)
-        for r in rows:
-            print(_line(_cells(r)), file=out)
+        for row in rows:
+            print(_line(_cells(row)), file=out)
     _print_gone(gone, out)
     return EXIT_OK
 
 
-def _cells(r: Any) -> list[str]:
-    status = r["status"]
+def _cells(row: Any) -> list[str]:
+    status = row["status"]
     if status == "pending":
-        next_attempt, last = _when(r["next_attempt_at"]), _last(r["last_status"], r["last_error"])
+        next_attempt, last = (
+            _when(row["next_attempt_at"]),
+            _last(row["last_status"], row["last_error"]),
+        )
     elif status == "held":
-        next_attempt, last = "on redelivery", _held(r["target_url"], r["callback_url"])
+        next_attempt, last = "on redelivery", _held(row["target_url"], row["callback_url"])
     else:
-        next_attempt, last = "-", _last(r["last_status"], r["last_error"])
+        next_attempt, last = "-", _last(row["last_status"], row["last_error"])
     return [
-        str(r["id"]),
-        r["instance"],
-        r["resource"],
-        str(r["event_count"]),
+        str(row["id"]),
+        row["instance"],
+        row["resource"],
+        str(row["event_count"]),
         status,
-        str(r["attempts"]),
+        str(row["attempts"]),
         next_attempt,
         last,
     ]

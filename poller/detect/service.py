@@ -216,17 +216,17 @@ class PollerService:
         return known
 
     def _instance_config(self, inst: PollableInstance) -> InstanceConfig:
-        s = self.settings
+        settings = self.settings
         return InstanceConfig(
             inst.id,
             inst.name,
             inst.refresh_interval_s,
             inst.initial_mode,
             inst.deactivated_as_deleted,
-            s.reconcile_interval_s,
-            s.events_per_notification,
-            s.pair_lease_s,
-            s.replica_id,
+            settings.reconcile_interval_s,
+            settings.events_per_notification,
+            settings.pair_lease_s,
+            settings.replica_id,
         )
 
     async def _needs_reconnect(self, inst: PollableInstance, exc: ReconnectRequired) -> None:

@@ -70,17 +70,17 @@ async def load_snapshots(
     whole = [res for res, ids in wanted.items() if ids is None]
     some_res: list[str] = []
     some_ids: list[str] = []
-    for res, ids in wanted.items():
+    for resource, ids in wanted.items():
         if ids is not None:
-            some_res.extend([res] * len(ids))
+            some_res.extend([resource] * len(ids))
             some_ids.extend(ids)
     found: dict[str, dict[str, SnapshotRow]] = {res: {} for res in wanted}
     if not whole and not some_ids:
         return found
     rows = await conn.fetch(Q["snapshots"], instance_id, whole, some_res, some_ids)
-    for r in rows:
-        found[r["resource"]][r["object_id"]] = SnapshotRow(
-            r["object_id"], r["sync_token"], r["last_updated"], r["active"], r["deleted"]
+    for row in rows:
+        found[row["resource"]][row["object_id"]] = SnapshotRow(
+            row["object_id"], row["sync_token"], row["last_updated"], row["active"], row["deleted"]
         )
     return found
 
@@ -175,10 +175,10 @@ async def _write_changes(
     )
     ids = {(r["resource"], r["object_id"], r["version"]): r["id"] for r in rows}
     inserted: dict[str, list[tuple[Event, int]]] = {}
-    for res, e in evs:
-        row_id = ids.get((res, e.object_id, e.version))
+    for resource, event in evs:
+        row_id = ids.get((resource, event.object_id, event.version))
         if row_id is not None:
-            inserted.setdefault(res, []).append((e, row_id))
+            inserted.setdefault(resource, []).append((event, row_id))
     return inserted
 
 
