@@ -16,21 +16,31 @@
 -- just come back.
 WITH rooms AS (
     SELECT url, room FROM unnest($5::text[], $6::integer[]) AS r(url, room)
-), due AS (
-    SELECT n.id, n.next_attempt_at,
-           row_number() OVER (PARTITION BY i.callback_url ORDER BY n.next_attempt_at, n.id)
-               AS rank,
-           CASE WHEN e.url IS NOT NULL THEN $1 ELSE COALESCE(r.room, $4) END AS room
-    FROM notifications n
-    JOIN instances i ON i.id = n.instance_id
+), targets AS (
+    -- Every callback URL, its instances and its room (instances are few; notifications many).
+    SELECT i.callback_url AS url, array_agg(i.id) AS instance_ids,
+           CASE WHEN bool_or(e.url IS NOT NULL) THEN $1 ELSE COALESCE(min(r.room), $4) END
+               AS room
+    FROM instances i
     LEFT JOIN rooms r ON r.url = i.callback_url
     LEFT JOIN callback_endpoints e ON e.url = i.callback_url AND e.status = 'gone'
-    WHERE n.status = 'pending' AND n.next_attempt_at <= now()
-      AND (n.locked_until IS NULL OR n.locked_until < now())
+    GROUP BY i.callback_url
+), due AS (
+    -- Per URL only its oldest `room` due rows (a top-N per URL, never a sort of the backlog).
+    SELECT d.id, d.next_attempt_at,
+           row_number() OVER (PARTITION BY t.url ORDER BY d.next_attempt_at, d.id) AS rank
+    FROM targets t CROSS JOIN LATERAL (
+        SELECT n.id, n.next_attempt_at FROM notifications n
+        WHERE n.instance_id = ANY(t.instance_ids)
+          AND n.status = 'pending' AND n.next_attempt_at <= now()
+          AND (n.locked_until IS NULL OR n.locked_until < now())
+        ORDER BY n.next_attempt_at, n.id
+        LIMIT t.room
+    ) d
+    WHERE t.room > 0
 ), picked AS MATERIALIZED (
     SELECT n.id, n.instance_id FROM notifications n JOIN due ON due.id = n.id
-    WHERE due.rank <= due.room
-      AND n.status = 'pending' AND (n.locked_until IS NULL OR n.locked_until < now())
+    WHERE n.status = 'pending' AND (n.locked_until IS NULL OR n.locked_until < now())
     ORDER BY due.rank, due.next_attempt_at, n.id
     LIMIT $1
     FOR UPDATE OF n SKIP LOCKED
