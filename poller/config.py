@@ -251,6 +251,17 @@ class Settings:
     delivery_per_url_concurrency: int = variable(
         "POLLER_DELIVERY_PER_URL_CONCURRENCY", _int_at_least(1), 8
     )
+    # A URL that times out this many times in a row is paused (its breaker opens) for
+    # delivery_breaker_pause_s, doubling after each probe that times out, up to the max.
+    delivery_breaker_timeouts: int = variable(
+        "POLLER_DELIVERY_BREAKER_TIMEOUTS", _int_at_least(1), 5
+    )
+    delivery_breaker_pause_s: float = variable(
+        "POLLER_DELIVERY_BREAKER_PAUSE", _positive_seconds, 30.0
+    )
+    delivery_breaker_max_pause_s: float = variable(
+        "POLLER_DELIVERY_BREAKER_MAX_PAUSE", _positive_seconds, 600.0
+    )
     delivery_retention_s: float = variable(
         "POLLER_DELIVERY_RETENTION", _positive_seconds, 7 * 86400.0
     )

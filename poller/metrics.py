@@ -50,6 +50,16 @@ DELIVERY_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 86400),
     registry=REGISTRY,
 )
+CALLBACK_PAUSES = Counter(
+    "qbo_poller_callback_pauses",
+    "Times a callback URL was paused by its breaker (timeouts in a row, or a probe timing out).",
+    registry=REGISTRY,
+)
+PAUSED_CALLBACK_URLS = Gauge(
+    "qbo_poller_paused_callback_urls",
+    "Callback URLs paused by their breaker right now (as of the latest claim).",
+    registry=REGISTRY,
+)
 OUTBOX_DEPTH = Gauge(
     "qbo_poller_outbox_depth", "Notifications waiting for delivery.", registry=REGISTRY
 )

@@ -7,7 +7,12 @@
   release) and wakes the claim loop; polling every `delivery_poll_interval_s` guarantees progress
   when a notification is missed (listener reconnecting, another writer that did not notify).
 - At most `delivery_concurrency` deliveries in flight, at most `delivery_per_url_concurrency` per
-  callback URL.
+  callback URL, and the claim itself keeps to that: it takes, per URL, only what can start now
+  (the URL's free permits), the oldest of every URL before the second of any. So one URL's
+  backlog or hanging receiver holds at most its own share of the slots, and no claim waits in
+  the process for a permit while other tenants' notifications wait in the table.
+- A URL that keeps timing out is paused by its breaker (`breaker.py`): what waits for it is
+  rescheduled to the end of the pause without spending attempts, then one probe decides.
 - 410 Gone marks the URL gone (`callback_endpoints`) and holds what waits for it, in the
   transaction that records the attempt; from then on the claim itself holds due notifications
   to that URL, so no request reaches it until `qbo-poller deliveries redeliver` reactivates it.
@@ -23,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -37,6 +43,7 @@ from poller.aio import sleep_unless
 from poller.backoff import Backoff
 from poller.config import Settings
 from poller.deliver import retries
+from poller.deliver.breaker import Breaker
 from poller.deliver.envelope import EventRow, InstanceInfo, build_body
 from poller.deliver.signing import USER_AGENT, callback_headers
 from poller.deliver.ssrf import CallbackRefused, GuardedResolver, check_url, refused_in
@@ -68,6 +75,7 @@ class Response:
     retry_after: str | None = None
     location: str | None = None
     error: str | None = None
+    timed_out: bool = False  # no answer within the delivery timeout (the breaker counts these)
     started_at: datetime | None = None
     duration_ms: int = 0
 
@@ -128,12 +136,17 @@ async def read_capped(content: aiohttp.StreamReader, cap: int) -> bytes:
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
     """The callback HTTP client, separate from the QBO one: no proxies from the environment,
-    no cookies kept between receivers, explicit timeouts, a per-host connection limit, and the
-    filtering resolver when private addresses are denied."""
+    no cookies kept between receivers, explicit timeouts, and the filtering resolver when
+    private addresses are denied.
+
+    The connection limit is the dispatcher's concurrency, with no per-host limit: the dispatcher
+    bounds each URL itself. A per-host limit would make URLs on one host (tenants on one
+    receiver, different paths) queue behind each other's hanging requests, and that wait would
+    count against their own timeout."""
     resolver = GuardedResolver() if settings.callback_deny_private else None
     connector = aiohttp.TCPConnector(
         limit=settings.delivery_concurrency,
-        limit_per_host=settings.delivery_per_url_concurrency,
+        limit_per_host=0,
         ttl_dns_cache=30,
         resolver=resolver,
     )
@@ -258,6 +271,18 @@ class Dispatcher:
         # With a backlog, claim again only when a quarter of the slots are free: one claim
         # query per finished delivery would cost more than the deliveries.
         self.refill_at = max(1, self.capacity // 4)
+        self.per_url = settings.delivery_per_url_concurrency
+        # Likewise per URL: a URL whose permits were all taken is claimed for again once a
+        # quarter of them are free.
+        self.url_refill_at = max(1, self.per_url // 4)
+        self.breaker = Breaker(
+            settings.delivery_breaker_timeouts,
+            Backoff(
+                base_s=settings.delivery_breaker_pause_s,
+                cap_s=max(settings.delivery_breaker_pause_s, settings.delivery_breaker_max_pause_s),
+            ),
+            probe_wait_s=settings.delivery_timeout_s,
+        )
         self.lease_s = settings.delivery_lease_s
         self.signature_scheme = SignatureScheme(settings.signature_scheme)
         self.listening = asyncio.Event()  # set while LISTEN is active (tests wait on it)
@@ -265,6 +290,7 @@ class Dispatcher:
         self._claims: dict[int, store.Claimed] = {}  # claimed, outcome not yet recorded
         self._tasks: set[asyncio.Task[None]] = set()  # one per delivery in flight
         self._url_slots: dict[str, _UrlSlot] = {}
+        self._saturated: set[str] = set()  # URLs whose permits the latest claim used up
         self._keys: dict[str, str] = {}
         self._backlog = False
         self._next_due = math.inf  # monotonic time of the earliest retry this process scheduled
@@ -387,7 +413,9 @@ class Dispatcher:
         Returns how many rows the claim took (held ones included: the queue may hold more),
         or -1 when the database failed."""
         try:
-            batch = await store.claim_batch(self.pool, want, self.owner, self.lease_s)
+            batch = await store.claim_batch(
+                self.pool, want, self.owner, self.lease_s, self.per_url, self._rooms()
+            )
         except DatabaseError as exc:
             log.warning("outbox_claim_failed", error=f"{type(exc).__name__}: {exc}")
             return -1
@@ -410,7 +438,21 @@ class Dispatcher:
         for c in claims:
             self._claims[c.id] = c
             self._start(c)
+        self._saturated = {
+            url for url, slot in self._url_slots.items() if slot.users >= self.per_url
+        }
         return batch.total
+
+    def _rooms(self) -> dict[str, int]:
+        """Free permits of the URLs this dispatcher has in flight or has paused; any other URL
+        has all `per_url` of them."""
+        rooms: dict[str, int] = {}
+        for url in {*self._url_slots, *self.breaker.urls()}:
+            slot = self._url_slots.get(url)
+            in_flight = slot.users if slot is not None else 0
+            rooms[url] = max(0, self.breaker.room(url, self.per_url) - in_flight)
+        metrics.PAUSED_CALLBACK_URLS.set(self.breaker.open_count())
+        return rooms
 
     @staticmethod
     def _log_held(held: Sequence[store.HeldAtClaim]) -> None:
@@ -459,9 +501,26 @@ class Dispatcher:
     # --- delivering ---------------------------------------------------------------------------
 
     def _start(self, c: store.Claimed) -> None:
+        # The URL's permit is counted from now until the outcome is recorded, so the next
+        # claim (which may run before this task does) already sees it taken.
+        url = c.callback_url or ""
+        slot = self._url_slots.get(url)
+        if slot is None:
+            slot = self._url_slots[url] = _UrlSlot(self.per_url)
+        slot.users += 1
         task = asyncio.create_task(self._deliver(c), name=f"deliver:{c.id}")
         self._tasks.add(task)
         task.add_done_callback(self._delivery_done)
+        task.add_done_callback(functools.partial(self._leave_url_slot, url, slot))
+
+    def _leave_url_slot(self, url: str, slot: _UrlSlot, _task: asyncio.Task[None]) -> None:
+        slot.users -= 1
+        if url in self._saturated and self.per_url - slot.users >= self.url_refill_at:
+            # Its backlog may be waiting for exactly these permits.
+            self._saturated.discard(url)
+            self._wake.set()
+        if slot.users == 0 and self._url_slots.get(url) is slot:
+            del self._url_slots[url]
 
     def _delivery_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -480,6 +539,9 @@ class Dispatcher:
         try:
             url = c.callback_url or ""
             response = await self._attempt(c, url)
+            if response is None:
+                await self._defer(c, url)
+                return
             decision = decide(response, c.attempts + 1, self.settings.retry_schedule_s)
             attempt = store.Attempt(
                 outcome=decision.outcome,
@@ -498,7 +560,8 @@ class Dispatcher:
             self._claims.pop(c.id, None)
             raise
 
-    async def _attempt(self, c: store.Claimed, url: str) -> Response:
+    async def _attempt(self, c: store.Claimed, url: str) -> Response | None:
+        """The attempt's response; None when its URL is paused and nothing was sent."""
         if not url:
             return Response(None, error="the instance has no callback URL")
         if c.body is None:
@@ -507,8 +570,51 @@ class Dispatcher:
             key = self._signature_key(c.signature_key_enc)
         except (PollerError, ValueError) as exc:
             return Response(None, error=f"cannot open the signature key: {exc}")
-        async with self._url_slot(url):
-            return await self._post(url, c.event_id, c.body, key)
+        # A safety net: the claim took only free permits, so this does not wait.
+        async with self._url_slots[url].semaphore:
+            if self.breaker.admit(url) > 0:
+                return None
+            started = time.monotonic()
+            try:
+                response = await self._post(url, c.event_id, c.body, key)
+            except BaseException:  # cancelled: no result, another probe may go
+                self.breaker.abandon(url, started)
+                raise
+            pause_s = self.breaker.record(url, started, response.timed_out)
+            if pause_s is not None:
+                await self._pause(url, pause_s)
+            return response
+
+    async def _pause(self, url: str, pause_s: float) -> None:
+        """The URL's breaker opened: what waits for it is due when the pause ends."""
+        metrics.CALLBACK_PAUSES.inc()
+        self._next_due = min(self._next_due, time.monotonic() + pause_s)
+        try:
+            moved: int | None = await store.defer_url(self.pool, url, pause_s)
+        except DatabaseError as exc:
+            # Then the claims skip the URL until the pause ends (its room is 0) all the same.
+            log.warning("callback_pause_reschedule_failed", url=url, error=str(exc))
+            moved = None
+        log.warning(
+            "callback_url_paused",
+            url=url,
+            pause_s=round(pause_s, 3),
+            rescheduled=moved,
+            note="it keeps timing out: no request to it until the pause ends, then one probe; "
+            "its notifications keep their attempts",
+        )
+
+    async def _defer(self, c: store.Claimed, url: str) -> None:
+        """A claim whose URL is paused: back to the queue unattempted, due when the pause
+        ends (or, behind a probe in flight, once the probe has had its time)."""
+        wait_s = max(self.breaker.admit(url), 0.05)
+        self._next_due = min(self._next_due, time.monotonic() + wait_s)
+        try:
+            await store.defer(self.pool, [c.id], self.owner, wait_s)
+        except DatabaseError as exc:
+            log.warning("delivery_defer_failed", notification_id=c.id, error=str(exc))
+        self._claims.pop(c.id, None)  # deferred, or its lease runs out: either way not ours
+        log.info("delivery_deferred_url_paused", notification_id=c.id, url=url, wait_s=wait_s)
 
     async def _post(self, url: str, event_id: str, body: bytes, key: str | None) -> Response:
         assert self._http is not None
@@ -532,7 +638,11 @@ class Dispatcher:
                     resp.status, text, resp.headers.get("Retry-After"), resp.headers.get("Location")
                 )
         except TimeoutError:
-            return Response(None, error=f"timed out after {self.settings.delivery_timeout_s:g}s")
+            return Response(
+                None,
+                error=f"timed out after {self.settings.delivery_timeout_s:g}s",
+                timed_out=True,
+            )
         except CallbackRefused as exc:
             return Response(None, error=str(exc))
         except aiohttp.ClientError as exc:
@@ -549,20 +659,6 @@ class Dispatcher:
         except (TimeoutError, aiohttp.ClientError):
             return ""
         return data.decode("utf-8", errors="replace")
-
-    @contextlib.asynccontextmanager
-    async def _url_slot(self, url: str) -> AsyncIterator[None]:
-        slot = self._url_slots.get(url)
-        if slot is None:
-            slot = self._url_slots[url] = _UrlSlot(self.settings.delivery_per_url_concurrency)
-        slot.users += 1
-        try:
-            async with slot.semaphore:
-                yield
-        finally:
-            slot.users -= 1
-            if slot.users == 0:
-                self._url_slots.pop(url, None)
 
     def _signature_key(self, sealed: str | None) -> str | None:
         """The instance's key in clear, registered as a secret the first time it is opened."""

@@ -5,6 +5,10 @@ the lease expires, then any dispatcher takes them again. Every outcome is one st
 updates the row and appends to `delivery_attempts`, fenced by the claim so a process whose lease
 was taken over cannot overwrite the newer result.
 
+Claims are fair between callback URLs (each gets at most its room, oldest first, rank by rank)
+so one URL's backlog cannot take another's turn; `defer` and `defer_url` move notifications of a
+URL paused by the dispatcher's breaker without counting an attempt.
+
 Per-URL state lives in `callback_endpoints`: a 410 marks the URL gone (and holds what waits for
 it) in the transaction that records the attempt; while it is gone the claim holds every due
 notification to it without an attempt; redelivering a notification whose instance points at a
@@ -16,7 +20,7 @@ database fails.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -39,6 +43,8 @@ STATUS_OF_OUTCOME = {
     DeliveryOutcome.DEAD: NotificationStatus.DEAD,
 }
 RESPONSE_BODY_MAX_CHARS = 4096
+# A claim's room for a URL when there is no per-URL bound (an int4 parameter).
+UNBOUNDED_ROOM = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -165,10 +171,28 @@ def _clean_text(text: str | None, limit: int) -> str | None:
 
 
 @store_call
-async def claim_batch(conn: Conn | Pool, limit: int, owner: str, lease_s: float) -> ClaimBatch:
-    """Claim up to `limit` due notifications under a lease of `lease_s` seconds; those whose
+async def claim_batch(
+    conn: Conn | Pool,
+    limit: int,
+    owner: str,
+    lease_s: float,
+    per_url: int | None = None,
+    rooms: Mapping[str, int] | None = None,
+) -> ClaimBatch:
+    """Claim up to `limit` due notifications under a lease of `lease_s` seconds, fairly between
+    callback URLs: at most `rooms[url]` for a URL listed there, `per_url` for any other (None:
+    no per-URL bound), and the oldest of every URL before the second oldest of any. Those whose
     callback URL is gone are held instead (no lease, no attempt) and reported apart."""
-    rows = await conn.fetch(Q["claim"], limit, owner, lease_s)
+    room_of = dict(rooms or {})
+    rows = await conn.fetch(
+        Q["claim"],
+        limit,
+        owner,
+        lease_s,
+        per_url if per_url is not None else UNBOUNDED_ROOM,
+        list(room_of),
+        [max(0, room) for room in room_of.values()],
+    )
     return ClaimBatch(
         claimed=[_claimed(r) for r in rows if not r["held"]],
         held=[HeldAtClaim(r["id"], r["callback_url"]) for r in rows if r["held"]],
@@ -177,8 +201,23 @@ async def claim_batch(conn: Conn | Pool, limit: int, owner: str, lease_s: float)
 
 @store_call
 async def claim(conn: Conn | Pool, limit: int, owner: str, lease_s: float) -> list[Claimed]:
-    """`claim_batch` without the held ones."""
+    """`claim_batch` without the held ones (and without a per-URL bound)."""
     return (await claim_batch(conn, limit, owner, lease_s)).claimed
+
+
+@store_call
+async def defer(conn: Conn | Pool, ids: Sequence[int], owner: str, delay_s: float) -> int:
+    """Give claims back unattempted, due in `delay_s` (their URL is paused)."""
+    if not ids:
+        return 0
+    return _count(await conn.execute(Q["defer"], list(ids), owner, float(delay_s)))
+
+
+@store_call
+async def defer_url(conn: Conn | Pool, url: str, delay_s: float) -> int:
+    """Nothing waiting for `url` is due for `delay_s` (its breaker opened); attempts unchanged.
+    Returns how many notifications were rescheduled."""
+    return _count(await conn.execute(Q["defer_url"], url, float(delay_s)))
 
 
 @store_call

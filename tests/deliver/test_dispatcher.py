@@ -261,8 +261,9 @@ async def test_concurrency_limits(pool: asyncpg.Pool, db_dsn: str, receiver: Rec
     cfg = settings(delivery_concurrency=5, delivery_per_url_concurrency=2)
     async with running(Dispatcher(cfg, pool, db_dsn, BOX)):
         await eventually(lambda: len(receiver.requests) == 24)
-    # Both URLs share one host, whose connection limit is also per_url: at most 2 at once.
-    assert peak["/a"] <= 2 and peak["/b"] <= 2 and peak["all"] <= 2
+    # The limit is per URL, not per host: two URLs on one host do not queue behind each other
+    # (a hanging one would otherwise stall its neighbour), and the total stays within 5.
+    assert peak["/a"] <= 2 and peak["/b"] <= 2 and 2 < peak["all"] <= 4
 
 
 async def test_notification_without_events_fails_visibly(

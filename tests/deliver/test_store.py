@@ -289,3 +289,32 @@ async def test_database_failures_come_out_as_database_errors(
         await store.claim_batch(closed, 10, "me", 30)
     with pytest.raises(StatementRefused):  # PostgreSQL text cannot hold NUL
         await store.instance_id(pool, "nul\x00")
+
+
+async def test_claims_take_each_url_in_turn_within_its_room(pool: asyncpg.Pool) -> None:
+    busy = await insert_instance(pool, URL, name="busy")
+    quiet = await insert_instance(pool, URL.replace("/hook", "/quiet"), name="quiet")
+    await insert_many(pool, busy, 50)  # older: a backlog in front of the quiet URL
+    await insert_many(pool, quiet, 3)
+    first = await store.claim_batch(pool, 4, "me", 30, per_url=2)
+    assert sorted(c.instance_id for c in first.claimed) == [busy, busy, quiet, quiet]
+    # The dispatcher's free permits: none left for the busy URL, one for the quiet one.
+    rooms = {URL: 0, URL.replace("/hook", "/quiet"): 1}
+    second = await store.claim_batch(pool, 10, "me", 30, per_url=2, rooms=rooms)
+    assert [c.instance_id for c in second.claimed] == [quiet]
+
+
+async def test_defer_reschedules_without_an_attempt(pool: asyncpg.Pool) -> None:
+    iid = await insert_instance(pool, URL)
+    await insert_many(pool, iid, 3)
+    [c] = await store.claim(pool, 1, "me", 30)
+    assert await store.defer(pool, [c.id], "me", 60) == 1
+    # Everything waiting for the URL, never earlier than it already was.
+    assert await store.defer_url(pool, URL, 30) == 3
+    assert await store.claim(pool, 10, "me", 30) == []
+    rows = await pool.fetch(
+        "SELECT attempts, locked_by, next_attempt_at - now() AS due_in FROM notifications"
+    )
+    assert all(r["attempts"] == 0 and r["locked_by"] is None for r in rows)
+    assert sorted(round(r["due_in"].total_seconds()) for r in rows) == [30, 30, 60]
+    assert await pool.fetchval("SELECT count(*) FROM delivery_attempts") == 0

@@ -3,22 +3,52 @@
 -- over cannot overwrite the newer owner's result.
 
 -- name: claim
--- The CTE fences the LIMIT: without it the planner may run the subquery per row and lock more
--- rows than asked for. A due notification whose instance's callback URL is gone (answered 410,
--- callback_endpoints) is held right here, without an attempt, and returned with held = true.
--- FOR SHARE on those endpoint rows waits for a redelivery reactivating one of them and then
--- reads its committed status, so nothing is held for an endpoint that has just come back.
-WITH due AS MATERIALIZED (
-    SELECT id, instance_id FROM notifications
-    WHERE status = 'pending' AND next_attempt_at <= now()
-      AND (locked_until IS NULL OR locked_until < now())
-    ORDER BY next_attempt_at
+-- Fair between callback URLs: every due notification is ranked within its URL (oldest first),
+-- a URL gets at most its room ($5/$6: this dispatcher's free permits for the URLs it has in
+-- flight or paused; $4 for any other URL), and the batch takes rank 1 of every URL before
+-- rank 2 of any. So one URL's backlog or hang can fill at most its own share of the slots, and
+-- everything claimed can start at once. The ranking reads without locks; the lock then skips
+-- rows another dispatcher is claiming and the LIMIT counts only the rows it got.
+-- A due notification whose instance's callback URL is gone (answered 410, callback_endpoints)
+-- is held right here, without an attempt, and returned with held = true (no room needed: no
+-- request is sent). FOR SHARE on those endpoint rows waits for a redelivery reactivating one
+-- of them and then reads its committed status, so nothing is held for an endpoint that has
+-- just come back.
+WITH rooms AS (
+    SELECT url, room FROM unnest($5::text[], $6::integer[]) AS r(url, room)
+), targets AS (
+    -- Every callback URL, its instances and its room (instances are few; notifications many).
+    SELECT i.callback_url AS url, array_agg(i.id) AS instance_ids,
+           CASE WHEN bool_or(e.url IS NOT NULL) THEN $1 ELSE COALESCE(min(r.room), $4) END
+               AS room
+    FROM instances i
+    LEFT JOIN rooms r ON r.url = i.callback_url
+    LEFT JOIN callback_endpoints e ON e.url = i.callback_url AND e.status = 'gone'
+    GROUP BY i.callback_url
+), due AS (
+    -- Per URL only its oldest `room` due rows (a top-N per URL, never a sort of the backlog).
+    SELECT d.id, d.next_attempt_at,
+           row_number() OVER (PARTITION BY t.url ORDER BY d.next_attempt_at, d.id) AS rank
+    FROM targets t CROSS JOIN LATERAL (
+        SELECT n.id, n.next_attempt_at FROM notifications n
+        WHERE n.instance_id = ANY(t.instance_ids)
+          AND n.status = 'pending' AND n.next_attempt_at <= now()
+          AND (n.locked_until IS NULL OR n.locked_until < now())
+        ORDER BY n.next_attempt_at, n.id
+        LIMIT t.room
+    ) d
+    WHERE t.room > 0
+), picked AS MATERIALIZED (
+    SELECT n.id, n.instance_id FROM notifications n JOIN due ON due.id = n.id
+    WHERE n.status = 'pending' AND (n.locked_until IS NULL OR n.locked_until < now())
+    ORDER BY due.rank, due.next_attempt_at, n.id
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF n SKIP LOCKED
 ), gone AS MATERIALIZED (
     SELECT e.url FROM callback_endpoints e
     WHERE e.status = 'gone'
-      AND e.url IN (SELECT i.callback_url FROM due JOIN instances i ON i.id = due.instance_id)
+      AND e.url IN (SELECT i.callback_url FROM picked JOIN instances i
+                    ON i.id = picked.instance_id)
     FOR SHARE
 )
 UPDATE notifications n SET
@@ -26,8 +56,9 @@ UPDATE notifications n SET
     locked_by = CASE WHEN g.url IS NULL THEN $2 END,
     locked_until = CASE WHEN g.url IS NULL THEN now() + make_interval(secs => $3) END,
     target_url = COALESCE(g.url, n.target_url)
-FROM due JOIN instances i ON i.id = due.instance_id LEFT JOIN gone g ON g.url = i.callback_url
-WHERE n.id = due.id
+FROM picked JOIN instances i ON i.id = picked.instance_id
+    LEFT JOIN gone g ON g.url = i.callback_url
+WHERE n.id = picked.id
 RETURNING n.id, n.event_id, n.instance_id, n.resource, n.attempts, n.body, n.created_at,
           i.name AS instance_name, i.realm_id, i.tags, i.timezone, i.callback_url,
           i.signature_key_enc, g.url IS NOT NULL AS held
@@ -136,6 +167,27 @@ FROM mine WHERE n.id = mine.id
 -- Shutdown: give unfinished claims back at once instead of waiting for the lease to expire.
 UPDATE notifications SET locked_by = NULL, locked_until = NULL
 WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'pending'
+
+-- name: defer
+-- Claims whose URL is paused by its breaker: back to the queue, due when the pause ends.
+-- attempts stays as it was: no request was sent.
+UPDATE notifications SET next_attempt_at = now() + make_interval(secs => $3),
+    locked_by = NULL, locked_until = NULL
+WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'pending'
+
+-- name: defer_url
+-- A URL's breaker opened: what waits for it is not due before the pause ends, for every
+-- dispatcher (attempts unchanged). Rows with a live claim are left to their owner; SKIP LOCKED
+-- as in hold_url, so this never waits on a claim or an outcome batch.
+WITH waiting AS (
+    SELECT n.id FROM notifications n JOIN instances i ON i.id = n.instance_id
+    WHERE i.callback_url = $1 AND n.status = 'pending'
+      AND (n.locked_until IS NULL OR n.locked_until < now())
+    FOR UPDATE OF n SKIP LOCKED
+)
+UPDATE notifications n
+SET next_attempt_at = greatest(n.next_attempt_at, now() + make_interval(secs => $2))
+FROM waiting WHERE n.id = waiting.id
 
 -- name: redeliver_one
 -- Redelivery: back to pending with attempts 0, to the instance's callback URL of the moment
