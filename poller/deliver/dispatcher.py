@@ -424,20 +424,20 @@ class Dispatcher:
         claims = batch.claimed
         if not claims:
             return batch.total
-        for c in claims:
-            self._claims[c.id] = c
+        for claim in claims:
+            self._claims[claim.id] = claim
         try:
             claims = await self._with_bodies(claims)
         except DatabaseError as exc:
             log.warning("outbox_body_failed", error=f"{type(exc).__name__}: {exc}")
-            for c in claims:
-                self._claims.pop(c.id, None)
+            for claim in claims:
+                self._claims.pop(claim.id, None)
             with contextlib.suppress(DatabaseError):
-                await store.release(self.pool, [c.id for c in claims], self.owner)
+                await store.release(self.pool, [claim.id for claim in claims], self.owner)
             return -1
-        for c in claims:
-            self._claims[c.id] = c
-            self._start(c)
+        for claim in claims:
+            self._claims[claim.id] = claim
+            self._start(claim)
         self._saturated = {
             url for url, slot in self._url_slots.items() if slot.users >= self.per_url
         }
@@ -471,19 +471,28 @@ class Dispatcher:
 
     async def _with_bodies(self, claims: list[store.Claimed]) -> list[store.Claimed]:
         """Build and store the body of every claim that has none yet (its first attempt)."""
-        missing = [c for c in claims if c.body is None]
+        missing = [claim for claim in claims if claim.body is None]
         if not missing:
             return claims
-        events = await store.events_of(self.pool, [c.id for c in missing])
-        bodies = {c.id: self._build(c, events[c.id]) for c in missing if events.get(c.id)}
+        events = await store.events_of(self.pool, [claim.id for claim in missing])
+        bodies = {
+            claim.id: self._build(claim, events[claim.id])
+            for claim in missing
+            if events.get(claim.id)
+        }
         await store.set_bodies(self.pool, bodies, self.owner)
-        return [replace(c, body=bodies.get(c.id)) if c.body is None else c for c in claims]
+        return [
+            replace(claim, body=bodies.get(claim.id)) if claim.body is None else claim
+            for claim in claims
+        ]
 
     @staticmethod
-    def _build(c: store.Claimed, events: Sequence[store.StoredEvent]) -> bytes:
-        instance = InstanceInfo(c.instance_id, c.instance_name, c.tags, c.realm_id, c.timezone)
+    def _build(claim: store.Claimed, events: Sequence[store.StoredEvent]) -> bytes:
+        instance = InstanceInfo(
+            claim.instance_id, claim.instance_name, claim.tags, claim.realm_id, claim.timezone
+        )
         rows = [EventRow(e.event_type, e.object_id, e.occurred_at, e.raw) for e in events]
-        return build_body(instance, c.resource, c.event_id, rows)
+        return build_body(instance, claim.resource, claim.event_id, rows)
 
     async def _renew_leases(self) -> None:
         """Keep held claims alive (a claim may wait for its URL's slot longer than a lease)."""
@@ -500,15 +509,15 @@ class Dispatcher:
 
     # --- delivering ---------------------------------------------------------------------------
 
-    def _start(self, c: store.Claimed) -> None:
+    def _start(self, claim: store.Claimed) -> None:
         # The URL's permit is counted from now until the outcome is recorded, so the next
         # claim (which may run before this task does) already sees it taken.
-        url = c.callback_url or ""
+        url = claim.callback_url or ""
         slot = self._url_slots.get(url)
         if slot is None:
             slot = self._url_slots[url] = _UrlSlot(self.per_url)
         slot.users += 1
-        task = asyncio.create_task(self._deliver(c), name=f"deliver:{c.id}")
+        task = asyncio.create_task(self._deliver(claim), name=f"deliver:{claim.id}")
         self._tasks.add(task)
         task.add_done_callback(self._delivery_done)
         task.add_done_callback(functools.partial(self._leave_url_slot, url, slot))
@@ -535,14 +544,14 @@ class Dispatcher:
         if self._backlog and self.capacity - len(self._tasks) >= self.refill_at:
             self._wake.set()
 
-    async def _deliver(self, c: store.Claimed) -> None:
+    async def _deliver(self, claim: store.Claimed) -> None:
         try:
-            url = c.callback_url or ""
-            response = await self._attempt(c, url)
+            url = claim.callback_url or ""
+            response = await self._attempt(claim, url)
             if response is None:
-                await self._defer(c, url)
+                await self._defer(claim, url)
                 return
-            decision = decide(response, c.attempts + 1, self.settings.retry_schedule_s)
+            decision = decide(response, claim.attempts + 1, self.settings.retry_schedule_s)
             attempt = store.Attempt(
                 outcome=decision.outcome,
                 started_at=response.started_at or datetime.now(UTC),
@@ -553,21 +562,21 @@ class Dispatcher:
                 response_body=response.body,
                 retry_in_s=decision.retry_in_s,
             )
-            await self._record(c, attempt)
+            await self._record(claim, attempt)
         except Exception:
             # A bug, not a delivery failure: stop renewing the claim so its lease runs out and
             # the notification is retried (logged by _delivery_done).
-            self._claims.pop(c.id, None)
+            self._claims.pop(claim.id, None)
             raise
 
-    async def _attempt(self, c: store.Claimed, url: str) -> Response | None:
+    async def _attempt(self, claim: store.Claimed, url: str) -> Response | None:
         """The attempt's response; None when its URL is paused and nothing was sent."""
         if not url:
             return Response(None, error="the instance has no callback URL")
-        if c.body is None:
+        if claim.body is None:
             return Response(None, error="the notification has no events")
         try:
-            key = self._signature_key(c.signature_key_enc)
+            key = self._signature_key(claim.signature_key_enc)
         except (PollerError, ValueError) as exc:
             return Response(None, error=f"cannot open the signature key: {exc}")
         # A safety net: the claim took only free permits, so this does not wait.
@@ -576,7 +585,7 @@ class Dispatcher:
                 return None
             started = time.monotonic()
             try:
-                response = await self._post(url, c.event_id, c.body, key)
+                response = await self._post(url, claim.event_id, claim.body, key)
             except BaseException:  # cancelled: no result, another probe may go
                 self.breaker.abandon(url, started)
                 raise
@@ -604,17 +613,17 @@ class Dispatcher:
             "its notifications keep their attempts",
         )
 
-    async def _defer(self, c: store.Claimed, url: str) -> None:
+    async def _defer(self, claim: store.Claimed, url: str) -> None:
         """A claim whose URL is paused: back to the queue unattempted, due when the pause
         ends (or, behind a probe in flight, once the probe has had its time)."""
         wait_s = max(self.breaker.admit(url), 0.05)
         self._next_due = min(self._next_due, time.monotonic() + wait_s)
         try:
-            await store.defer(self.pool, [c.id], self.owner, wait_s)
+            await store.defer(self.pool, [claim.id], self.owner, wait_s)
         except DatabaseError as exc:
-            log.warning("delivery_defer_failed", notification_id=c.id, error=str(exc))
-        self._claims.pop(c.id, None)  # deferred, or its lease runs out: either way not ours
-        log.info("delivery_deferred_url_paused", notification_id=c.id, url=url, wait_s=wait_s)
+            log.warning("delivery_defer_failed", notification_id=claim.id, error=str(exc))
+        self._claims.pop(claim.id, None)  # deferred, or its lease runs out: either way not ours
+        log.info("delivery_deferred_url_paused", notification_id=claim.id, url=url, wait_s=wait_s)
 
     async def _post(self, url: str, event_id: str, body: bytes, key: str | None) -> Response:
         assert self._http is not None
@@ -675,54 +684,54 @@ class Dispatcher:
 
     # --- recording ----------------------------------------------------------------------------
 
-    async def _record(self, c: store.Claimed, attempt: store.Attempt) -> None:
+    async def _record(self, claim: store.Claimed, attempt: store.Attempt) -> None:
         held, newly_gone = 0, False
         try:
             if attempt.outcome == DeliveryOutcome.HELD:
                 async with db.acquire(self.pool) as conn:
-                    gone = await store.record_gone(conn, c, self.owner, attempt)
+                    gone = await store.record_gone(conn, claim, self.owner, attempt)
                 recorded, newly_gone, held = gone.recorded, gone.newly_gone, gone.also_held
             else:
-                recorded = await self._recorder.record(c, attempt)
+                recorded = await self._recorder.record(claim, attempt)
         except DatabaseError as exc:
             # Unrecorded: the lease runs out and the notification is delivered again (same
             # eventId). Stop renewing it so that happens.
-            self._claims.pop(c.id, None)
-            log.warning("delivery_record_failed", notification_id=c.id, error=str(exc))
+            self._claims.pop(claim.id, None)
+            log.warning("delivery_record_failed", notification_id=claim.id, error=str(exc))
             return
-        self._claims.pop(c.id, None)
+        self._claims.pop(claim.id, None)
         if not recorded:
             log.warning(
                 "delivery_claim_lost",
-                notification_id=c.id,
-                event_id=c.event_id,
+                notification_id=claim.id,
+                event_id=claim.event_id,
                 note="the lease expired and another dispatcher took it over",
             )
             return
-        self._observe(c, attempt, held)
+        self._observe(claim, attempt, held)
         if newly_gone:
             log.warning(
                 "callback_url_gone",
                 url=attempt.url,
-                instance_id=c.instance_id,
+                instance_id=claim.instance_id,
                 note="410 Gone: its notifications are held without an attempt until "
                 "`qbo-poller deliveries redeliver`",
             )
 
-    def _observe(self, c: store.Claimed, attempt: store.Attempt, held: int) -> None:
+    def _observe(self, claim: store.Claimed, attempt: store.Attempt, held: int) -> None:
         metrics.DELIVERIES.labels(outcome=attempt.outcome).inc()
         self.outcomes[attempt.outcome] += 1
         fields = dict(
-            notification_id=c.id,
-            event_id=c.event_id,
-            instance_id=c.instance_id,
-            attempt=c.attempts + 1,
+            notification_id=claim.id,
+            event_id=claim.event_id,
+            instance_id=claim.instance_id,
+            attempt=claim.attempts + 1,
             status=attempt.status_code,
             error=attempt.error,
         )
         if attempt.outcome == DeliveryOutcome.DELIVERED:
             metrics.DELIVERY_LATENCY.observe(
-                max(0.0, (datetime.now(UTC) - c.created_at).total_seconds())
+                max(0.0, (datetime.now(UTC) - claim.created_at).total_seconds())
             )
             log.debug("delivery_delivered", **fields)
         elif attempt.outcome == DeliveryOutcome.RETRY:

@@ -227,12 +227,15 @@ async def events_of(
     """Each notification's events in position order."""
     rows = await conn.fetch(Q["events_of"], list(notification_ids))
     grouped: dict[int, list[StoredEvent]] = {}
-    for r in rows:
-        grouped.setdefault(r["notification_id"], []).append(
-            StoredEvent(
-                r["notification_id"], r["event_type"], r["object_id"], r["occurred_at"], r["raw"]
-            )
+    for row in rows:
+        event = StoredEvent(
+            row["notification_id"],
+            row["event_type"],
+            row["object_id"],
+            row["occurred_at"],
+            row["raw"],
         )
+        grouped.setdefault(row["notification_id"], []).append(event)
     return grouped
 
 
