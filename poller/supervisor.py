@@ -36,6 +36,7 @@ from poller.store.tokens import PgTokenStore
 from poller.web.app import WebPart, build_app, serve
 from poller.web.health import Health
 from poller.web.prometheus import Metrics
+from poller.web.webhooks import WebhookIntake, WebhookReceiver
 
 log = logs.get_logger(__name__)
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -87,15 +88,30 @@ def delivery_services(runtime: Runtime) -> list[Service]:
     ]
 
 
+def webhook_services(runtime: Runtime) -> list[Service]:
+    """Intuit webhook notifications → poll requests (the receiver feeds it)."""
+    return [WebhookIntake(runtime.pool, runtime.settings.webhook_coalesce_s)]
+
+
 def default_services(runtime: Runtime) -> list[Service]:
     """The pipeline's services: only the supervisor knows them all (detect and deliver never
     import each other)."""
-    return [*detection_services(runtime), *delivery_services(runtime)]
+    return [*detection_services(runtime), *delivery_services(runtime), *webhook_services(runtime)]
 
 
 def web_parts(runtime: Runtime, services: Sequence[Service]) -> list[WebPart]:
-    """Health and metrics, then the routes of any service that serves HTTP itself."""
-    parts: list[WebPart] = [Health(runtime.pool), Metrics()]
+    """Health, metrics and the Intuit webhook receiver (always: it refuses every request with
+    401 until a verifier token is configured), then the routes of any service that serves HTTP
+    itself."""
+    intake = next((s for s in services if isinstance(s, WebhookIntake)), None)
+    receiver = WebhookReceiver(
+        runtime.pool,
+        runtime.box,
+        intake,
+        verifier_token=runtime.settings.webhook_verifier_token,
+        events_per_notification=runtime.settings.events_per_notification,
+    )
+    parts: list[WebPart] = [Health(runtime.pool), Metrics(), receiver]
     parts.extend(service for service in services if isinstance(service, WebPart))
     return parts
 
@@ -122,6 +138,7 @@ def register_instance_secrets(instances: Sequence[Instance]) -> None:
                 inst.signature_key,
                 inst.provider.code,
                 inst.provider.refresh_token,
+                inst.webhook_verifier_token,
             ]
         )
 

@@ -56,7 +56,18 @@ def _row_values(inst: Instance, box: SecretBox) -> dict[str, Any]:
         "tags": list(inst.tags),
         "configuration": inst.public_configuration(),
         "provider_fingerprint": inst.provider.fingerprint(),
+        "webhook_verifier_enc": box.seal(inst.webhook_verifier_token),
     }
+
+
+def _secret_of(inst: Instance, column: str) -> str | None:
+    """The clear value an `*_enc` column holds for this instance."""
+    clear = {
+        "client_secret_enc": inst.client_secret,
+        "signature_key_enc": inst.signature_key,
+        "webhook_verifier_enc": inst.webhook_verifier_token,
+    }
+    return clear[column]
 
 
 def _unchanged(existing: asyncpg.Record, inst: Instance, box: SecretBox) -> bool:
@@ -64,9 +75,7 @@ def _unchanged(existing: asyncpg.Record, inst: Instance, box: SecretBox) -> bool
     new = _row_values(inst, box)
     for key, value in new.items():
         if key.endswith("_enc"):
-            if box.open(existing[key]) != (
-                inst.client_secret if key == "client_secret_enc" else inst.signature_key
-            ):
+            if box.open(existing[key]) != _secret_of(inst, key):
                 return False
         elif key == "element_key":
             continue
@@ -116,6 +125,7 @@ _SETTINGS_COLUMNS = (
     "tags",
     "configuration",
     "provider_fingerprint",
+    "webhook_verifier_enc",
 )
 
 
