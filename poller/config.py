@@ -279,11 +279,20 @@ class Settings:
     db_pool_size: int = variable("POLLER_DB_POOL_SIZE", _int_at_least(2), 10)
     pair_lease_s: float = variable("POLLER_PAIR_LEASE", _positive_seconds, 60.0)
     replica_id: str = variable("POLLER_REPLICA_ID", _text, factory=_default_replica_id)
+    # Intuit webhooks (DESIGN §11): the app's verifier token (instances may add their own), and
+    # how long notifications of one realm are collected into one poll request.
+    webhook_verifier_token: str | None = variable("QBO_WEBHOOK_VERIFIER_TOKEN", _text, secret=True)
+    webhook_coalesce_s: float = variable("POLLER_WEBHOOK_COALESCE", _positive_seconds, 1.0)
     env_file: Path | None = None  # the --env-file that was read, if any
 
     def secret_values(self) -> list[str]:
         """The configured secret values, for log redaction."""
-        values = [self.qbo_client_secret, self.secret_key, self.api_organization_secret]
+        values = [
+            self.qbo_client_secret,
+            self.secret_key,
+            self.api_organization_secret,
+            self.webhook_verifier_token,
+        ]
         if self.database_url and "@" in self.database_url:
             password = _dsn_password(self.database_url)
             values.append(password)

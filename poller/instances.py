@@ -26,6 +26,8 @@ OAUTH1_RETIRED = "2019-12-17"
 DEFAULT_REFRESH_MINUTES = 15.0
 MIN_REFRESH_MINUTES = 0.01  # 0.6 s
 MAX_REFRESH_MINUTES = 1440.0  # one day
+# A webhook instance's polls are the backstop of Intuit's notifications (DESIGN §11).
+DEFAULT_WEBHOOK_REFRESH_MINUTES = 60.0
 
 
 class InitialMode(StrEnum):
@@ -57,7 +59,10 @@ VENDOR_TYPES = {
     "webhooks": VendorType.WEBHOOK,
 }
 INITIAL_MODES = tuple(InitialMode)
-SECRET_CONFIG_KEYS = frozenset({"oauth.api.secret", "event.notification.signature.key"})
+WEBHOOK_VERIFIER_KEY = "event.webhook.verifier.token"
+SECRET_CONFIG_KEYS = frozenset(
+    {"oauth.api.secret", "event.notification.signature.key", WEBHOOK_VERIFIER_KEY}
+)
 _OAUTH1_PROVIDER_KEYS = ("oauth_token", "oauth_verifier", "oauth_token_secret", "secret")
 _SPLIT = re.compile(r"[|,\s]+")
 
@@ -100,6 +105,8 @@ class Instance:
     element_key: str = "quickbooks"
     # The configuration as given, minus secrets (those live in their own encrypted columns).
     configuration: Mapping[str, Any] = field(default_factory=dict)
+    # `event.webhook.verifier.token`: this instance's Intuit app signs webhooks with it.
+    webhook_verifier_token: str | None = field(default=None, repr=False)
 
     def public_configuration(self) -> dict[str, Any]:
         return {k: v for k, v in self.configuration.items() if k not in SECRET_CONFIG_KEYS}
@@ -260,6 +267,12 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
         )
     events_enabled = _get(config, "event.notification.enabled", parse_bool_value, False, fail)
     callback_url = _callback(config, events_enabled, fail)
+    vendor_type = _get(config, "event.vendor.type", _vendor_type, VendorType.POLLING, fail)
+    default_minutes = (
+        DEFAULT_WEBHOOK_REFRESH_MINUTES
+        if vendor_type is VendorType.WEBHOOK
+        else DEFAULT_REFRESH_MINUTES
+    )
     return Instance(
         name=name.strip(),
         realm_id=provider.realm_id,
@@ -268,7 +281,7 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
         client_secret=client_secret,
         redirect_uri=str(redirect_uri) if redirect_uri else None,
         events_enabled=events_enabled,
-        vendor_type=_get(config, "event.vendor.type", _vendor_type, VendorType.POLLING, fail),
+        vendor_type=vendor_type,
         callback_url=callback_url,
         signature_key=_signature_key(config, fail),
         refresh_interval_s=60.0
@@ -276,7 +289,7 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
             config,
             "event.poller.refresh_interval",
             parse_interval_minutes,
-            DEFAULT_REFRESH_MINUTES,
+            default_minutes,
             fail,
         ),
         resources=_get(config, "event.poller.urls", split_resources, resources.DEFAULT_NAMES, fail),
@@ -288,6 +301,7 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
         tags=_tags(body.get("tags"), fail),
         element_key=element_key,
         configuration={k: v for k, v in config.items() if k not in SECRET_CONFIG_KEYS},
+        webhook_verifier_token=_secret_text(config, WEBHOOK_VERIFIER_KEY, fail),
     )
 
 
@@ -373,12 +387,16 @@ def _callback(config: Mapping[str, Any], enabled: bool, fail: _Fail) -> str | No
 
 
 def _signature_key(config: Mapping[str, Any], fail: _Fail) -> str | None:
-    key = config.get("event.notification.signature.key")
-    if key is None or key == "":
+    return _secret_text(config, "event.notification.signature.key", fail)
+
+
+def _secret_text(config: Mapping[str, Any], key: str, fail: _Fail) -> str | None:
+    value = config.get(key)
+    if value is None or value == "":
         return None
-    if not isinstance(key, str):
-        raise fail("event.notification.signature.key", key, "expected a string")
-    return key
+    if not isinstance(value, str):
+        raise fail(key, value, "expected a string")
+    return value
 
 
 def _vendor_type(value: Any) -> VendorType:

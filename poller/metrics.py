@@ -78,6 +78,34 @@ WATERMARK_LAG = Gauge(
     registry=REGISTRY,
 )
 
+WEBHOOK_NOTIFICATIONS = Counter(
+    "qbo_poller_webhook_notifications",
+    "Intuit webhook entity changes received, by format (legacy, cloudevents, unknown) and "
+    "outcome (recorded, duplicate, unparseable: a whole body kept raw).",
+    ["format", "outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_SIGNATURE_FAILURES = Counter(
+    "qbo_poller_webhook_signature_failures",
+    "Webhook requests refused with 401: no intuit-signature, a wrong one, or no verifier "
+    "token configured.",
+    registry=REGISTRY,
+)
+WEBHOOK_DROPPED = Counter(
+    "qbo_poller_webhook_dropped",
+    "Recorded webhook entity changes that requested no poll, by reason (unknown_realm: no "
+    "instance of that company; unwatched: no instance watches those entities).",
+    ["reason"],
+    registry=REGISTRY,
+)
+WEBHOOK_POLL_LATENCY = Histogram(
+    "qbo_poller_webhook_poll_latency_seconds",
+    "From a webhook notification's arrival to its pairs being made due (the poll request, "
+    "after coalescing).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30),
+    registry=REGISTRY,
+)
+
 
 def forget_instance(name: str, resource_names: list[str]) -> None:
     """Drop an instance's series when it is removed, so the label set stays current."""

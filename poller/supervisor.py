@@ -40,6 +40,7 @@ from poller.web.api import ApiPart
 from poller.web.app import WebPart, build_app, serve
 from poller.web.health import Health
 from poller.web.prometheus import Metrics
+from poller.web.webhooks import WebhookIntake, WebhookReceiver
 
 log = logs.get_logger(__name__)
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -91,10 +92,15 @@ def delivery_services(runtime: Runtime) -> list[Service]:
     ]
 
 
+def webhook_services(runtime: Runtime) -> list[Service]:
+    """Intuit webhook notifications → poll requests (the receiver feeds it)."""
+    return [WebhookIntake(runtime.pool, runtime.settings.webhook_coalesce_s)]
+
+
 def default_services(runtime: Runtime) -> list[Service]:
     """The pipeline's services: only the supervisor knows them all (detect and deliver never
     import each other)."""
-    return [*detection_services(runtime), *delivery_services(runtime)]
+    return [*detection_services(runtime), *delivery_services(runtime), *webhook_services(runtime)]
 
 
 def code_exchanger(runtime: Runtime) -> CodeExchanger:
@@ -112,9 +118,19 @@ def code_exchanger(runtime: Runtime) -> CodeExchanger:
 
 
 def web_parts(runtime: Runtime, services: Sequence[Service]) -> list[WebPart]:
-    """Health, metrics and the API, then the routes of any service that serves HTTP itself."""
+    """Health, metrics, the API and the Intuit webhook receiver (always: it refuses every
+    request with 401 until a verifier token is configured), then the routes of any service that
+    serves HTTP itself."""
     api = ApiPart(runtime.pool, runtime.box, runtime.settings, code_exchanger(runtime))
-    parts: list[WebPart] = [Health(runtime.pool), Metrics(), api]
+    intake = next((s for s in services if isinstance(s, WebhookIntake)), None)
+    receiver = WebhookReceiver(
+        runtime.pool,
+        runtime.box,
+        intake,
+        verifier_token=runtime.settings.webhook_verifier_token,
+        events_per_notification=runtime.settings.events_per_notification,
+    )
+    parts: list[WebPart] = [Health(runtime.pool), Metrics(), api, receiver]
     parts.extend(service for service in services if isinstance(service, WebPart))
     return parts
 
@@ -141,6 +157,7 @@ def register_instance_secrets(instances: Sequence[Instance]) -> None:
                 inst.signature_key,
                 inst.provider.code,
                 inst.provider.refresh_token,
+                inst.webhook_verifier_token,
             ]
         )
 

@@ -18,10 +18,11 @@ Order of checks for an API request: count it, authenticate the bearer token
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,6 +38,7 @@ EMULATOR_KEY = web.AppKey("qbo_emulator", Emulator)
 _BODY_KEY: Any = (
     web.RequestKey("qbo_json_body", object) if hasattr(web, "RequestKey") else "qbo_json_body"
 )
+SENDER_STOP_S = 1.0
 JSON_OK = "application/json;charset=utf-8"
 JSON_FAULT = "application/json"
 XML = "application/xml"
@@ -69,7 +71,19 @@ def create_app(emulator: Emulator) -> web.Application:
     )
     router.add_route("GET", "/connect/oauth2", handle_authorize, name="authorize")
     control.add_routes(app)
+    app.cleanup_ctx.append(_webhook_sender)
     return app
+
+
+async def _webhook_sender(app: web.Application) -> AsyncIterator[None]:
+    """The webhook sender's task lives exactly as long as the app serves."""
+    sender = app[EMULATOR_KEY].webhooks
+    task = asyncio.create_task(sender.run(), name="qbo-emulator-webhooks")
+    yield
+    sender.stop()
+    # On timeout wait_for cancels the task (a send still waiting for its answer) and awaits it.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(task, timeout=SENDER_STOP_S)
 
 
 def _emu(request: web.Request) -> Emulator:

@@ -57,6 +57,27 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-limits", action="store_true", help="disable the 500/min, 10/s, 10-in-flight limits"
     )
+    parser.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="send every realm's changes to URL as Intuit webhooks (needs --webhook-verifier)",
+    )
+    parser.add_argument(
+        "--webhook-format",
+        choices=("legacy", "cloudevents"),
+        default="legacy",
+        help="webhook payload format (default legacy)",
+    )
+    parser.add_argument(
+        "--webhook-verifier", metavar="TOKEN", help="the verifier token webhooks are signed with"
+    )
+    parser.add_argument(
+        "--webhook-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long changes are batched into one notification (default 1)",
+    )
     return parser
 
 
@@ -96,6 +117,15 @@ async def _serve(args: argparse.Namespace, prog: str) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if args.webhook_url:
+            emu.configure_webhooks(
+                None,
+                args.webhook_url,
+                args.webhook_verifier,
+                format=args.webhook_format,
+                delay_s=args.webhook_delay,
+            )
+            print(f"webhooks={args.webhook_url} format={args.webhook_format}")
         _print_connection(emu, args)
         await stop.wait()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -112,6 +142,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return int(exc.code or 0)
     if args.per_entity < 0:
         print(f"{prog}: --per-entity must be >= 0", file=sys.stderr)
+        return 2
+    if args.webhook_url and not args.webhook_verifier:
+        print(f"{prog}: --webhook-url needs --webhook-verifier", file=sys.stderr)
         return 2
     return asyncio.run(_serve(args, prog))
 

@@ -29,6 +29,12 @@ POST   /_emulator/oauth/tokens                     {realm_id, client_id?}
 POST   /_emulator/oauth/clients                    {client_id, client_secret}
 POST   /_emulator/oauth/config                     {access_token_lifetime?, refresh_rotation?, ...}
 POST   /_emulator/oauth/expire                     {realm_id?}  expire access tokens now
+PUT    /_emulator/realms/{realm}/webhooks          {url, verifier, format?: legacy|cloudevents,
+                                                    delay_s?}  send the realm's changes
+GET    /_emulator/realms/{realm}/webhooks          its target (no verifier), DELETE stops it
+GET    /_emulator/webhooks                         switches, pending count, recent deliveries
+POST   /_emulator/webhooks                         {drop_fraction?, drop_next?, duplicates?,
+                                                    retry_scale?, max_attempts?}
 """
 
 from __future__ import annotations
@@ -82,6 +88,12 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/oauth/clients", oauth_client),
         ("POST", "/oauth/config", oauth_config),
         ("POST", "/oauth/expire", oauth_expire),
+        ("PUT", "/realms/{realm}/webhooks", set_webhooks),
+        ("POST", "/realms/{realm}/webhooks", set_webhooks),
+        ("GET", "/realms/{realm}/webhooks", get_webhooks),
+        ("DELETE", "/realms/{realm}/webhooks", remove_webhooks),
+        ("GET", "/webhooks", webhook_status),
+        ("POST", "/webhooks", webhook_switches),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, _control(handler))
@@ -323,3 +335,45 @@ def oauth_config(request: web.Request, emu: Emulator, body: dict[str, Any]) -> A
 
 def oauth_expire(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
     return {"expired": emu.expire_access_tokens(body.get("realm_id"))}
+
+
+# ------------------------------------------------------------------ webhooks
+def set_webhooks(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
+    realm = emu.realm(_segment(request, "realm")).id
+    url, verifier = body.get("url"), body.get("verifier")
+    if not isinstance(url, str) or not isinstance(verifier, str):
+        raise ValueError("url and verifier are required strings")
+    return emu.configure_webhooks(
+        realm,
+        url,
+        verifier,
+        format=str(body.get("format", "legacy")),
+        delay_s=float(body.get("delay_s", 1.0)),
+    )
+
+
+def get_webhooks(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
+    target = emu.webhooks.target(emu.realm(_segment(request, "realm")).id)
+    return {"target": None if target is None else target.public()}
+
+
+def remove_webhooks(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
+    emu.remove_webhooks(emu.realm(_segment(request, "realm")).id)
+
+
+def webhook_status(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
+    return {
+        **emu.webhooks.switches(),
+        "pending": emu.webhooks.pending(),
+        "recent": list(emu.webhooks.log)[-50:],
+    }
+
+
+_SWITCHES = ("drop_fraction", "drop_next", "duplicates", "retry_scale", "max_attempts")
+
+
+def webhook_switches(request: web.Request, emu: Emulator, body: dict[str, Any]) -> Any:
+    unknown = sorted(set(body) - set(_SWITCHES))
+    if unknown:
+        raise ValueError(f"unknown switches: {', '.join(unknown)}")
+    return emu.webhook_switches(**body)

@@ -32,6 +32,7 @@ from .oauth import (
     OAuthServer,
 )
 from .store import Realm, Record
+from .webhooks import DEFAULT_DELAY_S, Target, WebhookSender
 
 QBO_VERSION = "1944.190"  # the Qbo-Version header recorded from a live sandbox
 
@@ -98,6 +99,8 @@ class Emulator:
         self.batch_cdc_shape = batch_cdc_shape
         self.realms: dict[str, Realm] = {}
         self._counters: dict[str, Counter[str]] = {}
+        # Intuit webhooks of every realm; sent by the app's background task (app.create_app).
+        self.webhooks = WebhookSender(seed=fault_seed)
         self.base_url: str | None = None  # set while served by run_emulator
         for realm_id in realms:
             self.add_realm(realm_id, seed=seed, per_entity=per_entity, history_days=history_days)
@@ -143,6 +146,7 @@ class Emulator:
         )
         if rid not in self.realms:
             self.realms[rid] = Realm(rid, self.clock)
+            self.realms[rid].on_change = self.webhooks.recorder(rid)
         if per_entity:
             self.realms[rid].seed(seed, per_entity, history_days)
         return rid
@@ -353,6 +357,35 @@ class Emulator:
         """Whether the realm's batch endpoint answers ``CDCQuery`` items."""
         self.realm(realm_id).cdc_in_batch = bool(allowed)
 
+    # --------------------------------------------------------------- webhooks
+    def configure_webhooks(
+        self,
+        realm_id: str | None,
+        url: str,
+        verifier: str,
+        *,
+        format: str = "legacy",
+        delay_s: float = DEFAULT_DELAY_S,
+    ) -> dict[str, Any]:
+        """Send the realm's changes (``realm_id=None``: every realm without its own target) to
+        ``url`` as Intuit webhooks signed with ``verifier``, after ``delay_s`` of batching."""
+        if realm_id is None:
+            self.webhooks.default_target = Target(url, verifier, format, float(delay_s))
+            return self.webhooks.default_target.public()
+        return self.webhooks.configure(
+            str(realm_id), url, verifier, format=format, delay_s=delay_s
+        ).public()
+
+    def remove_webhooks(self, realm_id: str | None) -> None:
+        if realm_id is None:
+            self.webhooks.default_target = None
+        else:
+            self.webhooks.remove(str(realm_id))
+
+    def webhook_switches(self, **switches: Any) -> dict[str, Any]:
+        """drop_fraction, drop_next, duplicates, retry_scale, max_attempts (see webhooks.py)."""
+        return self.webhooks.set_switches(**switches)
+
     # --------------------------------------------------------------- counters
     def count_request(self, realm_id: str | None, endpoint: str) -> None:
         self._counters.setdefault(realm_id or "", Counter())[endpoint] += 1
@@ -363,13 +396,18 @@ class Emulator:
         under ``""``).  Keys: query, cdc, batch, batch_query, batch_cdc,
         batch_create, batch_update, batch_delete, read, create, update,
         delete, void, token, revoke, other, throttled (429s), total."""
+        hooks = self.webhooks.counters
         if realm_id is not None:
             counts = self._counters.get(str(realm_id), Counter())
-            return {**counts, "total": _total(counts)}
-        return {rid: {**c, "total": _total(c)} for rid, c in self._counters.items()}
+            return {**counts, **hooks.get(str(realm_id), {}), "total": _total(counts)}
+        return {
+            rid: {**c, **hooks.get(rid, {}), "total": _total(c)}
+            for rid, c in self._counters.items()
+        }
 
     def reset_counters(self) -> None:
         self._counters.clear()
+        self.webhooks.counters.clear()
 
     def reset(self) -> None:
         """Back to a blank emulator: no realms, tokens, faults, throttles or counts; real time."""
@@ -378,6 +416,7 @@ class Emulator:
         self.faults.clear()
         self.limiter.reset()
         self._counters.clear()
+        self.webhooks.reset()
         self.clock.reset()
 
     # ---------------------------------------------- the API's answers (bodies)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -170,6 +171,12 @@ class Realm:
         # (name group, lower-case name) -> (entity, Id) for active rows' uniqueness
         self.names: dict[tuple[str, str], tuple[str, str]] = {}
         self.cdc_in_batch = True
+        # Told of every write (entity, Id, operation, epoch seconds): the webhook sender.
+        self.on_change: Callable[[str, str, str, int], None] | None = None
+
+    def _changed(self, rec: Record, operation: str) -> None:
+        if self.on_change is not None:
+            self.on_change(rec.entity, rec.id, operation, rec.updated)
 
     # -- reading ---------------------------------------------------------
     def table(self, entity: str) -> Table:
@@ -242,6 +249,7 @@ class Realm:
         table.live[obj_id] = rec
         self._claim_name(facts, obj, obj_id)
         table.log_change(rec)
+        self._changed(rec, "Create")
         return rec
 
     def update(
@@ -282,6 +290,7 @@ class Realm:
         self._apply_active(facts, current, new)
         self._check_name(facts, new, rec.id)
         self._commit(table, rec, new, now)
+        self._changed(rec, "Update")
         return rec
 
     def delete(self, entity: str, obj_id: str, sync_token: str | None = None) -> Record:
@@ -301,6 +310,7 @@ class Realm:
         tomb = Record(facts.name, rec.id, None, rec.created, now, next(_SEQ))
         table.tombstones[rec.id] = tomb
         table.log_change(tomb)
+        self._changed(tomb, "Delete")
         return tomb
 
     def deactivate(self, entity: str, obj_id: str, sync_token: str | None = None) -> Record:
@@ -333,6 +343,7 @@ class Realm:
             "Voided" if not note or note.startswith("Voided") else f"Voided - {note}"
         )
         self._commit(table, rec, new, self._now())
+        self._changed(rec, "Void")
         return rec
 
     # -- internals -----------------------------------------------------------

@@ -56,7 +56,18 @@ def _row_values(inst: Instance, box: SecretBox) -> dict[str, Any]:
         "tags": list(inst.tags),
         "configuration": inst.public_configuration(),
         "provider_fingerprint": inst.provider.fingerprint(),
+        "webhook_verifier_enc": box.seal(inst.webhook_verifier_token),
     }
+
+
+def _secret_of(inst: Instance, column: str) -> str | None:
+    """The clear value an `*_enc` column holds for this instance."""
+    clear = {
+        "client_secret_enc": inst.client_secret,
+        "signature_key_enc": inst.signature_key,
+        "webhook_verifier_enc": inst.webhook_verifier_token,
+    }
+    return clear[column]
 
 
 def _unchanged(
@@ -68,9 +79,7 @@ def _unchanged(
         new["provider_fingerprint"] = fingerprint
     for key, value in new.items():
         if key.endswith("_enc"):
-            if box.open(existing[key]) != (
-                inst.client_secret if key == "client_secret_enc" else inst.signature_key
-            ):
+            if box.open(existing[key]) != _secret_of(inst, key):
                 return False
         elif key == "element_key":
             continue
@@ -120,6 +129,7 @@ _SETTINGS_COLUMNS = (
     "tags",
     "configuration",
     "provider_fingerprint",
+    "webhook_verifier_enc",
 )
 
 
