@@ -45,7 +45,7 @@ def instance_body(
             "event.notification.callback.url": callback_url,
             # Below the key's floor, `instance_for` sets the interval after parsing.
             "event.poller.refresh_interval": (
-                interval_minutes if float(interval_minutes) >= MIN_INTERVAL_MINUTES else "1"
+                "1" if _below_the_floor(interval_minutes) else interval_minutes
             ),
             "event.poller.urls": resources,
             **config,
@@ -61,10 +61,17 @@ def instance_body(
 def instance_for(
     emu: Any, realm: str, callback_url: str, name: str = "E2E", **options: Any
 ) -> Instance:
-    body = instance_body(emu, realm, callback_url, name, **options)
-    interval_minutes = float(options.get("interval_minutes", DEFAULT_INTERVAL_MINUTES))
+    instance = parse_instance(instance_body(emu, realm, callback_url, name, **options))
+    interval_minutes = options.get("interval_minutes", DEFAULT_INTERVAL_MINUTES)
+    if not _below_the_floor(interval_minutes):
+        return instance
     # Test intervals go below the 0.6 s floor of `event.poller.refresh_interval`.
-    return replace(parse_instance(body), refresh_interval_s=interval_minutes * 60)
+    return replace(instance, refresh_interval_s=float(interval_minutes) * 60)
+
+
+def _below_the_floor(interval_minutes: str) -> bool:
+    """Empty means the key is absent (the instance's default applies)."""
+    return interval_minutes != "" and float(interval_minutes) < MIN_INTERVAL_MINUTES
 
 
 def settings_for(db_dsn: str, emu: Any, **env: str) -> Settings:
