@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -180,8 +181,14 @@ def _org_secret(raw: str) -> str:
     return value
 
 
+# Drawn once per process start: every Settings of this process names the same replica.
+_PROCESS_NONCE = secrets.token_hex(4)
+
+
 def _default_replica_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Unique per process start (DESIGN §8): hostname and pid alone repeat in containers,
+    where every replica may be pid 1 of a host named after the image."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_PROCESS_NONCE}"
 
 
 def _default_data_dir() -> Path:
@@ -277,7 +284,7 @@ class Settings:
     auto_migrate: bool = variable("POLLER_AUTO_MIGRATE", parse_bool, True)
     shutdown_grace_s: float = variable("POLLER_SHUTDOWN_GRACE_SECONDS", _positive_seconds, 5.0)
     db_pool_size: int = variable("POLLER_DB_POOL_SIZE", _int_at_least(2), 10)
-    pair_lease_s: float = variable("POLLER_PAIR_LEASE", _positive_seconds, 60.0)
+    replica_timeout_s: float = variable("POLLER_REPLICA_TIMEOUT", _positive_seconds, 15.0)
     replica_id: str = variable("POLLER_REPLICA_ID", _text, factory=_default_replica_id)
     # Intuit webhooks (DESIGN §11): the app's verifier token (instances may add their own), and
     # how long notifications of one realm are collected into one poll request.

@@ -26,6 +26,7 @@ from poller import logs
 from poller.config import Settings
 from poller.deliver.dispatcher import Dispatcher
 from poller.deliver.upkeep import OutboxGauges, Pruner
+from poller.detect.heartbeat import Heartbeat
 from poller.detect.service import PollerService
 from poller.instances import Instance
 from poller.manage.instances import CodeExchanger
@@ -80,7 +81,13 @@ ServiceFactory = Callable[[Runtime], Sequence[Service]]
 
 
 def detection_services(runtime: Runtime) -> list[Service]:
-    return [PollerService(runtime.pool, runtime.settings, runtime.qbo.realm, dsn=runtime.dsn)]
+    """The replica's heartbeat, and the poller whose instance leases it keeps live."""
+    settings = runtime.settings
+    heartbeat = Heartbeat(runtime.pool, settings.replica_id, settings.replica_timeout_s)
+    poller = PollerService(
+        runtime.pool, settings, runtime.qbo.realm, dsn=runtime.dsn, liveness=heartbeat.liveness
+    )
+    return [heartbeat, poller]
 
 
 def delivery_services(runtime: Runtime) -> list[Service]:

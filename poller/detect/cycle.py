@@ -5,10 +5,11 @@ instance's `InstanceCycles` with `poll`. Pairs of one instance share a schedule 
 come due together; after a short coalescing window the instance serves every pair that
 arrived as ONE cycle:
 1. the lease. An instance's pairs are polled by one replica, under one lease with a fencing
-   token. A cycle's commit renews it until the next cycle plus `lease_s`, so a replica that
-   keeps polling an instance holds it without another statement; otherwise ONE statement
-   takes (or renews) it and reads every pair's cursor. Held elsewhere: the pairs look again
-   when that lease lapses.
+   token. The lease is live while the replica heartbeats (`poller.detect.heartbeat`), so a
+   replica that keeps polling an instance holds it without another statement, however long
+   its cycles last; otherwise ONE statement takes (or renews) it and reads every pair's
+   cursor. Held elsewhere: the pairs look again when the holder's heartbeat would be older
+   than the replica timeout, or when the instance is next due, whichever is later.
 2. one `ChangeFeed.answer` for all the pairs: one QBO request per cycle (two for a realm
    that refuses CDC inside a batch; more only for paging and the special cases of DESIGN §5).
 3. the snapshot rows the diffs need (one SELECT, only when QBO returned objects) and the
@@ -22,7 +23,8 @@ Steps 3-4 use one pooled connection; none is held while QBO answers.
 
 A pair whose request failed, or whose diff failed, is settled with its error (error count,
 backoff schedule) in the same statement, and retried after a bounded exponential backoff.
-`ReconnectRequired` is handed to the pair tasks, which stop the instance.
+`ReconnectRequired` is handed to the pair tasks, which stop the instance. Pairs that failed
+because the database could not be reached retry as soon as the heartbeat reaches it again.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from poller import metrics
 from poller.detect import diff as diff_mod
 from poller.detect.failures import CycleFailures, ErrorCounts, Outcome
 from poller.detect.feed import ChangeFeed, FeedClosed, Mode, PairAnswer, PairRequest
+from poller.detect.heartbeat import Liveness
 from poller.detect.schedule import BACKOFF_MIN_S, InstanceSchedule
-from poller.errors import DatabaseError, StatementRefused
+from poller.errors import DatabaseError, DatabaseUnavailable, StatementRefused
 from poller.instances import InitialMode
 from poller.logs import get_logger
 from poller.qbo.types import ReconnectRequired
@@ -61,6 +64,8 @@ log = get_logger(__name__)
 UTC = UTC
 
 DEFAULT_WINDOW_S = 0.1
+# A lease is believed held until this share of the replica timeout before others may take it.
+HOLD_MARGIN = 0.2
 BeforeCommit = Callable[[PairKey, PairAnswer], Awaitable[None]]
 
 
@@ -75,13 +80,8 @@ class InstanceConfig:
     deactivated_as_deleted: bool = False
     reconcile_interval_s: float = 6 * 3600.0
     events_per_notification: int = 10
-    lease_s: float = 60.0
+    replica_timeout_s: float = 15.0  # POLLER_REPLICA_TIMEOUT: a lease outlives its owner so long
     owner: str = "replica"
-
-    @property
-    def hold_s(self) -> float:
-        """How long one renewal holds the lease: to the next cycle, plus `lease_s` of grace."""
-        return self.refresh_interval_s + self.lease_s
 
 
 class InstanceCycles:
@@ -96,6 +96,7 @@ class InstanceCycles:
         *,
         window_s: float = DEFAULT_WINDOW_S,
         before_commit: BeforeCommit | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.pool = pool
         self.feed = feed
@@ -111,7 +112,11 @@ class InstanceCycles:
         self._woken: set[str] = set()  # woken while not asleep: their next sleep is skipped
         self._closed = False
         self._token: int | None = None  # our lease token, while we believe we hold it
-        self._lease_until = 0.0  # monotonic: the lease certainly lasts until then
+        # monotonic: the lease certainly lasts until then (taken or committed), or until the
+        # replica's heartbeats say (`liveness`; without one, the lease lives from its statements)
+        self._lease_until = 0.0
+        self.liveness = liveness or Liveness(cfg.replica_timeout_s)
+        self._database_failed: set[str] = set()  # pairs whose last poll the database failed
         self._cursors: dict[str, tuple[Cursor, float]] = {}  # cursor, monotonic when read
         self._error_counts = ErrorCounts(cfg.refresh_interval_s)
         self._stored: dict[str, datetime] | None = None
@@ -211,6 +216,7 @@ class InstanceCycles:
         """Serve cycles until `stop`; pairs still waiting or sleeping are then let go."""
         loop = asyncio.get_running_loop()
         stopped = asyncio.ensure_future(stop.wait())
+        unsubscribe = self.liveness.subscribe(self._database_back)
         try:
             while not stopped.done():
                 if not self._queue:
@@ -225,6 +231,7 @@ class InstanceCycles:
                 if batch:
                     await self._cycle(stopped, batch)
         finally:
+            unsubscribe()
             stopped.cancel()
             self._closed = True
             queue, self._queue = self._queue, []
@@ -241,6 +248,7 @@ class InstanceCycles:
         self.cycles += 1
         pairs = list({res.name: res for res, _ in batch}.values())
         failures = CycleFailures(self._error_counts, self._ctx())
+        self._database_failed.difference_update(res.name for res in pairs)
         try:
             outcomes = await self._serve(stopped, pairs, failures)
         except FeedClosed as exc:
@@ -249,6 +257,8 @@ class InstanceCycles:
             self._forget()
             for res in pairs:
                 failures.add(res.name, exc)
+            if isinstance(exc, DatabaseUnavailable):  # retried when the heartbeat gets through
+                self._database_failed.update(res.name for res in pairs)
             outcomes = failures.outcomes()
         missing = [res.name for res in pairs if res.name not in outcomes]
         if missing:  # never leave a pair without its next due time: it would stop polling
@@ -272,36 +282,40 @@ class InstanceCycles:
     # -- 1. the lease --
 
     def _holding(self, pairs: Sequence[Resource]) -> bool:
-        """We hold the lease for long enough (half its grace left), and know every cursor."""
+        """We hold the lease for long enough (no other replica may take it for a while yet:
+        our heartbeat, or our last statement under it, is recent), and know every cursor."""
+        timeout = self.cfg.replica_timeout_s
+        held_until = max(self._lease_until, self.liveness.alive_until())
         return (
             self._token is not None
-            and time.monotonic() < self._lease_until - self.cfg.lease_s / 2
+            and time.monotonic() < held_until - timeout * HOLD_MARGIN
             and all(res.name in self._cursors for res in pairs)
         )
 
     async def _acquire(self) -> float | None:
-        """Take or renew the lease, reading every cursor. None: ours; else when to look again."""
+        """Take or renew the lease, reading every cursor. None: ours; else when to look again:
+        when the holder's heartbeat would be too old, or when the instance is next due (by the
+        holder's schedule), whichever is later."""
+        timeout = self.cfg.replica_timeout_s
         sent = time.monotonic()
         async with db.acquire(self.pool) as conn:
-            lease = await cursors.acquire(
-                conn, self.cfg.instance_id, self.cfg.owner, self.cfg.hold_s
-            )
+            lease = await cursors.acquire(conn, self.cfg.instance_id, self.cfg.owner, timeout)
         if lease.token is None:
             self._forget()
-            wait = (
-                self.cfg.refresh_interval_s if lease.held_for_s is None else lease.held_for_s + 0.05
-            )
+            lapses_in = timeout if lease.held_for_s is None else lease.held_for_s + 0.05
+            wait = max(lapses_in, lease.due_in_s or 0.0)
             log.debug(
                 "instance_held_elsewhere",
                 **self._ctx(),
                 holder=lease.holder,
                 retry_in_s=round(wait, 3),
             )
-            return time.time() + min(max(wait, BACKOFF_MIN_S), self.cfg.hold_s)
+            cap = max(self.cfg.refresh_interval_s, timeout)
+            return time.time() + min(max(wait, BACKOFF_MIN_S), cap)
         if lease.token != self._token:
             log.info("instance_lease_taken", **self._ctx(), lease_term=lease.token)
         self._token = lease.token
-        self._lease_until = sent + self.cfg.hold_s
+        self._lease_until = sent + timeout
         self._cursors = {res: (cursor, sent) for res, cursor in lease.cursors.items()}
         return None
 
@@ -311,7 +325,18 @@ class InstanceCycles:
 
     def _lease(self) -> LeaseRef:
         assert self._token is not None
-        return LeaseRef(self.cfg.instance_id, self.cfg.owner, self._token, self.cfg.hold_s)
+        return LeaseRef(self.cfg.instance_id, self.cfg.owner, self._token)
+
+    def _database_back(self) -> None:
+        """The heartbeat reached the database again: the pairs it failed retry now, with
+        their backoff reset (an outage is not the pairs' fault)."""
+        failed, self._database_failed = self._database_failed, set()
+        if not failed or self._closed:
+            return
+        for name in failed:
+            self._error_counts.reset(name)
+        log.info("pairs_retry_after_database_outage", **self._ctx(), resources=sorted(failed))
+        self.wake(failed)
 
     # -- 2. the request --
 
@@ -380,7 +405,7 @@ class InstanceCycles:
             lost = {name: retry for name in answered_names if name not in outcomes}
             not_answered = [name for name in failures.names() if name not in answered_names]
             return failures.outcomes(not_answered) | outcomes | lost
-        self._lease_until = sent + self.cfg.hold_s
+        self._lease_until = sent + self.cfg.replica_timeout_s
         for name, cursor in written.items():
             self._cursors[name] = (cursor, sent)
         succeeded = [(res, answer) for res, answer in good if res.name not in failures]

@@ -30,9 +30,14 @@ class InstanceSchedule:
         self.anchor = time.time() + random.uniform(0, spread)
 
     def first_due(self, stored: datetime | None) -> float:
-        """When to poll first: the stored schedule (resume after restart), else the anchor."""
+        """When to poll first: the stored schedule when it is still ahead (resume after a
+        restart, or a takeover from a crashed replica, on time: those due times are spread
+        already), which then anchors the grid; else the anchor (the start-up spread)."""
         stored_at = stored.timestamp() if stored is not None else 0.0
-        return max(stored_at, self.anchor) if stored_at > time.time() else self.anchor
+        if stored_at <= time.time():
+            return self.anchor
+        self.anchor = stored_at
+        return stored_at
 
     def next_due(self, after: float) -> float:
         """The first grid point strictly after `after`."""

@@ -19,6 +19,7 @@ from poller.aio import sleep_unless
 from poller.config import Settings
 from poller.detect.cycle import DEFAULT_WINDOW_S, BeforeCommit, InstanceConfig, InstanceCycles
 from poller.detect.feed import BatchCdcMemory, ChangeFeed
+from poller.detect.heartbeat import Liveness
 from poller.detect.pairs import PairPoller
 from poller.detect.schedule import InstanceSchedule
 from poller.detect.wakeups import Target, Wakeups
@@ -66,11 +67,14 @@ class PollerService:
         realm_factory: RealmFactory,
         options: PollerOptions | None = None,
         dsn: str | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.realm_factory = realm_factory
         self.options = options or PollerOptions()
+        # The replica's heartbeat (poller.detect.heartbeat), shared by every instance's leases.
+        self.liveness = liveness or Liveness(settings.replica_timeout_s)
         # Poll requests of other processes (poller.store.polls) wake pairs; None: no listener.
         self.wakeups = (
             None if dsn is None else Wakeups(pool, partial(db.connect, dsn), self._targets)
@@ -177,6 +181,7 @@ class PollerService:
             InstanceSchedule(interval, self.options.initial_spread_s),
             window_s=min(self.options.window_s, interval / 4),
             before_commit=self.options.before_commit,
+            liveness=self.liveness,
         )
         lost: list[ReconnectRequired] = []
 
@@ -225,7 +230,7 @@ class PollerService:
             inst.deactivated_as_deleted,
             settings.reconcile_interval_s,
             settings.events_per_notification,
-            settings.pair_lease_s,
+            settings.replica_timeout_s,
             settings.replica_id,
         )
 

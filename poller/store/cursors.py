@@ -1,10 +1,12 @@
 """Pair cursors and instance leases: watermarks, schedules, error counts (DESIGN §5, §8).
 
 All the pairs of an instance are polled by one replica at a time, under the instance's lease.
-`acquire` takes (or renews) it and reads every pair's cursor in one statement; taking it over
-bumps the lease token. `settle` ends a cycle: it writes every polled pair's cursor and renews
-the lease, in one statement fenced by that token — inside the cycle's transaction when there
-is anything else to write — so a replica that lost the instance mid-cycle cannot commit.
+A lease is live while its owner heartbeats (`poller.store.replicas`) within the replica
+timeout, however long its cycles last; then any replica may take it over. `acquire` takes (or
+renews) it and reads every pair's cursor in one statement; taking it over bumps the lease
+token. `settle` ends a cycle: it writes every polled pair's cursor and renews the lease, in one
+statement fenced by that token — inside the cycle's transaction when there is anything else to
+write — so a replica that lost the instance mid-cycle cannot commit.
 """
 
 from __future__ import annotations
@@ -54,12 +56,11 @@ class Cursor:
 
 @dataclass(frozen=True, slots=True)
 class LeaseRef:
-    """The lease a cycle writes under: who, which token, and how long a renewal holds."""
+    """The lease a cycle writes under: who, and which token."""
 
     instance_id: int
     owner: str
     token: int
-    hold_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,9 @@ class Lease:
 
     token: int | None  # ours (the fencing token); None: held elsewhere
     holder: str | None
-    held_for_s: float | None  # held elsewhere: seconds until it lapses
+    held_for_s: float | None  # held elsewhere: seconds until it lapses, unless its owner beats
     cursors: dict[str, Cursor]
+    due_in_s: float | None = None  # held elsewhere: seconds until its first pair is due
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +135,16 @@ def _cursor(row: asyncpg.Record) -> Cursor:
 
 
 @store_call
-async def acquire(conn: Conn, instance_id: int, owner: str, hold_s: float) -> Lease:
-    """Take or renew the instance's lease for `hold_s`; with it, every pair's cursor."""
-    rows = await conn.fetch(Q["acquire"], instance_id, owner, float(hold_s))
+async def acquire(conn: Conn, instance_id: int, owner: str, timeout_s: float) -> Lease:
+    """Take or renew the instance's lease, live while `owner` heartbeats within `timeout_s`
+    (the replica timeout); with it, every pair's cursor."""
+    rows = await conn.fetch(Q["acquire"], instance_id, owner, float(timeout_s))
     first = rows[0]
     token = first["lease_token"]
     if token is None:
         held = first["held_for_s"]
-        return Lease(None, first["holder"], None if held is None else max(0.0, held), {})
+        held_for_s = None if held is None else max(0.0, held)
+        return Lease(None, first["holder"], held_for_s, {}, first["due_in_s"])
     return Lease(token, owner, None, {r["resource"]: _cursor(r) for r in rows if r["resource"]})
 
 
@@ -156,7 +160,6 @@ async def settle(conn: Conn, lease: LeaseRef, settles: Sequence[Settle]) -> dict
         lease.instance_id,
         lease.owner,
         lease.token,
-        float(lease.hold_s),
         [s.resource for s in settles],
         ok,
         [s.advance.watermark if s.advance else None for s in settles],
@@ -175,7 +178,7 @@ async def settle(conn: Conn, lease: LeaseRef, settles: Sequence[Settle]) -> dict
 
 @store_call
 async def release(conn: Conn, instance_id: int, owner: str) -> bool:
-    """Give the instance up (graceful stop) so another replica need not wait for expiry."""
+    """Give the instance up (graceful stop) so another replica need not wait for the timeout."""
     return await conn.execute(Q["release"], instance_id, owner) == "UPDATE 1"
 
 

@@ -15,6 +15,7 @@ import asyncpg
 from poller.config import Settings
 from poller.detect.cycle import InstanceConfig, InstanceCycles
 from poller.detect.feed import BatchCdcMemory, ChangeFeed
+from poller.detect.heartbeat import Heartbeat
 from poller.detect.pairs import PairPoller
 from poller.detect.schedule import InstanceSchedule
 from poller.detect.service import PollerOptions, PollerService
@@ -40,7 +41,7 @@ def make_settings(emu: Any, dsn: str, **overrides: Any) -> Settings:
         http_addr=None,
         overlap_seconds=5,
         replica_id=OWNER,
-        pair_lease_s=30.0,
+        replica_timeout_s=30.0,
         qbo_request_timeout_s=10.0,
     )
     return replace(base, **overrides)
@@ -105,7 +106,7 @@ def instance_config(row: asyncpg.Record, settings: Settings) -> InstanceConfig:
         row["deactivated_as_deleted"],
         settings.reconcile_interval_s,
         settings.events_per_notification,
-        settings.pair_lease_s,
+        settings.replica_timeout_s,
         settings.replica_id,
     )
 
@@ -173,14 +174,20 @@ async def running_service(
     """The PollerService in a task, stopped (and awaited) on exit."""
     dsn = options.pop("dsn", None)  # given: the service listens for poll requests
     opts = PollerOptions(rescan_s=options.pop("rescan_s", 0.1), **options)
-    service = PollerService(pool, settings, client.realm, opts, dsn=dsn)
+    # The replica's heartbeat beside it, as the supervisor runs them.
+    heartbeat = Heartbeat(pool, settings.replica_id, settings.replica_timeout_s)
+    service = PollerService(
+        pool, settings, client.realm, opts, dsn=dsn, liveness=heartbeat.liveness
+    )
     stop = asyncio.Event()
+    beating = asyncio.create_task(heartbeat.run(stop))
     task = asyncio.create_task(service.run(stop))
     try:
         yield service
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(beating, 10)
 
 
 async def wait_until(

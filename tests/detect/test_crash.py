@@ -7,12 +7,13 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from poller.store import outbox
+from poller.store import outbox, polls
 from tests.detect.harness import Env, add_instance, cursor_row, events, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,19 +114,19 @@ def _daemon_env(env: Env) -> dict[str, str]:
         "POLLER_LOG_FORMAT": "json",
         "POLLER_LOG_LEVEL": "warning",
         "POLLER_OVERLAP_SECONDS": "5",
-        "POLLER_PAIR_LEASE": "1s",
+        "POLLER_REPLICA_TIMEOUT": "1s",
         "POLLER_SHUTDOWN_GRACE_SECONDS": "1",
         "PYTHONPATH": str(ROOT),
     }
 
 
-async def _spawn(env: Env) -> asyncio.subprocess.Process:
+async def _spawn(env: Env, daemon_env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "poller",
         "run",
-        env=_daemon_env(env),
+        env=daemon_env or _daemon_env(env),
         cwd=str(ROOT),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -171,4 +172,62 @@ async def test_kill_9_of_the_daemon_loses_and_duplicates_nothing(env: Env) -> No
     assert all(e.event_type == "CREATED" for e in got)
     orphans = await pool.fetchval("SELECT count(*) FROM events WHERE notification_id IS NULL")
     assert orphans == 0
+    assert proc.returncode == 0
+
+
+async def test_kill_9_and_restart_polls_within_the_replica_timeout_at_a_15_minute_interval(
+    env: Env,
+) -> None:
+    """Issue 10, finding 3: the restarted process takes the dead one's instance over once its
+    heartbeat is older than POLLER_REPLICA_TIMEOUT (default 15 s), not when a lease sized on the
+    poll interval lapses (15 min + POLLER_PAIR_LEASE before); and it keeps the stored schedule:
+    no poll before the pair is due, none after it until the next interval."""
+    emu, pool = env.emu, env.pool
+    realm = emu.add_realm(seed=4, per_entity=1)
+    iid = await add_instance(pool, emu, realm, interval_s=900.0, resources=["customers"])
+    daemon_env = {k: v for k, v in _daemon_env(env).items() if k != "POLLER_REPLICA_TIMEOUT"}
+
+    async def polls_done() -> int:
+        return int((await cursor_row(pool, iid, "customers"))["polls"])
+
+    async def first_poll() -> bool:
+        # The first poll now, not at the instance's start-up phase (up to 30 s): a poll request.
+        async with pool.acquire() as conn:
+            await polls.request_poll(conn, instance_id=iid)
+        await asyncio.sleep(0.5)
+        return await polls_done() == 1
+
+    proc = await _spawn(env, daemon_env)
+    try:
+        await wait_until(first_poll, timeout=30)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        killed = time.monotonic()
+        # The pair comes due 3 s after the crash (as if the kill came just before its time).
+        due = await pool.fetchval(
+            "UPDATE pair_cursors SET next_due_at = now() + interval '3 s' "
+            "WHERE instance_id = $1 RETURNING next_due_at",
+            iid,
+        )
+        customer = emu.create(realm, "Customer", {"DisplayName": "Polled After The Crash"})
+        proc = await _spawn(env, daemon_env)  # restart at once
+
+        async def polled_again() -> bool:
+            return await polls_done() >= 2
+
+        await wait_until(polled_again, timeout=60, every=0.1)
+        resumed_after = time.monotonic() - killed
+        row = await cursor_row(pool, iid, "customers")
+        assert row["last_polled_at"] >= due  # not before it was due
+        assert {e.object_id for e in await events(pool, iid)} == {customer["Id"]}
+        await asyncio.sleep(3)
+        assert await polls_done() == 2  # and then nothing until the next interval
+        next_due = (await cursor_row(pool, iid, "customers"))["next_due_at"]
+        assert (next_due - row["last_polled_at"]).total_seconds() > 800
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 15)
+    print(f"kill -9 → next poll of the restarted daemon: {resumed_after:.1f} s")
+    assert resumed_after < 20, f"polled again {resumed_after:.1f} s after the kill"
     assert proc.returncode == 0

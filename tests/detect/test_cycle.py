@@ -21,7 +21,14 @@ from poller.store import db
 from poller.store.cursors import LeaseLost, PairKey
 from tests.detect.harness import Env, add_instance, cursor_row, events
 
-LEASE_HELD = "UPDATE instance_leases SET expires_at = now() - interval '1 s' WHERE instance_id = $1"
+# The lease's owner went silent (no heartbeat, no statement under the lease) an hour ago.
+LEASE_HELD = """
+WITH lease AS (
+    UPDATE instance_leases SET renewed_at = now() - interval '1 h' WHERE instance_id = $1
+    RETURNING owner
+)
+UPDATE replicas SET heartbeat_at = now() - interval '1 h' WHERE id IN (SELECT owner FROM lease)
+"""
 
 
 async def test_pairs_due_close_together_share_one_cycle(env: Env) -> None:

@@ -31,6 +31,15 @@ BODY = {
     },
 }
 
+# The lease's owner went silent (no heartbeat, no statement under the lease) an hour ago.
+LAPSED = """
+WITH lease AS (
+    UPDATE instance_leases SET renewed_at = now() - interval '1 h' WHERE instance_id = $1
+    RETURNING owner
+)
+UPDATE replicas SET heartbeat_at = now() - interval '1 h' WHERE id IN (SELECT owner FROM lease)
+"""
+
 
 @pytest.fixture
 async def instance(pool: asyncpg.Pool) -> int:
@@ -56,7 +65,7 @@ async def take(pool: asyncpg.Pool, instance: int, owner: str = "a") -> LeaseRef:
     async with pool.acquire() as conn:
         lease = await cursors.acquire(conn, instance, owner, 30)
     assert lease.token is not None
-    return LeaseRef(instance, owner, lease.token, 30)
+    return LeaseRef(instance, owner, lease.token)
 
 
 async def commit(
@@ -203,7 +212,7 @@ async def test_watermark_written_with_fencing_token(pool: asyncpg.Pool, instance
         1,
     )
     # A stale token: the fenced settle refuses, and takes the whole transaction with it.
-    stale = LeaseRef(instance, "a", lease.token + 1, 30)
+    stale = LeaseRef(instance, "a", lease.token + 1)
     with pytest.raises(LeaseLost):
         await commit(
             pool, stale, [PairWrite("customers", [SnapshotRow("9", "0", T0)], [ev("9", "0")])]
@@ -259,21 +268,21 @@ async def test_instance_lease_renew_take_over_after_expiry_and_release(
         b0 = await cursors.acquire(conn, instance, "b", 30)  # held: not taken, no token
         assert b0.token is None and b0.holder == "a" and 29 < b0.held_for_s <= 30
         await conn.execute(
-            "UPDATE instance_leases SET expires_at = now() - interval '1 s' WHERE instance_id = $1",
+            LAPSED,
             instance,
         )
         b = await cursors.acquire(conn, instance, "b", 30)  # takeover bumps the token
         assert b.token == a1.token + 1
         with pytest.raises(LeaseLost):  # a's late commit is fenced out
-            await cursors.settle(conn, LeaseRef(instance, "a", a1.token, 30), [ok("customers")])
+            await cursors.settle(conn, LeaseRef(instance, "a", a1.token), [ok("customers")])
         assert await cursors.release(conn, instance, "b")
         with pytest.raises(LeaseLost):  # released: b's too
-            await cursors.settle(conn, LeaseRef(instance, "b", b.token, 30), [ok("customers")])
+            await cursors.settle(conn, LeaseRef(instance, "b", b.token), [ok("customers")])
         a3 = await cursors.acquire(conn, instance, "a", 30)
         assert a3.token == b.token + 1
         # The lease lapsed while still ours and nobody took it: taken again, with a new token.
         await conn.execute(
-            "UPDATE instance_leases SET expires_at = now() - interval '1 s' WHERE instance_id = $1",
+            LAPSED,
             instance,
         )
         a4 = await cursors.acquire(conn, instance, "a", 30)
@@ -285,7 +294,7 @@ async def test_concurrent_takers_one_wins(pool: asyncpg.Pool, instance: int, db_
     conns = [await asyncpg.connect(db_dsn) for _ in range(6)]
     try:
         for _ in range(5):
-            await pool.execute("UPDATE instance_leases SET expires_at = now() - interval '1 s'")
+            await pool.execute("UPDATE instance_leases SET renewed_at = now() - interval '1 h'")
             leases = await asyncio.gather(
                 *(cursors.acquire(c, instance, f"r{n}", 30) for n, c in enumerate(conns))
             )

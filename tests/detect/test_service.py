@@ -221,8 +221,8 @@ async def test_two_replicas_never_split_an_instance_and_take_over_from_a_crashed
             )
         return got
 
-    a_settings = env.settings(replica_id="replica-a", pair_lease_s=0.5)
-    b_settings = env.settings(replica_id="replica-b", pair_lease_s=0.5)
+    a_settings = env.settings(replica_id="replica-a", replica_timeout_s=0.5)
+    b_settings = env.settings(replica_id="replica-b", replica_timeout_s=0.5)
     async with qbo_client(a_settings, pool) as ca, qbo_client(b_settings, pool) as cb:
         a = running_service(pool, a_settings, ca, before_commit=recorder("a"))
         await a.__aenter__()
@@ -230,6 +230,12 @@ async def test_two_replicas_never_split_an_instance_and_take_over_from_a_crashed
             await wait_until(
                 lambda: _true_async(
                     _owners(pool, iids), lambda o: o == dict.fromkeys(iids, "replica-a")
+                )
+            )
+            # ...and has its baselines: a change made before them is not an event (`now` mode).
+            await wait_until(
+                lambda: _true_async(
+                    pool.fetchval("SELECT bool_and(initialized) FROM pair_cursors"), bool
                 )
             )
             async with running_service(pool, b_settings, cb, before_commit=recorder("b")):

@@ -13,28 +13,43 @@ GROUP BY i.id
 ORDER BY i.id
 
 -- name: acquire
--- Take the instance's lease if it is free, ours, or expired, and read every pair's cursor, in
--- one statement. Taking it from anyone else (or after our own lease lapsed) bumps the token,
--- which fences out the previous holder's in-flight commit; renewing a live lease of our own
--- keeps it. lease_token is NULL when another replica holds a live lease; held_for_s then says
--- for how much longer (the holder's row, as it was when the statement began).
+-- Take the instance's lease if it is free, ours, or its owner is dead, and read every pair's
+-- cursor, in one statement. A lease is live while its owner's heartbeat (replicas) or its own
+-- renewed_at (set when taken and at every commit) is younger than the timeout $3. Taking it from
+-- anyone else (or after our own lease lapsed) bumps the token, which fences out the previous
+-- holder's in-flight commit; renewing a live lease of our own keeps it. The WHERE of ON CONFLICT
+-- sees the row as another taker may just have committed it (its fresh renewed_at): of replicas
+-- racing for a dead lease, one wins. lease_token is NULL when another replica holds a live
+-- lease; held_for_s then says how long it stays live unless its owner heartbeats again, and
+-- due_in_s when the instance's first pair is due (the holder's schedule, as stored).
 WITH taken AS (
-    INSERT INTO instance_leases AS l (instance_id, owner, expires_at, token)
-    VALUES ($1, $2, now() + make_interval(secs => $3), 1)
+    INSERT INTO instance_leases AS l (instance_id, owner, token)
+    VALUES ($1, $2, 1)
     ON CONFLICT (instance_id) DO UPDATE
-    SET token = CASE WHEN l.owner = $2 AND l.expires_at > now() THEN l.token ELSE l.token + 1 END,
-        acquired_at = CASE WHEN l.owner = $2 AND l.expires_at > now() THEN l.acquired_at
-                           ELSE now() END,
+    SET token = CASE WHEN l.owner = $2 AND greatest(
+                         l.renewed_at, (SELECT heartbeat_at FROM replicas WHERE id = l.owner)
+                     ) > now() - make_interval(secs => $3)
+                     THEN l.token ELSE l.token + 1 END,
+        acquired_at = CASE WHEN l.owner = $2 THEN l.acquired_at ELSE now() END,
         owner = EXCLUDED.owner,
-        expires_at = EXCLUDED.expires_at,
         renewed_at = now()
-    WHERE l.owner IS NULL OR l.owner = $2 OR l.expires_at IS NULL OR l.expires_at <= now()
+    WHERE l.owner IS NULL OR l.owner = $2
+       OR greatest(l.renewed_at, (SELECT heartbeat_at FROM replicas WHERE id = l.owner))
+          <= now() - make_interval(secs => $3)
     RETURNING l.token
+),
+holder AS (
+    SELECT l.owner,
+           extract(epoch FROM greatest(l.renewed_at, r.heartbeat_at)
+                              + make_interval(secs => $3) - now())::double precision AS held_for_s
+    FROM instance_leases l LEFT JOIN replicas r ON r.id = l.owner
+    WHERE l.instance_id = $1
 )
 SELECT (SELECT token FROM taken) AS lease_token,
-       (SELECT owner FROM instance_leases WHERE instance_id = $1) AS holder,
-       (SELECT extract(epoch FROM expires_at - now())::double precision
-        FROM instance_leases WHERE instance_id = $1) AS held_for_s,
+       (SELECT owner FROM holder) AS holder,
+       (SELECT held_for_s FROM holder) AS held_for_s,
+       (SELECT extract(epoch FROM min(next_due_at) - now())::double precision
+        FROM pair_cursors WHERE instance_id = $1) AS due_in_s,
        p.resource, p.watermark, p.baseline, p.initialized,
        extract(epoch FROM now() - p.last_reconciled_at)::double precision AS reconciled_age_s,
        p.consecutive_errors, p.next_due_at
@@ -44,12 +59,12 @@ LEFT JOIN pair_cursors p ON p.instance_id = $1
 -- name: settle
 -- The end of a cycle, fenced by the lease token: every polled pair's cursor (a success advances
 -- the watermark and resets the error count, a failure counts an error and pushes its schedule
--- back) and the lease renewal, in one statement. No rows: the token is no longer current
+-- back) and the lease's renewed_at, in one statement. No rows: the token is no longer current
 -- (another replica took the instance, or it was released), and the caller's transaction aborts.
 -- Holding the lease row from here to COMMIT keeps a takeover from slipping in before it.
 WITH lease AS (
     UPDATE instance_leases
-    SET expires_at = now() + make_interval(secs => $4), renewed_at = now()
+    SET renewed_at = now()
     WHERE instance_id = $1 AND owner = $2 AND token = $3
     RETURNING token
 )
@@ -65,8 +80,8 @@ SET watermark = CASE WHEN r.ok THEN greatest(p.watermark, r.watermark) ELSE p.wa
     last_error = r.error,
     updated_at = now()
 FROM lease,
-     unnest($5::text[], $6::boolean[], $7::timestamptz[], $8::timestamptz[], $9::boolean[],
-            $10::timestamptz[], $11::text[])
+     unnest($4::text[], $5::boolean[], $6::timestamptz[], $7::timestamptz[], $8::boolean[],
+            $9::timestamptz[], $10::text[])
      AS r (resource, ok, watermark, baseline, reconciled, next_due_at, error)
 WHERE p.instance_id = $1 AND p.resource = r.resource
 RETURNING p.resource, p.watermark, p.baseline, p.initialized,
@@ -74,10 +89,10 @@ RETURNING p.resource, p.watermark, p.baseline, p.initialized,
           p.consecutive_errors, p.next_due_at
 
 -- name: release
--- Graceful stop: free the instance so another replica need not wait for expiry. The token
+-- Graceful stop: free the instance so another replica need not wait for the timeout. The token
 -- stays; with owner NULL a late commit of ours would be refused too. (A replica runs one
 -- cycle loop per instance at a time, so its owner id is enough.)
-UPDATE instance_leases SET owner = NULL, expires_at = NULL, renewed_at = now()
+UPDATE instance_leases SET owner = NULL, renewed_at = now()
 WHERE instance_id = $1 AND owner = $2
 
 -- name: schedule
