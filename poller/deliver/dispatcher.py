@@ -47,21 +47,17 @@ from poller.deliver.breaker import Breaker
 from poller.deliver.envelope import EventRow, InstanceInfo, build_body
 from poller.deliver.signing import USER_AGENT, callback_headers
 from poller.deliver.ssrf import CallbackRefused, GuardedResolver, check_url, refused_in
-from poller.errors import DatabaseError, DatabaseUnavailable, PollerError
+from poller.errors import DatabaseError, PollerError
 from poller.store import db
 from poller.store import notifications as store
 from poller.store.crypto import SecretBox
+from poller.store.listener import Listener
 from poller.vocab import DeliveryOutcome, SignatureScheme
 
 log = logs.get_logger(__name__)
 
 RESPONSE_CAP_BYTES = 4096
 MAX_CLAIM_BATCH = 200
-LISTEN_PING_S = 30.0
-LISTEN_RETRY_MAX_S = 30.0
-# Reconnecting the LISTEN: 0.5 s after a connection that worked was lost, doubling while
-# connecting keeps failing. One connection per process: no jitter needed.
-LISTEN_BACKOFF = Backoff(base_s=0.5, cap_s=LISTEN_RETRY_MAX_S)
 RELEASE_TIMEOUT_S = 3.0
 _KEY_CACHE_MAX = 1024
 
@@ -161,18 +157,6 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
         raise_for_status=False,
         headers={"User-Agent": USER_AGENT},
     )
-
-
-async def _first_of(events: Sequence[asyncio.Event], timeout: float) -> bool:
-    """Wait until any event is set; False on timeout."""
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-    return bool(done)
 
 
 @dataclass(frozen=True)
@@ -285,7 +269,13 @@ class Dispatcher:
         )
         self.lease_s = settings.delivery_lease_s
         self.signature_scheme = SignatureScheme(settings.signature_scheme)
-        self.listening = asyncio.Event()  # set while LISTEN is active (tests wait on it)
+        self._listener = Listener(
+            functools.partial(db.connect, dsn),
+            {store.CHANNEL: self._notified},
+            name="outbox",
+            on_listening=self._listening,
+        )
+        self.listening = self._listener.listening  # set while LISTEN is active (tests wait on it)
         self._wake = asyncio.Event()
         self._claims: dict[int, store.Claimed] = {}  # claimed, outcome not yet recorded
         self._tasks: set[asyncio.Task[None]] = set()  # one per delivery in flight
@@ -294,7 +284,6 @@ class Dispatcher:
         self._keys: dict[str, str] = {}
         self._backlog = False
         self._next_due = math.inf  # monotonic time of the earliest retry this process scheduled
-        self._listened = False
         self._http: aiohttp.ClientSession | None = None
         # Recorded outcomes, by outcome.
         self.outcomes: collections.Counter[DeliveryOutcome] = collections.Counter()
@@ -306,7 +295,7 @@ class Dispatcher:
         self._http = make_session(self.settings)
         recorder = asyncio.create_task(self._recorder.run(), name="deliver:record")
         helpers = [
-            asyncio.create_task(self._listen(stop), name="deliver:listen"),
+            asyncio.create_task(self._listener.run(stop), name="deliver:listen"),
             asyncio.create_task(self._renew_leases(), name="deliver:renew"),
             asyncio.create_task(self._wake_when(stop), name="deliver:stop-watch"),
         ]
@@ -742,61 +731,8 @@ class Dispatcher:
         else:
             log.warning("delivery_dead", **fields)
 
-    def _notified(self, *_: object) -> None:
+    def _notified(self, _payload: str) -> None:
         self._wake.set()
 
-    # --- LISTEN -------------------------------------------------------------------------------
-
-    async def _listen(self, stop: asyncio.Event) -> None:
-        """Keep a LISTEN alive on a dedicated connection, reconnecting with backoff."""
-        # Failed connections since the LISTEN last worked; the first try counts as one, so a
-        # database that is down at start is retried after 1 s, a lost LISTEN after 0.5 s.
-        failures = 1
-        while not stop.is_set():
-            self._listened = False
-            error: DatabaseError | None = None
-            try:
-                await self._listen_once(stop)
-            except DatabaseError as exc:
-                error = exc
-            failures = 1 if self._listened else failures + 1
-            delay = LISTEN_BACKOFF.delay(failures)
-            if error is not None:
-                log.warning("outbox_listen_lost", error=str(error), retry_in_s=delay)
-            if await sleep_unless(stop, delay):
-                return
-
-    async def _listen_once(self, stop: asyncio.Event) -> None:
-        """One LISTEN connection, until `stop` or until it is lost (raises `DatabaseError`)."""
-        with db.translated():  # connecting, listening and the ping timeout alike
-            conn = await asyncio.wait_for(db.connect(self.dsn), 10)
-        lost = asyncio.Event()
-        try:
-            with db.translated():
-                conn.add_termination_listener(lambda _conn: lost.set())
-                await conn.add_listener(store.CHANNEL, self._notified)
-                self._listened = True
-                self.listening.set()
-                self._wake.set()  # whatever was committed while nobody listened
-                while not stop.is_set() and not lost.is_set():
-                    if not await _first_of([stop, lost], LISTEN_PING_S):
-                        # A half-open TCP connection never reports itself: ask.
-                        await asyncio.wait_for(store.ping(conn), 5)
-            if lost.is_set():
-                raise DatabaseUnavailable("the LISTEN connection was closed")
-        finally:
-            self.listening.clear()
-            await _close_quietly(conn)
-
-
-async def _close_quietly(conn: db.Conn) -> None:
-    if conn.is_closed():
-        return
-    try:
-        with db.translated():
-            await asyncio.wait_for(conn.close(), 2)
-    except DatabaseError:
-        conn.terminate()
-    except asyncio.CancelledError:
-        conn.terminate()
-        raise
+    async def _listening(self, _missed: bool) -> None:
+        self._wake.set()  # whatever was committed while nobody listened

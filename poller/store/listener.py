@@ -10,29 +10,32 @@ Notifications sent while nobody listened are gone. `on_listening(missed)` runs e
 is in place, with `missed` True unless this is the first attempt's connection, so the owner can
 look in the database for what it may have missed (the outbox's due rows, the pairs' due times).
 
-The poller's wake-ups (`poller.detect.wakeups`) use it. The dispatcher keeps its own copy of the
-same loop for now (`poller.deliver.dispatcher.Dispatcher._listen`), written before this one.
+The poller's wake-ups (`poller.detect.wakeups`) and the dispatcher's outbox wake-up use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 
 import asyncpg
 
 from poller.aio import sleep_unless
-from poller.errors import DatabaseError
+from poller.backoff import Backoff
+from poller.errors import DatabaseError, DatabaseUnavailable
 from poller.logs import get_logger
-from poller.store.db import DRIVER_ERRORS
+from poller.store.db import DRIVER_ERRORS, translated
 from poller.store.sql import queries
 
 log = get_logger(__name__)
 Q = queries("listener")
 
 PING_S = 30.0
-RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+# Reconnecting: 0.5 s after a connection that worked was lost, doubling while connecting keeps
+# failing. One connection per process and purpose: no jitter needed.
+LISTEN_BACKOFF = Backoff(base_s=0.5, cap_s=RETRY_MAX_S)
 CONNECT_TIMEOUT_S = 10.0
 PING_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 2.0
@@ -66,41 +69,49 @@ class Listener:
         self.connections = 0  # LISTEN connections established so far (tests look)
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = RETRY_MIN_S
+        backoff = replace(LISTEN_BACKOFF, cap_s=self.retry_max_s)
         attempts = 0
+        failures = 0  # connection attempts that failed since LISTEN last worked
         while not stop.is_set():
             attempts += 1
             established_before = self.connections
+            error: BaseException | None = None
             try:
                 await self._listen_once(stop, missed=attempts > 1)
-            except (*DRIVER_ERRORS, DatabaseError) as exc:
+            except DatabaseError as exc:
+                error = exc
+            failures = 1 if self.connections > established_before else failures + 1
+            delay = backoff.delay(failures)
+            if error is not None:
                 log.warning(
                     f"{self.name}_listen_lost",
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=f"{type(error).__name__}: {error}",
                     retry_in_s=delay,
                 )
-            if self.connections > established_before:
-                delay = RETRY_MIN_S
             if await sleep_unless(stop, delay):
                 return
-            delay = min(delay * 2, self.retry_max_s)
 
     async def _listen_once(self, stop: asyncio.Event, *, missed: bool) -> None:
-        conn = await asyncio.wait_for(self.connect(), CONNECT_TIMEOUT_S)
+        """One LISTEN connection, until `stop` or until it is lost (raises `DatabaseError`)."""
+        with translated():  # connecting, listening and the ping alike
+            conn = await asyncio.wait_for(self.connect(), CONNECT_TIMEOUT_S)
         lost = asyncio.Event()
         try:
-            conn.add_termination_listener(lambda _conn: lost.set())
-            for channel, handler in self.channels.items():
-                await conn.add_listener(channel, self._callback(handler))
+            with translated():
+                conn.add_termination_listener(lambda _conn: lost.set())
+                for channel, handler in self.channels.items():
+                    await conn.add_listener(channel, self._callback(handler))
             self.connections += 1
             self.listening.set()
             log.debug(f"{self.name}_listening", channels=list(self.channels), missed=missed)
             await self._listening(missed)
             while not stop.is_set() and not lost.is_set():
                 if not await _first_of((stop, lost), self.ping_s):
-                    await asyncio.wait_for(conn.fetchval(Q["ping"]), PING_TIMEOUT_S)
+                    # A half-open TCP connection never reports itself: ask.
+                    with translated():
+                        await asyncio.wait_for(conn.fetchval(Q["ping"]), PING_TIMEOUT_S)
             if lost.is_set():
-                raise ConnectionError("the LISTEN connection was closed")
+                raise DatabaseUnavailable("the LISTEN connection was closed")
         finally:
             self.listening.clear()
             await _close_quietly(conn)

@@ -354,5 +354,5 @@ async def test_a_listen_connection_that_cannot_open_is_a_database_error(
     unreachable = "postgresql://postgres@127.0.0.1:9/nowhere"  # discard port: refused
     dispatcher = Dispatcher(settings(), pool, unreachable, BOX)
     with pytest.raises(DatabaseUnavailable):
-        await dispatcher._listen_once(asyncio.Event())
+        await dispatcher._listener._listen_once(asyncio.Event(), missed=False)
     assert not dispatcher.listening.is_set()

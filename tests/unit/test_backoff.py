@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from poller.backoff import EQUAL_JITTER, NO_JITTER, Backoff, spread
-from poller.deliver.dispatcher import LISTEN_BACKOFF
 from poller.detect.schedule import BACKOFF_CAP_S, backoff_s
 from poller.qbo.auth import TOKEN_BACKOFF
 from poller.qbo.client import RetryPolicy
+from poller.store.listener import LISTEN_BACKOFF
 
 LOW, MID, HIGH = (lambda: 0.0), (lambda: 0.5), (lambda: 1.0)
 
