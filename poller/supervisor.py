@@ -38,6 +38,7 @@ from poller.store.database import open_database
 from poller.store.tokens import PgTokenStore
 from poller.web.api import ApiPart
 from poller.web.app import WebPart, build_app, serve
+from poller.web.console import ConsolePart
 from poller.web.health import Health
 from poller.web.prometheus import Metrics
 
@@ -112,9 +113,22 @@ def code_exchanger(runtime: Runtime) -> CodeExchanger:
 
 
 def web_parts(runtime: Runtime, services: Sequence[Service]) -> list[WebPart]:
-    """Health, metrics and the API, then the routes of any service that serves HTTP itself."""
+    """Health, metrics, the API and the console, then the routes of any service that serves
+    HTTP itself."""
     api = ApiPart(runtime.pool, runtime.box, runtime.settings, code_exchanger(runtime))
     parts: list[WebPart] = [Health(runtime.pool), Metrics(), api]
+    if api.authenticator is not None:
+        # The console (DESIGN §10) is on with the API: same switch, managers and throttle.
+        parts.append(
+            ConsolePart(
+                runtime.pool,
+                runtime.box,
+                runtime.settings,
+                api.manager,
+                api.events,
+                api.authenticator,
+            )
+        )
     parts.extend(service for service in services if isinstance(service, WebPart))
     return parts
 
