@@ -8,7 +8,7 @@ every POST. Everything it does goes through poller.manage, as the API's handlers
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources as package_files
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -97,7 +97,8 @@ class ConsolePart:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            response = exc
+            self._protect(request, exc.headers)
+            raise
         except ManageError as exc:
             response = self.console.error_page(request, exc.status, str(exc))
         except DatabaseError as exc:
@@ -105,14 +106,17 @@ class ConsolePart:
             response = self.console.error_page(
                 request, 503, "The database is unavailable; try again in a moment."
             )
-        response.headers["Content-Security-Policy"] = self.policy
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        # The OAuth callback's URL carries a code: no Referer may take it elsewhere.
-        response.headers["Referrer-Policy"] = "no-referrer"
-        if not request.path.startswith(f"{BASE_PATH}/static/"):
-            response.headers["Cache-Control"] = "no-store"
+        self._protect(request, response.headers)
         return response
+
+    def _protect(self, request: web.Request, headers: MutableMapping[str, str]) -> None:
+        headers["Content-Security-Policy"] = self.policy
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["X-Frame-Options"] = "DENY"
+        # The OAuth callback's URL carries a code: no Referer may take it elsewhere.
+        headers["Referrer-Policy"] = "no-referrer"
+        if not request.path.startswith(f"{BASE_PATH}/static/"):
+            headers["Cache-Control"] = "no-store"
 
     @web.middleware
     async def _session(self, request: web.Request, handler: Handler) -> web.StreamResponse:
