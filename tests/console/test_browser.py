@@ -102,9 +102,17 @@ class Steps:
         self.folder = folder
         self.count = 0
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, whole_page: bool = False) -> None:
         self.count += 1
-        self.driver.save_screenshot(str(self.folder / f"{self.count:02d}-{name}.png"))
+        path = str(self.folder / f"{self.count:02d}-{name}.png")
+        if not whole_page:
+            self.driver.save_screenshot(path)
+            return
+        size = self.driver.get_window_size()
+        height = self.driver.execute_script("return document.documentElement.scrollHeight;")
+        self.driver.set_window_size(size["width"], int(height) + 140)
+        self.driver.save_screenshot(path)
+        self.driver.set_window_size(size["width"], size["height"])
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 20) -> Any:
@@ -162,7 +170,7 @@ def console_flow(stack: Stack, browser: Any, tmp_path: Path) -> None:
         "vendors",
     ]
     find(By.ID, "tags").send_keys("Docs")
-    steps.shot("instance-form")
+    steps.shot("instance-form", whole_page=True)
     find(By.ID, "submit").click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "instance-name"))
     assert find(By.ID, "instance-name").text == "Browser books"
