@@ -244,6 +244,9 @@ class Settings:
     api_organization_secret: str | None = variable(
         "POLLER_API_ORGANIZATION_SECRET", _org_secret, secret=True
     )
+    # How browsers reach the daemon: the console's OAuth redirect URI is built from it and its
+    # cookies are Secure when it is https. Unset: http:// + POLLER_HTTP_ADDR (public_url()).
+    public_url: str | None = variable("POLLER_PUBLIC_URL", parse_url)
     log_level: str = variable("POLLER_LOG_LEVEL", _choice(LOG_LEVELS), "info")
     log_format: LogFormat = variable("POLLER_LOG_FORMAT", _log_format, LogFormat.AUTO)
     overlap_seconds: int = variable("POLLER_OVERLAP_SECONDS", _int_at_least(1), 120)
@@ -291,6 +294,12 @@ class Settings:
     webhook_verifier_token: str | None = variable("QBO_WEBHOOK_VERIFIER_TOKEN", _text, secret=True)
     webhook_coalesce_s: float = variable("POLLER_WEBHOOK_COALESCE", _positive_seconds, 1.0)
     env_file: Path | None = None  # the --env-file that was read, if any
+
+    def console_url(self) -> str:
+        """POLLER_PUBLIC_URL, or http:// + POLLER_HTTP_ADDR."""
+        if self.public_url:
+            return self.public_url
+        return f"http://{self.http_addr or HttpAddr('127.0.0.1', 8080)}"
 
     def secret_values(self) -> list[str]:
         """The configured secret values, for log redaction."""

@@ -39,6 +39,7 @@ from poller.store.database import open_database
 from poller.store.tokens import PgTokenStore
 from poller.web.api import ApiPart
 from poller.web.app import WebPart, build_app, serve
+from poller.web.console import ConsolePart
 from poller.web.health import Health
 from poller.web.prometheus import Metrics
 from poller.web.webhooks import WebhookIntake, WebhookReceiver
@@ -125,9 +126,9 @@ def code_exchanger(runtime: Runtime) -> CodeExchanger:
 
 
 def web_parts(runtime: Runtime, services: Sequence[Service]) -> list[WebPart]:
-    """Health, metrics, the API and the Intuit webhook receiver (always: it refuses every
-    request with 401 until a verifier token is configured), then the routes of any service that
-    serves HTTP itself."""
+    """Health, metrics, the API, the console (with the API) and the Intuit webhook receiver
+    (always: it refuses every request with 401 until a verifier token is configured), then the
+    routes of any service that serves HTTP itself."""
     api = ApiPart(runtime.pool, runtime.box, runtime.settings, code_exchanger(runtime))
     intake = next((s for s in services if isinstance(s, WebhookIntake)), None)
     receiver = WebhookReceiver(
@@ -138,6 +139,18 @@ def web_parts(runtime: Runtime, services: Sequence[Service]) -> list[WebPart]:
         events_per_notification=runtime.settings.events_per_notification,
     )
     parts: list[WebPart] = [Health(runtime.pool), Metrics(), api, receiver]
+    if api.authenticator is not None:
+        # The console (DESIGN §10) is on with the API: same switch, managers and throttle.
+        parts.append(
+            ConsolePart(
+                runtime.pool,
+                runtime.box,
+                runtime.settings,
+                api.manager,
+                api.events,
+                api.authenticator,
+            )
+        )
     parts.extend(service for service in services if isinstance(service, WebPart))
     return parts
 

@@ -5,6 +5,10 @@ emulator with a few companies changing at a steady rate, a receiver that verifie
 signatures, and the daemon itself (the same supervisor `qbo-poller run` uses), polling every
 few seconds. Each callback event is printed as it arrives; Ctrl-C, SIGTERM or `--duration`
 ends it, and everything it started is stopped and removed.
+
+The console (DESIGN §10) is on: the demo prints its URL and a ready login (a demo user and
+the organization secret); "Connect to QuickBooks" goes to the emulator's consent page, which
+approves at once, so a newcomer can create an instance and watch its events in the browser.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import io
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -29,6 +34,8 @@ from poller.config import Settings, load_settings
 from poller.demo.changes import ChangeDriver
 from poller.demo.receiver import Received, Receiver, run_receiver
 from poller.instances import Instance, parse_instance
+from poller.manage import users
+from poller.store import db
 
 if TYPE_CHECKING:
     from qbo_emulator.core import Emulator
@@ -163,6 +170,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
             callback_url = await stack.enter_async_context(run_receiver(receiver))
             instances = _instances(emu, realms, receiver, callback_url, args.interval)
             settings = _settings(workdir, emu)
+            login = DemoLogin(settings, out)
             print(
                 f"qbo-poller demo: {len(realms)} companies in the emulator at {emu.base_url}, "
                 f"callbacks to {callback_url}, polling every {args.interval:g}s. Ctrl-C to stop.",
@@ -170,9 +178,8 @@ async def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 flush=True,
             )
             driver = ChangeDriver(emu, realms, rate=args.rate, seed=7)
-            code = await _run_until_stopped(
-                supervisor.run(settings, instances, stop=stop), driver, stop, args.duration
-            )
+            daemon = supervisor.run(settings, instances, service_factory=login.services, stop=stop)
+            code = await _run_until_stopped(daemon, driver, stop, args.duration)
     finally:
         log_stream.close()
         printer.summary(time.time() - started)
@@ -211,12 +218,18 @@ def _b64(raw: bytes) -> str:
 
 def _settings(workdir: Path, emu: Emulator) -> Settings:
     assert emu.base_url is not None and emu.token_url is not None  # served by run_emulator
+    port = _free_port()
     return load_settings(
         env={
             "POLLER_DATA_DIR": str(workdir),
             "QBO_API_BASE_URL": emu.base_url,
             "QBO_OAUTH_TOKEN_URL": emu.token_url,
-            "POLLER_HTTP_ADDR": "127.0.0.1:0",
+            # A fixed port: the console's OAuth redirect URI names it.
+            "POLLER_HTTP_ADDR": f"127.0.0.1:{port}",
+            "POLLER_API_ORGANIZATION_SECRET": secrets.token_urlsafe(24),
+            "QBO_CLIENT_ID": emu.client_id,
+            "QBO_CLIENT_SECRET": emu.client_secret,
+            "QBO_OAUTH_AUTHORIZE_URL": f"{emu.base_url}/connect/oauth2",
             "POLLER_SECRET_KEY": secrets.token_urlsafe(32),
             "POLLER_OVERLAP_SECONDS": "5",
             "POLLER_RETRY_SCHEDULE": "1s,2s,5s,10s",
@@ -245,3 +258,40 @@ async def _run_until_stopped(
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
     await sleep_unless(stop, seconds)
     stop.set()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class DemoLogin:
+    """Adds a `demo` user once the daemon's database is ready and prints the console's URL
+    with the login (a service beside the pipeline's, so it uses the daemon's own pool)."""
+
+    name = "demo-login"
+
+    def __init__(self, settings: Settings, out: TextIO) -> None:
+        self.settings = settings
+        self.out = out
+        self.pool: db.Pool | None = None
+
+    def services(self, runtime: Any) -> list[Any]:
+        from poller import supervisor
+
+        self.pool = runtime.pool
+        return [*supervisor.default_services(runtime), self]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        assert self.pool is not None  # set by services()
+        async with db.acquire(self.pool) as conn:
+            secret = await users.add(conn, "demo", admin=False)
+        print(
+            f"console: {self.settings.console_url()}/ui/  (user secret {secret}, organization "
+            f"secret {self.settings.api_organization_secret}); Connect to QuickBooks goes to the "
+            "emulator, which approves at once",
+            file=self.out,
+            flush=True,
+        )
+        await stop.wait()

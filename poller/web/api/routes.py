@@ -134,6 +134,21 @@ ROUTES: tuple[Route, ...] = (
 )  # fmt: skip
 
 
+def consent_url(
+    settings: Settings, client_id: str, redirect_uri: str, state: str, scope: str = QBO_SCOPE
+) -> str:
+    """Intuit's consent page (QBO_OAUTH_AUTHORIZE_URL) for an authorization code; the API's
+    oauth/url route and the console's "Connect to QuickBooks" both send users there."""
+    params = {
+        "client_id": client_id,
+        "response_type": "code",
+        "scope": scope,
+        "redirect_uri": redirect_uri,
+        "state": state,
+    }
+    return f"{settings.qbo_oauth_authorize_url}?{urlencode(params)}"
+
+
 def path_id(request: web.Request, name: str = "id") -> int:
     value = int(request.match_info[name])
     if value > MAX_ID:
@@ -248,14 +263,13 @@ class ApiHandlers:
             raise ApiError(400, "apiKey: missing (and QBO_CLIENT_ID is not set)")
         if not callback:
             raise ApiError(400, "callbackUrl: missing (the app's redirect URI)")
-        params = {
-            "client_id": client_id,
-            "response_type": "code",
-            "scope": query.get("scope") or QBO_SCOPE,
-            "redirect_uri": callback,
-            "state": query.get("state") or "quickbooks",
-        }
-        url = f"{self.settings.qbo_oauth_authorize_url}?{urlencode(params)}"
+        url = consent_url(
+            self.settings,
+            client_id,
+            callback,
+            query.get("state") or "quickbooks",
+            query.get("scope") or QBO_SCOPE,
+        )
         return json_response({"oauthUrl": url, "element": "quickbooks"}, request)
 
     async def events(self, request: web.Request) -> web.Response:
