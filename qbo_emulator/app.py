@@ -54,6 +54,8 @@ def create_app(emulator: Emulator) -> web.Application:
     router.add_route("POST", v3 + "/query", handle_query, name="query_post")
     router.add_route("GET", v3 + "/cdc", handle_cdc, name="cdc")
     router.add_route("POST", v3 + "/batch", handle_batch, name="batch")
+    router.add_route("GET", v3 + "/reports/{report}", handle_report, name="report")
+    router.add_route("GET", v3 + "/preferences", handle_preferences, name="preferences")
     router.add_route("GET", v3 + "/{entity}/{id}", handle_read, name="read")
     router.add_route("POST", v3 + "/{entity}", handle_write, name="write")
     router.add_route("*", "/v3/{tail:.*}", handle_unknown_api, name="unknown")
@@ -105,6 +107,8 @@ _API_ENDPOINT = {
     "cdc": "cdc",
     "batch": "batch",
     "read": "read",
+    "preferences": "read",
+    "report": "report",
 }
 
 
@@ -325,6 +329,19 @@ async def handle_batch(request: web.Request, emu: Emulator) -> web.StreamRespons
 async def handle_read(request: web.Request, emu: Emulator) -> web.StreamResponse:
     path = request.match_info
     return json_response(emu.api_read(path["realm"], path["entity"], path["id"]), emu)
+
+
+@_qbo
+async def handle_preferences(request: web.Request, emu: Emulator) -> web.StreamResponse:
+    realm = request.match_info["realm"]
+    return json_response(emu.api_read(realm, "Preferences", "1"), emu)
+
+
+@_qbo
+async def handle_report(request: web.Request, emu: Emulator) -> web.StreamResponse:
+    path = request.match_info
+    params = {key.lower(): value for key, value in request.query.items()}
+    return json_response(emu.api_report(path["realm"], path["report"], params), emu)
 
 
 @_qbo

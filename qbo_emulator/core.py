@@ -19,6 +19,7 @@ from . import batch as batch_mod
 from . import cdc as cdc_mod
 from . import faults
 from . import query as query_mod
+from . import reports as reports_mod
 from .clock import Clock, format_time
 from .entities import ENTITIES, canonical_entity, json_default
 from .limits import UNSET, FaultInjector, LimitConfig, Limiter
@@ -411,6 +412,8 @@ class Emulator:
 
     def api_read(self, realm_id: str, entity: str, obj_id: str) -> dict[str, Any]:
         name = _api_entity(entity)
+        if ENTITIES[name].is_singleton and obj_id == realm_id:
+            obj_id = "1"  # GET companyinfo/{realmId}: the company's one object
         if not obj_id.isdigit():
             raise faults.invalid_id(obj_id)
         realm = self.realm(realm_id)
@@ -446,6 +449,9 @@ class Emulator:
             return "void", self._entity_body(rec)
         if op not in ("", "create", "update"):
             raise faults.unsupported_operation(f"Operation {operation} is not supported.")
+        creating = op == "create" or (op == "" and body.get("Id") in (None, ""))
+        if facts.is_singleton and creating:
+            raise faults.unsupported_operation(f"Operation Create is not supported for {name}.")
         if not facts.api_writable:
             verb = "Update" if body.get("Id") else "Create"
             detail = f"Operation {verb} is not supported for {name}; use TaxService."
@@ -455,6 +461,10 @@ class Emulator:
             return "update", self._entity_body(rec)
         rec = realm.create(name, body)  # Id is read-only: ignored on create
         return "create", self._entity_body(rec)
+
+    def api_report(self, realm_id: str, name: str, params: dict[str, str]) -> dict[str, Any]:
+        """GET reports/{name}: ProfitAndLoss or BalanceSheet computed from the realm's data."""
+        return reports_mod.run(self.realm(realm_id), name, params, self.now_time())
 
     def api_batch(self, realm_id: str, body: Any) -> tuple[dict[str, Any], list[str]]:
         return batch_mod.run(self, realm_id, body)

@@ -170,6 +170,26 @@ class Realm:
         # (name group, lower-case name) -> (entity, Id) for active rows' uniqueness
         self.names: dict[tuple[str, str], tuple[str, str]] = {}
         self.cdc_in_batch = True
+        for facts in ENTITIES.values():
+            if facts.is_singleton:
+                self._add_singleton(self.tables[facts.name])
+
+    def _add_singleton(self, table: Table) -> None:
+        """A company's one CompanyInfo / Preferences object (Id "1"), made with the realm."""
+        obj: dict[str, Any] = orjson.loads(orjson.dumps(TEMPLATES[table.facts.name]))
+        now = self._now()
+        obj["Id"], obj["SyncToken"] = table.allocate_id(), "0"
+        obj["MetaData"] = {
+            "CreateTime": format_epoch_meta(now),
+            "LastUpdatedTime": format_epoch_meta(now),
+        }
+        if table.facts.name == "CompanyInfo":
+            obj["CompanyName"] = obj["LegalName"] = f"Emulated Company {self.id}"
+            obj["CompanyStartDate"] = pacific_date(_utc(now)).isoformat()
+        normalize_money(obj)
+        rec = Record(table.facts.name, obj["Id"], obj, now, now, next(_SEQ))
+        table.live[rec.id] = rec
+        table.log_change(rec)
 
     # -- reading ---------------------------------------------------------
     def table(self, entity: str) -> Table:
@@ -193,7 +213,7 @@ class Realm:
         total = 0
         for entity in GENERATION_ORDER:
             count = per_entity.get(entity, 0) if isinstance(per_entity, dict) else per_entity
-            if count <= 0:
+            if count <= 0 or ENTITIES[entity].is_singleton:
                 continue
             table = self.tables[entity]
             for item in gen.generate(entity, count, table.allocate_id):
