@@ -30,7 +30,7 @@ from aiohttp import web
 
 from . import control, faults
 from .core import QBO_VERSION, Emulator
-from .oauth import TokenError
+from .oauth import Chain, TokenError, subject_of
 
 EMULATOR_KEY = web.AppKey("qbo_emulator", Emulator)
 # RequestKey is aiohttp >= 3.12; a plain string key works everywhere else.
@@ -70,6 +70,8 @@ def create_app(emulator: Emulator) -> web.Application:
         name="discovery_sandbox",
     )
     router.add_route("GET", "/connect/oauth2", handle_authorize, name="authorize")
+    router.add_route("GET", "/op/v1/jwks", handle_jwks, name="jwks")
+    router.add_route("GET", "/v1/openid_connect/userinfo", handle_userinfo, name="userinfo")
     control.add_routes(app)
     return app
 
@@ -387,6 +389,7 @@ async def handle_token(request: web.Request) -> web.StreamResponse:
     emu = _emu(request)
     form = {k: str(v) for k, v in (await request.post()).items()}
     emu.count_request(_realm_of_grant(emu, form), "token")
+    emu.oauth.issuer = _issuer(request)  # the id_token's iss equals the discovery issuer
     include_hard = (
         request.headers.get("x-include-refresh-token-hard-expires-in", "").lower() == "true"
     )
@@ -422,11 +425,32 @@ async def handle_revoke(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200, headers={"Content-Type": "application/json;charset=UTF-8"})
 
 
+def _issuer(request: web.Request) -> str:
+    return f"{request.url.origin()}/op/v1"
+
+
+async def handle_jwks(request: web.Request) -> web.StreamResponse:
+    """The public key that verifies every id_token (discovery ``jwks_uri``)."""
+    return _oauth_json(_emu(request).oauth.signer.jwks())
+
+
+async def handle_userinfo(request: web.Request) -> web.StreamResponse:
+    """OpenID userinfo for a valid access token (shape: samples/oauth_userinfo_response)."""
+    emu = _emu(request)
+    chain = emu.oauth.user_of(request.headers.get("Authorization"))
+    if chain is None or "openid" not in chain.scope.split():
+        return web.Response(
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="Intuit", error="invalid_token"'},
+        )
+    return _oauth_json(user_info(chain))
+
+
 async def handle_discovery(request: web.Request) -> web.StreamResponse:
     """Intuit's discovery document, pointing at this emulator."""
     base = str(request.url.origin())
     doc = {
-        "issuer": f"{base}/op/v1",
+        "issuer": _issuer(request),
         "authorization_endpoint": f"{base}/connect/oauth2",
         "token_endpoint": f"{base}/oauth2/v1/tokens/bearer",
         "userinfo_endpoint": f"{base}/v1/openid_connect/userinfo",
@@ -460,6 +484,27 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     params = {"code": code, "state": q.get("state", ""), "realmId": realm}
     sep = "&" if "?" in redirect_uri else "?"
     raise web.HTTPFound(f"{redirect_uri}{sep}{urlencode(params)}")
+
+
+def user_info(chain: Chain) -> dict[str, Any]:
+    """The connected user's claims; the fields depend on the scopes granted, as at Intuit."""
+    scopes = set(chain.scope.split())
+    info: dict[str, Any] = {"sub": subject_of(chain)}
+    if "email" in scopes:
+        info.update(email=f"user-{chain.realm}@example.com", emailVerified=True)
+    if "profile" in scopes:
+        info.update(givenName="Emulated", familyName=f"User {chain.realm}")
+    if "phone" in scopes:
+        info.update(phoneNumber="+1 6505550100", phoneNumberVerified=False)
+    if "address" in scopes:
+        info["address"] = {
+            "streetAddress": "2700 Coast Ave",
+            "locality": "Mountain View",
+            "region": "CA",
+            "postalCode": "94043",
+            "country": "US",
+        }
+    return info
 
 
 __all__ = ["EMULATOR_KEY", "create_app"]
