@@ -11,6 +11,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from . import cdc as cdc_mod
 from . import faults
 from . import query as query_mod
 from . import reports as reports_mod
+from . import state as state_mod
 from .clock import Clock, format_time
 from .entities import ENTITIES, canonical_entity, json_default
 from .limits import UNSET, FaultInjector, LimitConfig, Limiter
@@ -234,6 +236,15 @@ class Emulator:
             self.dumps(self.api_cdc(realm_id, entities, changed_since))
         )
         return body
+
+    # ------------------------------------------------------------------ state
+    def save_state(self, path: str | Path) -> None:
+        """Write realms, id sequences, tokens, the clock and the signing key to ``path``."""
+        state_mod.save(self, path)
+
+    def load_state(self, path: str | Path) -> bool:
+        """Replace realms and tokens with ``path``'s (False when there is no such file)."""
+        return state_mod.load(self, path)
 
     # ------------------------------------------------------------------ OAuth
     def register_client(self, client_id: str, client_secret: str) -> None:
