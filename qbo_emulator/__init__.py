@@ -70,8 +70,12 @@ Methods (synchronous; call them on the loop's thread):
 HTTP: the QBO API under ``/v3/company/{realm}/`` (query, cdc, batch, entity
 read/write), ``POST /oauth2/v1/tokens/bearer``, ``POST /oauth2/v1/tokens/revoke``
 (also ``/v2/oauth2/tokens/revoke``), ``GET /.well-known/openid_configuration``,
-``GET /connect/oauth2`` (auto-approving consent), and the JSON control API
-under ``/_emulator`` (see ``control.py``).
+``GET /connect/oauth2`` (auto-approving consent), ``GET /op/v1/jwks`` and
+``GET /v1/openid_connect/userinfo`` (OpenID: ``id_token`` is an RS256 JWT),
+``companyinfo/{realm}``, ``preferences``, ``reports/ProfitAndLoss`` and
+``reports/BalanceSheet``, and the JSON control API under ``/_emulator`` (see
+``control.py`` and docs/emulator.md).  ``save_state(path)`` / ``load_state(path)``
+(``--state FILE``) keep realms, id sequences, tokens and the clock across restarts.
 """
 
 from .app import create_app

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from . import control, faults
 from .core import QBO_VERSION, Emulator
-from .oauth import TokenError
+from .oauth import Chain, TokenError, subject_of
 
 EMULATOR_KEY = web.AppKey("qbo_emulator", Emulator)
 # RequestKey is aiohttp >= 3.12; a plain string key works everywhere else.
@@ -56,6 +56,8 @@ def create_app(emulator: Emulator) -> web.Application:
     router.add_route("POST", v3 + "/query", handle_query, name="query_post")
     router.add_route("GET", v3 + "/cdc", handle_cdc, name="cdc")
     router.add_route("POST", v3 + "/batch", handle_batch, name="batch")
+    router.add_route("GET", v3 + "/reports/{report}", handle_report, name="report")
+    router.add_route("GET", v3 + "/preferences", handle_preferences, name="preferences")
     router.add_route("GET", v3 + "/{entity}/{id}", handle_read, name="read")
     router.add_route("POST", v3 + "/{entity}", handle_write, name="write")
     router.add_route("*", "/v3/{tail:.*}", handle_unknown_api, name="unknown")
@@ -70,6 +72,8 @@ def create_app(emulator: Emulator) -> web.Application:
         name="discovery_sandbox",
     )
     router.add_route("GET", "/connect/oauth2", handle_authorize, name="authorize")
+    router.add_route("GET", "/op/v1/jwks", handle_jwks, name="jwks")
+    router.add_route("GET", "/v1/openid_connect/userinfo", handle_userinfo, name="userinfo")
     control.add_routes(app)
     app.cleanup_ctx.append(_webhook_sender)
     return app
@@ -119,6 +123,8 @@ _API_ENDPOINT = {
     "cdc": "cdc",
     "batch": "batch",
     "read": "read",
+    "preferences": "read",
+    "report": "report",
 }
 
 
@@ -342,6 +348,19 @@ async def handle_read(request: web.Request, emu: Emulator) -> web.StreamResponse
 
 
 @_qbo
+async def handle_preferences(request: web.Request, emu: Emulator) -> web.StreamResponse:
+    realm = request.match_info["realm"]
+    return json_response(emu.api_read(realm, "Preferences", "1"), emu)
+
+
+@_qbo
+async def handle_report(request: web.Request, emu: Emulator) -> web.StreamResponse:
+    path = request.match_info
+    params = {key.lower(): value for key, value in request.query.items()}
+    return json_response(emu.api_report(path["realm"], path["report"], params), emu)
+
+
+@_qbo
 async def handle_write(request: web.Request, emu: Emulator) -> web.StreamResponse:
     body = await _json_body(request)
     if body is _BAD_JSON or body is None:
@@ -384,6 +403,7 @@ async def handle_token(request: web.Request) -> web.StreamResponse:
     emu = _emu(request)
     form = {k: str(v) for k, v in (await request.post()).items()}
     emu.count_request(_realm_of_grant(emu, form), "token")
+    emu.oauth.issuer = _issuer(request)  # the id_token's iss equals the discovery issuer
     include_hard = (
         request.headers.get("x-include-refresh-token-hard-expires-in", "").lower() == "true"
     )
@@ -419,11 +439,32 @@ async def handle_revoke(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200, headers={"Content-Type": "application/json;charset=UTF-8"})
 
 
+def _issuer(request: web.Request) -> str:
+    return f"{request.url.origin()}/op/v1"
+
+
+async def handle_jwks(request: web.Request) -> web.StreamResponse:
+    """The public key that verifies every id_token (discovery ``jwks_uri``)."""
+    return _oauth_json(_emu(request).oauth.signer.jwks())
+
+
+async def handle_userinfo(request: web.Request) -> web.StreamResponse:
+    """OpenID userinfo for a valid access token (shape: samples/oauth_userinfo_response)."""
+    emu = _emu(request)
+    chain = emu.oauth.user_of(request.headers.get("Authorization"))
+    if chain is None or "openid" not in chain.scope.split():
+        return web.Response(
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="Intuit", error="invalid_token"'},
+        )
+    return _oauth_json(user_info(chain))
+
+
 async def handle_discovery(request: web.Request) -> web.StreamResponse:
     """Intuit's discovery document, pointing at this emulator."""
     base = str(request.url.origin())
     doc = {
-        "issuer": f"{base}/op/v1",
+        "issuer": _issuer(request),
         "authorization_endpoint": f"{base}/connect/oauth2",
         "token_endpoint": f"{base}/oauth2/v1/tokens/bearer",
         "userinfo_endpoint": f"{base}/v1/openid_connect/userinfo",
@@ -457,6 +498,27 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     params = {"code": code, "state": q.get("state", ""), "realmId": realm}
     sep = "&" if "?" in redirect_uri else "?"
     raise web.HTTPFound(f"{redirect_uri}{sep}{urlencode(params)}")
+
+
+def user_info(chain: Chain) -> dict[str, Any]:
+    """The connected user's claims; the fields depend on the scopes granted, as at Intuit."""
+    scopes = set(chain.scope.split())
+    info: dict[str, Any] = {"sub": subject_of(chain)}
+    if "email" in scopes:
+        info.update(email=f"user-{chain.realm}@example.com", emailVerified=True)
+    if "profile" in scopes:
+        info.update(givenName="Emulated", familyName=f"User {chain.realm}")
+    if "phone" in scopes:
+        info.update(phoneNumber="+1 6505550100", phoneNumberVerified=False)
+    if "address" in scopes:
+        info["address"] = {
+            "streetAddress": "2700 Coast Ave",
+            "locality": "Mountain View",
+            "region": "CA",
+            "postalCode": "94043",
+            "country": "US",
+        }
+    return info
 
 
 __all__ = ["EMULATOR_KEY", "create_app"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from typing import Any
 
+from . import state
 from .core import Emulator
 from .handle import run_emulator
 from .oauth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
@@ -78,6 +80,19 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long changes are batched into one notification (default 1)",
     )
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="load objects, ids, tokens and the clock from FILE at start (if it exists) "
+        "and save them there on shutdown and every --state-interval seconds",
+    )
+    parser.add_argument(
+        "--state-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often --state is saved while serving (default 10)",
+    )
     return parser
 
 
@@ -91,7 +106,8 @@ def _print_connection(emu: Emulator, args: argparse.Namespace) -> None:
     print(f"client_id={emu.client_id}")
     print(f"client_secret={emu.client_secret}")
     for realm in args.realms or [DEFAULT_REALM]:
-        emu.add_realm(realm, seed=args.seed, per_entity=args.per_entity)
+        if realm not in emu.realms:  # a realm loaded from --state keeps its data
+            emu.add_realm(realm, seed=args.seed, per_entity=args.per_entity)
         tokens = emu.issue_tokens(realm)
         print(f"realm={realm} refresh_token={tokens['refresh_token']}")
     sys.stdout.flush()
@@ -117,6 +133,8 @@ async def _serve(args: argparse.Namespace, prog: str) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if args.state:
+            emu.load_state(args.state)
         if args.webhook_url:
             emu.configure_webhooks(
                 None,
@@ -127,12 +145,27 @@ async def _serve(args: argparse.Namespace, prog: str) -> int:
             )
             print(f"webhooks={args.webhook_url} format={args.webhook_format}")
         _print_connection(emu, args)
-        await stop.wait()
+        await _wait_saving(emu, args, stop)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         return 0
     finally:
         await server.__aexit__(None, None, None)
+
+
+async def _wait_saving(emu: Emulator, args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Serve until ``stop``; with ``--state``, save periodically and once more at the end."""
+    if not args.state:
+        await stop.wait()
+        return
+    saver = asyncio.create_task(state.autosave(emu, args.state, args.state_interval))
+    try:
+        await stop.wait()
+    finally:
+        saver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await saver
+        emu.save_state(args.state)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

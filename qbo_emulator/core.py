@@ -11,6 +11,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,6 +20,8 @@ from . import batch as batch_mod
 from . import cdc as cdc_mod
 from . import faults
 from . import query as query_mod
+from . import reports as reports_mod
+from . import state as state_mod
 from .clock import Clock, format_time
 from .entities import ENTITIES, canonical_entity, json_default
 from .limits import UNSET, FaultInjector, LimitConfig, Limiter
@@ -238,6 +241,15 @@ class Emulator:
         )
         return body
 
+    # ------------------------------------------------------------------ state
+    def save_state(self, path: str | Path) -> None:
+        """Write realms, id sequences, tokens, the clock and the signing key to ``path``."""
+        state_mod.save(self, path)
+
+    def load_state(self, path: str | Path) -> bool:
+        """Replace realms and tokens with ``path``'s (False when there is no such file)."""
+        return state_mod.load(self, path)
+
     # ------------------------------------------------------------------ OAuth
     def register_client(self, client_id: str, client_secret: str) -> None:
         self.oauth.clients[client_id] = client_secret
@@ -450,6 +462,8 @@ class Emulator:
 
     def api_read(self, realm_id: str, entity: str, obj_id: str) -> dict[str, Any]:
         name = _api_entity(entity)
+        if ENTITIES[name].is_singleton and obj_id == realm_id:
+            obj_id = "1"  # GET companyinfo/{realmId}: the company's one object
         if not obj_id.isdigit():
             raise faults.invalid_id(obj_id)
         realm = self.realm(realm_id)
@@ -485,6 +499,9 @@ class Emulator:
             return "void", self._entity_body(rec)
         if op not in ("", "create", "update"):
             raise faults.unsupported_operation(f"Operation {operation} is not supported.")
+        creating = op == "create" or (op == "" and body.get("Id") in (None, ""))
+        if facts.is_singleton and creating:
+            raise faults.unsupported_operation(f"Operation Create is not supported for {name}.")
         if not facts.api_writable:
             verb = "Update" if body.get("Id") else "Create"
             detail = f"Operation {verb} is not supported for {name}; use TaxService."
@@ -494,6 +511,10 @@ class Emulator:
             return "update", self._entity_body(rec)
         rec = realm.create(name, body)  # Id is read-only: ignored on create
         return "create", self._entity_body(rec)
+
+    def api_report(self, realm_id: str, name: str, params: dict[str, str]) -> dict[str, Any]:
+        """GET reports/{name}: ProfitAndLoss or BalanceSheet computed from the realm's data."""
+        return reports_mod.run(self.realm(realm_id), name, params, self.now_time())
 
     def api_batch(self, realm_id: str, body: Any) -> tuple[dict[str, Any], list[str]]:
         return batch_mod.run(self, realm_id, body)

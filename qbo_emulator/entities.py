@@ -14,6 +14,9 @@ Facts (reference §1.2, §3, §4; DESIGN §3):
   and TaxRate.
 - TaxCode and TaxRate are created through TaxService, not ``POST /taxcode``;
   the emulator's control API can still create them.
+- CompanyInfo and Preferences exist once per company (Id "1"): read
+  (``companyinfo/{realm}``, ``preferences``), query and update, never created or
+  deleted.  Budget, CustomerType and TaxAgency are name lists (TaxAgency has no CDC).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ DELETED_SUFFIX_TEXT = DELETED_SUFFIX
 
 NAME_LIST = "name_list"
 TRANSACTION = "transaction"
+# One object per company (CompanyInfo, Preferences): Id "1", read and update only.
+SINGLETON = "singleton"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,10 @@ class EntityFacts:
         return self.kind == TRANSACTION
 
     @property
+    def is_singleton(self) -> bool:
+        return self.kind == SINGLETON
+
+    @property
     def template(self) -> dict[str, Any]:
         return TEMPLATES[self.name]
 
@@ -78,19 +87,25 @@ ENTITIES: dict[str, EntityFacts] = {
     for f in [
         # name lists
         _F("Account", NAME_LIST, name_field="Name", sub_flag="SubAccount"),
+        _F("Budget", NAME_LIST, name_field="Name"),
         _F(
             "Class", NAME_LIST, name_field="Name", sub_flag="SubClass", first_id=5000000000000000001
         ),
         _F("CompanyCurrency", NAME_LIST, name_field="Code"),
         _F("Customer", NAME_LIST, name_field="DisplayName", name_group="party", sub_flag="Job"),
+        _F("CustomerType", NAME_LIST, name_field="Name"),
         _F("Department", NAME_LIST, name_field="Name", sub_flag="SubDepartment"),
         _F("Employee", NAME_LIST, name_field="DisplayName", name_group="party"),
         _F("Item", NAME_LIST, name_field="Name"),
         _F("PaymentMethod", NAME_LIST, name_field="Name"),
+        _F("TaxAgency", NAME_LIST, cdc=False, name_field="DisplayName"),
         _F("TaxCode", NAME_LIST, cdc=False, name_field="Name", api_writable=False),
         _F("TaxRate", NAME_LIST, cdc=False, name_field="Name", api_writable=False),
         _F("Term", NAME_LIST, name_field="Name"),
         _F("Vendor", NAME_LIST, name_field="DisplayName", name_group="party"),
+        # one per company
+        _F("CompanyInfo", SINGLETON),
+        _F("Preferences", SINGLETON),
         # transactions
         _F("Bill", TRANSACTION, party_ref="VendorRef"),
         _F("BillPayment", TRANSACTION, voidable=True, party_ref="VendorRef"),
@@ -241,14 +256,19 @@ def json_default(obj: Any) -> Any:
 
 # Name lists first so that transactions can reference generated rows.
 GENERATION_ORDER = [
+    "CompanyInfo",
+    "Preferences",
     "Account",
+    "Budget",
     "Term",
     "PaymentMethod",
     "Class",
     "Department",
     "CompanyCurrency",
+    "TaxAgency",
     "TaxRate",
     "TaxCode",
+    "CustomerType",
     "Customer",
     "Vendor",
     "Employee",
@@ -413,6 +433,7 @@ _CURRENCIES = [
     ("SGD", "Singapore Dollar"),
     ("HKD", "Hong Kong Dollar"),
 ]
+_CUSTOMER_TYPES = ["Retail", "Wholesale", "Commercial", "Residential", "Non-profit", "Government"]
 _METHODS = [
     ("Cash", "NON_CREDIT_CARD"),
     ("Check", "NON_CREDIT_CARD"),
@@ -627,6 +648,27 @@ class Generator:
         else:  # beyond the real ISO codes: synthetic but unique
             code, name = f"X{index:02d}", f"Currency {index}"
         obj["Code"], obj["Name"] = code, name
+
+    def _fill_Budget(self, obj: dict[str, Any], index: int, created: int) -> None:
+        year = datetime.fromtimestamp(created, PACIFIC).year
+        self._simple_name(obj, f"Budget {year}")
+        obj["StartDate"], obj["EndDate"] = f"{year}-01-01", f"{year}-12-31"
+        account = self._ref("Account")
+        obj["BudgetDetail"] = [
+            {
+                "BudgetDate": f"{year}-{month:02d}-01",
+                "Amount": self._amount(),
+                **({"AccountRef": account} if account is not None else {}),
+            }
+            for month in range(1, 13)
+        ]
+
+    def _fill_CustomerType(self, obj: dict[str, Any], index: int, created: int) -> None:
+        self._simple_name(obj, self.rng.choice(_CUSTOMER_TYPES))
+
+    def _fill_TaxAgency(self, obj: dict[str, Any], index: int, created: int) -> None:
+        city, state, _ = self.rng.choice(_CITIES)
+        obj["DisplayName"] = self._unique(f"{city} {state} Tax Agency")
 
     def _fill_TaxRate(self, obj: dict[str, Any], index: int, created: int) -> None:
         self._simple_name(obj, f"{self.rng.choice(_CITIES)[0]} Tax")

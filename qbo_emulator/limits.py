@@ -3,11 +3,17 @@
 Throttling (reference §5.1): per realm, a sliding window of 500 requests per
 minute, at most 10 per second and at most 10 in flight; past any of them QBO
 answers HTTP 429 with the XML ``ThrottleExceeded`` body, even when JSON was
-asked for.  Every limit is configurable (``None`` disables it), globally or
-per realm.  An optional ``batch_per_minute`` (Intuit: 40 per realm and app) is
-off by default.  Windows run on real monotonic time, not the emulator clock, so
-a test that freezes the clock cannot wedge a realm; ``hold`` forces 429s for a
-while (also real time).
+asked for.  Intuit documents the burst limit only as "10 requests per second,
+per realm ID and app" (limits-and-throttles page, 2025 blog), never as a
+sliding window; the emulator counts it in one-second buckets: a bucket opens
+with the first request after the previous one closed and admits 10 until it
+closes, so eleven calls inside one second are served when they straddle two
+buckets (a sliding window would refuse the eleventh).  Every limit is
+configurable (``None`` disables it), globally or per realm.  An optional
+``batch_per_minute`` (Intuit: 40 per realm and app) is off by default.
+Windows run on real monotonic time, not the emulator clock, so a test that
+freezes the clock cannot wedge a realm; ``hold`` forces 429s for a while (also
+real time).
 
 Fault injection: rules matched by endpoint and realm, each firing for the next
 ``count`` requests, with a ``probability``, or (neither given) until cleared:
@@ -44,7 +50,8 @@ class LimitConfig:
 @dataclass
 class _Gate:
     minute: deque[float] = field(default_factory=deque)
-    second: deque[float] = field(default_factory=deque)
+    second_opened: float = float("-inf")  # when the current one-second bucket opened
+    second_count: int = 0
     batch: deque[float] = field(default_factory=deque)
     in_flight: int = 0
     held_until: float = 0.0
@@ -79,18 +86,19 @@ class Limiter:
         if now < gate.held_until:
             return False
         _trim(gate.minute, now - 60.0)
-        _trim(gate.second, now - 1.0)
+        if now - gate.second_opened >= 1.0:
+            gate.second_opened, gate.second_count = now, 0
         _trim(gate.batch, now - 60.0)
         if cfg.per_minute is not None and len(gate.minute) >= cfg.per_minute:
             return False
-        if cfg.per_second is not None and len(gate.second) >= cfg.per_second:
+        if cfg.per_second is not None and gate.second_count >= cfg.per_second:
             return False
         if cfg.in_flight is not None and gate.in_flight >= cfg.in_flight:
             return False
         if batch and cfg.batch_per_minute is not None and len(gate.batch) >= cfg.batch_per_minute:
             return False
         gate.minute.append(now)
-        gate.second.append(now)
+        gate.second_count += 1
         if batch:
             gate.batch.append(now)
         gate.in_flight += 1

@@ -21,6 +21,10 @@
   their realm only.
 - Revocation (``{"token": ...}``) of an access or refresh token disconnects the
   whole chain (every token of that connection).
+- OpenID Connect: with the ``openid`` scope the token response carries an
+  ``id_token``, an RS256 JWT signed with the emulator's key (``openid.py``),
+  whose JWKS is served at the discovery document's ``jwks_uri``; ``userinfo``
+  answers for a valid access token.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from __future__ import annotations
 import base64
 import secrets
 import string
+import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
 from .clock import Clock
+from .openid import Signer
 
 DEFAULT_CLIENT_ID = "ABqboEmulatorClientId0000000000000000000000000000"
 DEFAULT_CLIENT_SECRET = "qboEmulatorClientSecret000000000000000000"
@@ -137,6 +143,10 @@ class OAuthServer:
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.access_tokens: dict[str, AccessToken] = {}
         self.chains: dict[str, Chain] = {}
+        self.signer = Signer()
+        # The id_token's "iss"; the HTTP token endpoint sets it from the request's
+        # origin so that it equals the discovery document's issuer.
+        self.issuer = "https://oauth.platform.intuit.com/op/v1"
 
     def reset(self) -> None:
         self.codes.clear()
@@ -333,7 +343,25 @@ class OAuthServer:
                 round(chain.created + HARD_CAP_SECONDS - now), 0
             )
         if "openid" in chain.scope.split():
-            body["id_token"] = (
-                f"eyJraWQiOiJlbXVsYXRvciIsImFsZyI6IlJTMjU2In0.{_b64url(200)}.{_b64url(128)}"
+            body["id_token"] = self.signer.id_token(
+                issuer=self.issuer,
+                audience=chain.client_id,
+                subject=subject_of(chain),
+                realm=chain.realm,
+                now=now,
             )
         return body
+
+    def user_of(self, authorization: str | None) -> Chain | None:
+        """The connection a bearer token belongs to, if the token is valid now."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None
+        token = self.access_tokens.get(authorization[7:].strip())
+        if token is None or token.chain.revoked or self._now() >= token.expires:
+            return None
+        return token.chain
+
+
+def subject_of(chain: Chain) -> str:
+    """The user's stable ``sub``: one user per company and app in the emulator."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-emulator:{chain.realm}:{chain.client_id}"))

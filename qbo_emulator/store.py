@@ -173,10 +173,30 @@ class Realm:
         self.cdc_in_batch = True
         # Told of every write (entity, Id, operation, epoch seconds): the webhook sender.
         self.on_change: Callable[[str, str, str, int], None] | None = None
+        for facts in ENTITIES.values():
+            if facts.is_singleton:
+                self._add_singleton(self.tables[facts.name])
 
     def _changed(self, rec: Record, operation: str) -> None:
         if self.on_change is not None:
             self.on_change(rec.entity, rec.id, operation, rec.updated)
+
+    def _add_singleton(self, table: Table) -> None:
+        """A company's one CompanyInfo / Preferences object (Id "1"), made with the realm."""
+        obj: dict[str, Any] = orjson.loads(orjson.dumps(TEMPLATES[table.facts.name]))
+        now = self._now()
+        obj["Id"], obj["SyncToken"] = table.allocate_id(), "0"
+        obj["MetaData"] = {
+            "CreateTime": format_epoch_meta(now),
+            "LastUpdatedTime": format_epoch_meta(now),
+        }
+        if table.facts.name == "CompanyInfo":
+            obj["CompanyName"] = obj["LegalName"] = f"Emulated Company {self.id}"
+            obj["CompanyStartDate"] = pacific_date(_utc(now)).isoformat()
+        normalize_money(obj)
+        rec = Record(table.facts.name, obj["Id"], obj, now, now, next(_SEQ))
+        table.live[rec.id] = rec
+        table.log_change(rec)
 
     # -- reading ---------------------------------------------------------
     def table(self, entity: str) -> Table:
@@ -200,7 +220,7 @@ class Realm:
         total = 0
         for entity in GENERATION_ORDER:
             count = per_entity.get(entity, 0) if isinstance(per_entity, dict) else per_entity
-            if count <= 0:
+            if count <= 0 or ENTITIES[entity].is_singleton:
                 continue
             table = self.tables[entity]
             for item in gen.generate(entity, count, table.allocate_id):

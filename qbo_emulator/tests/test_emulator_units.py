@@ -92,15 +92,24 @@ def test_entity_facts() -> None:
         "Department",
         "TaxCode",
         "TaxRate",
+        # issue 14: the lists tap-quickbooks reads
+        "Budget",
+        "CustomerType",
+        "TaxAgency",
     }
-    assert {n for n, f in ENTITIES.items() if not f.cdc} == {"TimeActivity", "TaxCode", "TaxRate"}
+    assert {n for n, f in ENTITIES.items() if not f.cdc} == {
+        "TimeActivity",
+        "TaxCode",
+        "TaxRate",
+        "TaxAgency",
+    }
     assert {n for n, f in ENTITIES.items() if f.voidable} == {
         "Invoice",
         "Payment",
         "SalesReceipt",
         "BillPayment",
     }
-    assert len(ENTITIES) == 27
+    assert len(ENTITIES) == 27 + 5  # + Budget, CustomerType, TaxAgency, CompanyInfo, Preferences
 
 
 def test_generator_is_deterministic_for_a_seed() -> None:
@@ -119,7 +128,7 @@ def test_generator_is_deterministic_for_a_seed() -> None:
         return orjson.dumps([emu.query("1", q) for q in statements])
 
     assert everything(a) == everything(b) != everything(c)
-    assert a.count("1") == 6 * 27
+    assert a.count("1") == 6 * (27 + 3) + 2  # issue 14: three new lists, two singletons
 
 
 def test_realm_with_tens_of_thousands_of_objects() -> None:
@@ -142,5 +151,5 @@ def test_realm_with_tens_of_thousands_of_objects() -> None:
         "orderby MetaData.LastUpdatedTime maxresults 1000",
     )
     query_time = time.perf_counter() - start
-    assert emu.count("big") == 27000
+    assert emu.count("big") == 30 * 1000 + 2  # issue 14: 30 lists and transactions, 2 singletons
     assert built < 15 and cdc_time < 1 and query_time < 1, (built, cdc_time, query_time)

@@ -229,7 +229,10 @@ async def test_control_api_over_http(emu: Emulator, api: Api) -> None:
     async with s.post(
         f"{emu.base_url}/_emulator/realms", json={"realm_id": "77", "per_entity": 2}
     ) as r:
-        assert (await r.json()) == {"realm_id": "77", "objects": 54}
+        assert (await r.json()) == {
+            "realm_id": "77",
+            "objects": 2 * 30 + 2,
+        }  # issue 14: 30 lists and txns, 2 singletons
     async with s.get(f"{emu.base_url}/_emulator") as r:
         info = await r.json()
         assert info["token_url"] == emu.token_url and "77" in info["realms"]
