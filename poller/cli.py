@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from poller import __version__, logs
 from poller.config import Settings, load_settings
 from poller.errors import ConfigError, SchemaError
-from poller.instances import ClientDefaults, Instance, load_file
+from poller.instances import ClientDefaults, Instance, load_file, parse_instance
 
 if TYPE_CHECKING:
     from poller.store.db import Pool
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the environment and POLLER_INSTANCES_FILE")
     _instances_parser(sub)
     _deliveries_parser(sub)
+    _connect_parser(sub)
     _users_parser(sub)
     emu = sub.add_parser("emulator", help="run the QuickBooks Online emulator", add_help=False)
     emu.add_argument("args", nargs=argparse.REMAINDER)
@@ -91,6 +92,15 @@ def _deliveries_parser(sub: Any) -> None:
         "--instance", metavar="NAME", help="that instance's held and dead notifications"
     )
     group.add_argument("--all-dead", action="store_true", help="every dead notification")
+
+
+def _connect_parser(sub: Any) -> None:
+    from poller.connect import add_arguments
+
+    connect = sub.add_parser(
+        "connect", help="connect a QuickBooks company from this terminal (OAuth 2.0 code flow)"
+    )
+    add_arguments(connect)
 
 
 def _users_parser(sub: Any) -> None:
@@ -356,6 +366,34 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
+    from poller import connect
+    from poller.store import instance_rows
+    from poller.store.crypto import SecretBox
+
+    async def go() -> int:
+        try:
+            body = await connect.connect(args, settings)
+        except connect.FlowRefused as exc:
+            print(f"qbo-poller connect: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except TimeoutError:
+            print(f"qbo-poller connect: no consent within {args.timeout:g} s", file=sys.stderr)
+            return EXIT_FAILED
+        realm = body["providerData"]["realmId"]
+        if args.out is not None:
+            connect.write_body(args.out, body)
+            print(f"connected realm {realm}: instance body written to {args.out}")
+            return EXIT_OK
+        instance = parse_instance(body, _defaults(settings))
+        async with _database(settings) as pool, pool.acquire() as conn:
+            result = await instance_rows.upsert(conn, instance, SecretBox(settings.secret_key))
+        print(f"connected realm {realm}: {result.action} {instance.name} (id {result.instance_id})")
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "run": cmd_run,
     "migrate": cmd_migrate,
@@ -363,4 +401,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "instances": cmd_instances,
     "deliveries": cmd_deliveries,
     "users": cmd_users,
+    "connect": cmd_connect,
 }
