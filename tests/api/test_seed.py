@@ -97,3 +97,28 @@ async def test_seed_body_verbatim_then_fixed(emu: Any, pool: asyncpg.Pool, db_ds
         assert message["events"][0]["objectId"] == customer_id
         assert message["events"][0]["eventType"] == "UPDATED"
         assert token_calls(emu) == 2, "the exchanged access token is used, not refreshed"
+
+
+async def test_seed_webhook_body_fixed_creates_a_webhook_instance(
+    emu: Any, pool: asyncpg.Pool, db_dsn: str
+) -> None:
+    """The seed's webhook variant (event.vendor.type webhook, no refresh interval), its JSON
+    syntax and its `https;//` fixed: a webhook instance, polled as the 60-minute backstop."""
+    realm = emu.add_realm(seed=2, per_entity=1)
+    code = emu.issue_auth_code(realm, redirect_uri=REDIRECT)
+    secret = await add_user(pool, "bob")
+    async with receiver() as hook, running_daemon(emu, db_dsn) as api:
+        api.user_secret = secret
+        text = seed_text("oauth2_webhook.json", seed_values(emu, realm, code, hook.url))
+        text = text.replace(f'"{emu.client_secret}"\n', f'"{emu.client_secret}",\n')
+        text = text.replace("https;//mycoolapp.com", REDIRECT)
+        answer = await api.call("POST", "/instances", raw=text)
+        assert answer.status == 200, answer.body
+        created = answer.body
+        assert token_calls(emu) == 1
+        assert created["configuration"]["event.vendor.type"] == "webhook"
+        row = await pool.fetchrow(
+            "SELECT vendor_type, refresh_interval_s FROM instances WHERE id = $1", created["id"]
+        )
+        assert row is not None
+        assert (row["vendor_type"], row["refresh_interval_s"]) == ("webhook", 3600.0)
