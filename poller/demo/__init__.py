@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 DEMO_REALMS = ("9341453050010001", "9341453050010002", "9341453050010003")
 REDIRECT_URI = "http://127.0.0.1/demo/oauth"
+WEBHOOK_BATCH_S = 0.5  # the emulator's aggregation delay (Intuit batches for longer)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--interval", type=float, default=3.0, metavar="SECONDS", help="poll interval (default 3)"
+    )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="the faster path: the emulator sends Intuit webhooks (CloudEvents), the daemon polls "
+        "on each at once, and polling every 60 minutes is only the backstop",
     )
     return parser
 
@@ -127,7 +134,10 @@ def instance_body(
     callback_url: str,
     signature_key: str,
     interval_s: float,
+    webhooks: bool = False,
 ) -> dict[str, object]:
+    polling = {"event.poller.refresh_interval": str(interval_s / 60)}
+    vendor = {"event.vendor.type": "webhook"} if webhooks else polling  # webhook: 60-min backstop
     return {
         "element": {"key": "quickbooks"},
         "providerData": {"code": code, "realmId": realm},
@@ -137,10 +147,9 @@ def instance_body(
             "oauth.api.secret": client_secret,
             "authentication.type": "oauth2",
             "event.notification.enabled": True,
-            "event.vendor.type": "polling",
+            **vendor,
             "event.notification.callback.url": callback_url,
             "event.notification.signature.key": signature_key,
-            "event.poller.refresh_interval": str(interval_s / 60),
             "event.poller.urls": "customers|invoices|payments|products|vendors|bills",
         },
         "tags": ["demo"],
@@ -168,12 +177,17 @@ async def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
             ]
             receiver = Receiver(on_notification=printer)
             callback_url = await stack.enter_async_context(run_receiver(receiver))
-            instances = _instances(emu, realms, receiver, callback_url, args.interval)
-            settings = _settings(workdir, emu)
+            instances = _instances(
+                emu, realms, receiver, callback_url, args.interval, args.webhooks
+            )
+            verifier = secrets.token_urlsafe(24)
+            settings = _settings(workdir, emu, verifier if args.webhooks else None)
+            if args.webhooks:
+                _send_webhooks(emu, settings, verifier)
             login = DemoLogin(settings, out)
             print(
                 f"qbo-poller demo: {len(realms)} companies in the emulator at {emu.base_url}, "
-                f"callbacks to {callback_url}, polling every {args.interval:g}s. Ctrl-C to stop.",
+                f"callbacks to {callback_url}, {_how(args)}. Ctrl-C to stop.",
                 file=out,
                 flush=True,
             )
@@ -187,8 +201,26 @@ async def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return code
 
 
+def _how(args: argparse.Namespace) -> str:
+    if args.webhooks:
+        return "Intuit webhooks announce changes (polling every 60 minutes is the backstop)"
+    return f"polling every {args.interval:g}s"
+
+
+def _send_webhooks(emu: Emulator, settings: Settings, verifier: str) -> None:
+    """Every company's changes are announced to the daemon's receiver, as Intuit does."""
+    assert settings.http_addr is not None
+    url = f"http://{settings.http_addr}/elements/api-v2/events/quickbooks"
+    emu.configure_webhooks(None, url, verifier, format="cloudevents", delay_s=WEBHOOK_BATCH_S)
+
+
 def _instances(
-    emu: Emulator, realms: list[str], receiver: Receiver, callback_url: str, interval_s: float
+    emu: Emulator,
+    realms: list[str],
+    receiver: Receiver,
+    callback_url: str,
+    interval_s: float,
+    webhooks: bool = False,
 ) -> list[Instance]:
     instances = []
     for n, realm in enumerate(realms, start=1):
@@ -205,6 +237,7 @@ def _instances(
             callback_url,
             key,
             interval_s,
+            webhooks,
         )
         instances.append(parse_instance(body))
     return instances
@@ -216,11 +249,13 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def _settings(workdir: Path, emu: Emulator) -> Settings:
+def _settings(workdir: Path, emu: Emulator, verifier: str | None = None) -> Settings:
     assert emu.base_url is not None and emu.token_url is not None  # served by run_emulator
     port = _free_port()
+    webhooks = {} if verifier is None else {"QBO_WEBHOOK_VERIFIER_TOKEN": verifier}
     return load_settings(
         env={
+            **webhooks,
             "POLLER_DATA_DIR": str(workdir),
             "QBO_API_BASE_URL": emu.base_url,
             "QBO_OAUTH_TOKEN_URL": emu.token_url,

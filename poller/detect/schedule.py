@@ -23,8 +23,14 @@ class InstanceSchedule:
     served with one request per cycle.
     """
 
-    def __init__(self, interval_s: float, spread_s: float | None = None) -> None:
+    def __init__(
+        self, interval_s: float, spread_s: float | None = None, *, baseline_now: bool = False
+    ) -> None:
         self.interval_s = interval_s
+        # A webhook instance polls at once when nothing is due later (DESIGN §11: it takes its
+        # baseline at start, and after a restart it catches up on notifications it missed),
+        # then keeps to its backstop grid.
+        self.baseline_now = baseline_now
         spread = min(interval_s, INITIAL_SPREAD_CAP_S) if spread_s is None else spread_s
         # A random phase per instance spreads instances over the interval.
         self.anchor = time.time() + random.uniform(0, spread)
@@ -35,7 +41,7 @@ class InstanceSchedule:
         already), which then anchors the grid; else the anchor (the start-up spread)."""
         stored_at = stored.timestamp() if stored is not None else 0.0
         if stored_at <= time.time():
-            return self.anchor
+            return time.time() if self.baseline_now else self.anchor
         self.anchor = stored_at
         return stored_at
 

@@ -24,6 +24,7 @@ from poller.detect.pairs import PairPoller
 from poller.detect.schedule import InstanceSchedule
 from poller.detect.wakeups import Target, Wakeups
 from poller.errors import DatabaseError
+from poller.instances import VendorType
 from poller.logs import get_logger
 from poller.qbo.types import RealmApi, ReconnectRequired
 from poller.store import cursors, db, instance_rows
@@ -178,7 +179,11 @@ class PollerService:
             self.pool,
             feed,
             self._instance_config(inst),
-            InstanceSchedule(interval, self.options.initial_spread_s),
+            InstanceSchedule(
+                interval,
+                self.options.initial_spread_s,
+                baseline_now=inst.vendor_type == VendorType.WEBHOOK,
+            ),
             window_s=min(self.options.window_s, interval / 4),
             before_commit=self.options.before_commit,
             liveness=self.liveness,

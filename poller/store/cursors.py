@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from poller.instances import InitialMode
+from poller.instances import InitialMode, VendorType
 from poller.store.db import Conn, store_call
 from poller.store.sql import queries
 
@@ -103,6 +103,7 @@ class PollableInstance:
     deactivated_as_deleted: bool
     config_version: int
     resources: tuple[str, ...]
+    vendor_type: VendorType = VendorType.POLLING
 
 
 @store_call
@@ -110,16 +111,17 @@ async def pollable_instances(conn: Conn) -> list[PollableInstance]:
     rows = await conn.fetch(Q["pollable_instances"])
     return [
         PollableInstance(
-            r["id"],
-            r["name"],
-            r["realm_id"],
-            r["refresh_interval_s"],
-            InitialMode(r["initial_mode"]),
-            r["deactivated_as_deleted"],
-            r["config_version"],
-            tuple(r["resources"]),
+            row["id"],
+            row["name"],
+            row["realm_id"],
+            row["refresh_interval_s"],
+            InitialMode(row["initial_mode"]),
+            row["deactivated_as_deleted"],
+            row["config_version"],
+            tuple(row["resources"]),
+            VendorType(row["vendor_type"]),
         )
-        for r in rows
+        for row in rows
     ]
 
 

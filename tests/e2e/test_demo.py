@@ -71,3 +71,18 @@ def test_sigterm_cleans_up_every_process(tmp_path: Path) -> None:
     while demo_processes(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert demo_processes(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_demo_with_webhooks_shows_events_long_before_the_backstop(tmp_path: Path) -> None:
+    """`--webhooks`: polling is a 60-minute backstop, so every event seen came from a webhook
+    (each announced change polled at once)."""
+    code, out = run_demo(tmp_path, "--webhooks", "--duration", "20", "--rate", "4")
+    assert code == 0, out
+    assert "Intuit webhooks announce changes" in out
+    lines = [line for line in out.splitlines() if "signature ok" in line]
+    assert lines, out
+    first = float(re.match(r"\s*([\d.]+)s", lines[0]).group(1))  # type: ignore[union-attr]
+    assert first < 20
+    assert "SIGNATURE FAILED" not in out
+    assert demo_processes(tmp_path) == []
