@@ -24,7 +24,7 @@ async def test_demo_prints_a_console_login_that_creates_an_instance(
     # The embedded PostgreSQL (pgserver) warns without a runtime directory.
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     out = io.StringIO()
-    args = argparse.Namespace(duration=25.0, realms=1, rate=1.0, interval=2.0)
+    args = argparse.Namespace(duration=25.0, realms=1, rate=1.0, interval=2.0, webhooks=False)
     demo = asyncio.create_task(run_demo(args, out))
     try:
         for _ in range(300):
