@@ -10,23 +10,41 @@ once per cycle:
 - a lone CDC item goes to `/cdc` and a lone query to `/query` (a batch of one buys nothing
   and Intuit meters batches separately, 40/min).
 The combined CDC asks from the earliest pair window; each pair keeps only its own window.
-Watermarks are QBO's `time` of the answer that covered the pair, never the local clock.
+Watermarks are QBO's `time` of the answer that covered the pair, never the local clock, but
+only as far as the evidence goes (`poller.detect.qbo_clock`): an answer whose `time` runs
+ahead of the clock tracked from earlier answers (local monotonic time since) and of its
+objects' newest LastUpdatedTime by more than the tolerance moves no watermark past
+`evidence + tolerance`, and is logged and counted as a clock jump; a stored watermark ahead of
+that clock is not trusted either (the window starts from the clock).
 
 A cycle runs in rounds: the first round sends the above; answers may ask for more (query pages,
 per-entity CDC after a possibly truncated answer, listings) and those go out together in the
 next round. Special cases (DESIGN §5):
+- Hard deletes whatever their count. A CDC answer keeps at most 1000 objects and CDC's only
+  knob is `changedSince` (no upper bound, no paging): a window whose tombstones alone exceed
+  the cap, for example 1,100 invoices deleted in the same second, can never be read from CDC,
+  however the window is sliced. So the snapshot of an entity with hard deletes knows every id
+  that exists: at its first poll a `now` pair lists the entity (silently: it is the baseline;
+  one query page per 1000 objects, once per pair lifetime, inside the cycle's batch), and from
+  then on every object created shows up in CDC or in a listing. A pair started before this
+  (`snapshot_complete` False: no full listing ever) lists once, merged with that cycle's CDC
+  answer (whose tombstones a listing cannot show). Steady state costs nothing more: one CDC.
 - 1000-object cap: a CDC answer with ≥ `cdc_cap` objects may be truncated; it is not used. With
   several entities each is asked alone; an entity still at the cap falls back to query paging
   by LastUpdatedTime (name lists: they have no tombstones, so paging is complete) or, for
-  entities with hard deletes, to a full listing diffed against the snapshot (missing → DELETED),
-  because the tombstones of a truncated window cannot be read any other way.
-- 30-day limit: a watermark older than `CDC_MAX_AGE` (29 days by QBO's clock as last seen) is
-  served by a full listing. If QBO still refuses the window ("older than fixed days"), QBO's
-  clock is at least `since + 30 d`; the estimate is raised and the pairs re-planned.
-  Limit of both listings: a delete is found by set difference against the snapshot, so in
-  `now` mode an object that existed before the baseline and never changed since (hence is not
-  in the snapshot) and is hard-deleted inside a truncated or >30-day window yields no DELETED
-  (its tombstone is unreadable; `backfill` mode knows every object and has no such gap).
+  entities with hard deletes, to a full listing merged with the objects the cut answer held,
+  diffed against the snapshot: every id it knows and the listing lacks was deleted (DELETED,
+  dated with the listing's time). The watermark is the listing's time (complete as of then).
+- 30-day limit: a watermark older than `CDC_MAX_AGE` (29 days by QBO's clock as trusted) is
+  served by a full listing, diffed the same way. If QBO still refuses the window ("older than
+  fixed days"), QBO's clock is at least `since + 30 d`; the clock is raised and the pairs
+  re-planned.
+  What stays impossible for both listings: an object created AND hard-deleted inside one
+  truncated (or > 30-day) window was never seen and its tombstone is unreadable, so it yields
+  no event unless the cut answer happened to hold it; a delete found by set difference carries
+  the listing's time, not QBO's deletion time; and a pair started before the snapshot learned
+  its ids whose very first window after the upgrade is truncated may miss the deletes of
+  pre-baseline objects in that window (those the cut answer held are found).
 - non-CDC entities: `LastUpdatedTime >= from ORDERBY LastUpdatedTime MAXRESULTS 1000`, paged by
   moving `from` to the last LastUpdatedTime seen and dropping versions already seen
   (STARTPOSITION only to step through one timestamp); `Active IN (true,false)` for list entities.
