@@ -73,8 +73,15 @@ DEAD_LETTERS = Gauge(
 )
 WATERMARK_LAG = Gauge(
     "qbo_poller_watermark_lag_seconds",
-    "Now minus the pair's watermark (QuickBooks clock).",
+    "QuickBooks' clock (as trusted) minus the pair's watermark; negative when the watermark is "
+    "ahead of it (within the clock tolerance).",
     ["instance", "resource"],
+    registry=REGISTRY,
+)
+QBO_CLOCK_JUMPS = Counter(
+    "qbo_poller_qbo_clock_jumps",
+    "Answers whose QuickBooks `time` jumped past the tolerance from the clock the evidence "
+    "shows (counted once per jump; watermarks are held at the evidence).",
     registry=REGISTRY,
 )
 

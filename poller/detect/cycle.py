@@ -351,6 +351,7 @@ class InstanceCycles:
             cursor.watermark if cursor.initialized else None,
             self.cfg.initial_mode,
             reconcile_due,
+            snapshot_complete=age is not None,
         )
 
     async def _fetch(
@@ -563,7 +564,7 @@ class InstanceCycles:
             gauge = self._lag_gauges[res.name] = metrics.WATERMARK_LAG.labels(
                 self.cfg.instance_name, res.name
             )
-        gauge.set(max((qbo_now - answer.time).total_seconds(), 0))
+        gauge.set((qbo_now - answer.time).total_seconds())  # negative: shown, never hidden
         if stats.events or answer.mode is not Mode.INCREMENTAL:
             log.info(
                 "pair_polled",

@@ -1,6 +1,7 @@
 """The diff (DESIGN §5): previous snapshot + fetched objects → events + new snapshot rows.
 
 A pure function: no I/O, no clock. Rules:
+- the first answer of a `now` pair is recorded silently, up to the baseline's second;
 - an object whose SyncToken we already saw (or an older one) → nothing: overlap windows are safe;
 - not in the snapshot: `MetaData.CreateTime` ≥ baseline (second precision) → CREATED, else
   UPDATED; but an unseen object last changed *before* the baseline is existing data and only
@@ -35,7 +36,8 @@ class PairContext:
     baseline: datetime | None
     deactivated_as_deleted: bool = False
     is_list: bool = False
-    # First answer in `now` mode: record what exists, emit nothing.
+    # First answer in `now` mode: record what exists, emit nothing for what changed up to the
+    # baseline's second (later changes, met by a listing's later pages, follow the rules).
     record_only: bool = False
     # The fetched objects are every live object of the entity (a full listing).
     complete: bool = False
@@ -174,7 +176,9 @@ def _live_step(
         return None  # already seen (overlap), stale, or a copy of a deleted object
     active = _active(version.obj) if ctx.is_list else None
     snapshot = SnapshotRow(version.object_id, version.sync_token, version.last_updated, active)
-    if ctx.record_only or (prev is None and _before_baseline(version.last_updated, ctx)):
+    if (ctx.record_only and not _after_baseline_second(version.last_updated, ctx)) or (
+        prev is None and _before_baseline(version.last_updated, ctx)
+    ):
         return None, snapshot
     kind = _event_type(prev, version, active, ctx)
     event = Event(
@@ -200,6 +204,12 @@ def _event_type(
 
 def _before_baseline(instant: datetime, ctx: PairContext) -> bool:
     return ctx.baseline is not None and instant < _baseline_s(ctx)
+
+
+def _after_baseline_second(instant: datetime, ctx: PairContext) -> bool:
+    """Certainly changed after the baseline: in a later second (a listing of several pages
+    meets changes made while it runs; they are owed like any other)."""
+    return ctx.baseline is not None and times.floor_to_second(instant) > _baseline_s(ctx)
 
 
 def _baseline_s(ctx: PairContext) -> datetime:

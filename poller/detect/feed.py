@@ -10,23 +10,41 @@ once per cycle:
 - a lone CDC item goes to `/cdc` and a lone query to `/query` (a batch of one buys nothing
   and Intuit meters batches separately, 40/min).
 The combined CDC asks from the earliest pair window; each pair keeps only its own window.
-Watermarks are QBO's `time` of the answer that covered the pair, never the local clock.
+Watermarks are QBO's `time` of the answer that covered the pair, never the local clock, but
+only as far as the evidence goes (`poller.detect.qbo_clock`): an answer whose `time` runs
+ahead of the clock tracked from earlier answers (local monotonic time since) and of its
+objects' newest LastUpdatedTime by more than the tolerance moves no watermark past
+`evidence + tolerance`, and is logged and counted as a clock jump; a stored watermark ahead of
+that clock is not trusted either (the window starts from the clock).
 
 A cycle runs in rounds: the first round sends the above; answers may ask for more (query pages,
 per-entity CDC after a possibly truncated answer, listings) and those go out together in the
 next round. Special cases (DESIGN §5):
+- Hard deletes whatever their count. A CDC answer keeps at most 1000 objects and CDC's only
+  knob is `changedSince` (no upper bound, no paging): a window whose tombstones alone exceed
+  the cap, for example 1,100 invoices deleted in the same second, can never be read from CDC,
+  however the window is sliced. So the snapshot of an entity with hard deletes knows every id
+  that exists: at its first poll a `now` pair lists the entity (silently: it is the baseline;
+  one query page per 1000 objects, once per pair lifetime, inside the cycle's batch), and from
+  then on every object created shows up in CDC or in a listing. A pair started before this
+  (`snapshot_complete` False: no full listing ever) lists once, merged with that cycle's CDC
+  answer (whose tombstones a listing cannot show). Steady state costs nothing more: one CDC.
 - 1000-object cap: a CDC answer with ≥ `cdc_cap` objects may be truncated; it is not used. With
   several entities each is asked alone; an entity still at the cap falls back to query paging
   by LastUpdatedTime (name lists: they have no tombstones, so paging is complete) or, for
-  entities with hard deletes, to a full listing diffed against the snapshot (missing → DELETED),
-  because the tombstones of a truncated window cannot be read any other way.
-- 30-day limit: a watermark older than `CDC_MAX_AGE` (29 days by QBO's clock as last seen) is
-  served by a full listing. If QBO still refuses the window ("older than fixed days"), QBO's
-  clock is at least `since + 30 d`; the estimate is raised and the pairs re-planned.
-  Limit of both listings: a delete is found by set difference against the snapshot, so in
-  `now` mode an object that existed before the baseline and never changed since (hence is not
-  in the snapshot) and is hard-deleted inside a truncated or >30-day window yields no DELETED
-  (its tombstone is unreadable; `backfill` mode knows every object and has no such gap).
+  entities with hard deletes, to a full listing merged with the objects the cut answer held,
+  diffed against the snapshot: every id it knows and the listing lacks was deleted (DELETED,
+  dated with the listing's time). The watermark is the listing's time (complete as of then).
+- 30-day limit: a watermark older than `CDC_MAX_AGE` (29 days by QBO's clock as trusted) is
+  served by a full listing, diffed the same way. If QBO still refuses the window ("older than
+  fixed days"), QBO's clock is at least `since + 30 d`; the clock is raised and the pairs
+  re-planned.
+  What stays impossible for both listings: an object created AND hard-deleted inside one
+  truncated (or > 30-day) window was never seen and its tombstone is unreadable, so it yields
+  no event unless the cut answer happened to hold it; a delete found by set difference carries
+  the listing's time, not QBO's deletion time; and a pair started before the snapshot learned
+  its ids whose very first window after the upgrade is truncated may miss the deletes of
+  pre-baseline objects in that window (those the cut answer held are found).
 - non-CDC entities: `LastUpdatedTime >= from ORDERBY LastUpdatedTime MAXRESULTS 1000`, paged by
   moving `from` to the last LastUpdatedTime seen and dropping versions already seen
   (STARTPOSITION only to step through one timestamp); `Active IN (true,false)` for list entities.
@@ -37,11 +55,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from poller.detect.qbo_clock import QboClock
 from poller.logs import get_logger
 from poller.qbo import faults, times
 from poller.qbo.types import (
@@ -83,13 +102,17 @@ class PairRequest:
     watermark: datetime | None  # None: the pair has never been polled
     initial_mode: str = "now"  # "now" | "backfill"
     reconcile_due: bool = False  # non-CDC entities with hard deletes: full re-listing due
+    # The snapshot holds every live object of the entity (a full listing was diffed into it
+    # once: `last_reconciled_at` is set). False only for pairs started before the snapshot of a
+    # `now` pair learned the ids existing at its baseline.
+    snapshot_complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class PairAnswer:
     mode: Mode
     objects: list[QboObject]
-    time: datetime  # QBO's clock: the pair's new watermark
+    time: datetime  # QBO's clock, as far as the evidence allows: the pair's new watermark
     complete: bool  # `objects` are every live object: missing ones were deleted
     cycle_started: float  # wall clock (time.time()) when the cycle began
 
@@ -182,6 +205,7 @@ class _CdcEntry:
     pending: _Pending
     mode: Mode  # INCREMENTAL or INITIAL
     since: datetime
+    then_list: bool = False  # also list the entity once, merged: the snapshot learns its ids
 
     @property
     def resource(self) -> Resource:
@@ -219,6 +243,10 @@ class _QueryJob(_Job):
     first_time: datetime | None = None
     seen: set[tuple[str, str | None]] = field(default_factory=set)
     objects: list[QboObject] = field(default_factory=list)
+    # A CDC answer of the same cycle, merged into this listing: its tombstones are deletes a
+    # listing cannot show, and the watermark is the earlier of the two times.
+    carried: list[QboObject] = field(default_factory=list)
+    carried_time: datetime | None = None
 
     def __post_init__(self) -> None:
         self.cursor = self.since
@@ -248,6 +276,16 @@ class _QueryJob(_Job):
             return True
         self._next_page(result.rows)
         return False
+
+    def answer(self, started: float) -> PairAnswer:
+        assert self.first_time is not None
+        watermark = self.first_time
+        if self.carried_time is not None:
+            watermark = min(watermark, self.carried_time)
+        # What the CDC answer adds to the listing: tombstones, and versions since replaced.
+        extra = [obj for obj in self.carried if (str(obj.get("Id")), _token(obj)) not in self.seen]
+        objects = self.objects + extra
+        return PairAnswer(self.mode, objects, watermark, self.complete, started)
 
     def _next_page(self, rows: list[QboObject]) -> None:
         # Re-read from the last timestamp seen (versions already seen are dropped) instead of
@@ -287,7 +325,7 @@ class ChangeFeed:
         self.cdc_cap = cdc_cap
         self.page_size = page_size
         self.name = name or realm.realm_id
-        self._qbo_clock: tuple[datetime, float] | None = None  # (QBO time, monotonic) last seen
+        self.clock = QboClock(self.overlap, name=self.name)
         self.cycles = 0
 
     async def answer(self, requests: Sequence[PairRequest]) -> list[PairAnswer | BaseException]:
@@ -311,11 +349,8 @@ class ChangeFeed:
         return outcomes
 
     def qbo_now(self) -> datetime:
-        """QBO's clock as last seen, moved on by the time elapsed since (local clock if none)."""
-        if self._qbo_clock is None:
-            return datetime.now(UTC)
-        seen, at = self._qbo_clock
-        return seen + timedelta(seconds=time.monotonic() - at)
+        """QBO's clock as trusted, moved on by the time elapsed since (local clock if none)."""
+        return self.clock.now()
 
     async def serve(self, batch: list[_Pending]) -> None:
         """One cycle: plan, then rounds of requests until every pair has its answer."""
@@ -350,17 +385,20 @@ class ChangeFeed:
         res = req.resource
         now = self.qbo_now()
         if req.watermark is None:
-            # backfill lists everything; a no-CDC entity with hard deletes is listed silently
-            # once, so later re-listings can tell which of the existing rows disappeared.
-            if req.initial_mode == "backfill" or (not res.cdc and res.delete == DeleteMode.HARD):
+            # backfill lists everything; an entity with hard deletes is listed silently once,
+            # so that the snapshot knows every id existing at the baseline: a delete too many
+            # for CDC (the cap) or too old for it (30 days) is then found by set difference.
+            if req.initial_mode == "backfill" or res.delete == DeleteMode.HARD:
                 return self._listing(pending)
             return self._incremental(pending, Mode.INITIAL, now - self.overlap)
-        since = req.watermark - self.overlap
+        # A watermark ahead of QBO's clock as trusted (stored from a jumped answer by an older
+        # version, or a skew this process has not learned yet) is not trusted either.
+        since = min(req.watermark, now) - self.overlap
         if force_listing:
             return self._listing(pending)
         # Judged by QBO's clock only: before the first answer, CDC is tried and QBO's own
         # refusal ("older than fixed days") decides (see _replan_after_window_error).
-        if res.cdc and self._qbo_clock is not None and now - req.watermark > CDC_MAX_AGE:
+        if res.cdc and self.clock.seen and now - req.watermark > CDC_MAX_AGE:
             log.info(
                 "cdc_window_exceeded",
                 feed=self.name,
@@ -371,6 +409,8 @@ class ChangeFeed:
             return self._listing(pending)
         if not res.cdc and req.reconcile_due and res.delete == DeleteMode.HARD:
             return self._listing(pending)
+        if res.cdc and res.delete == DeleteMode.HARD and not req.snapshot_complete:
+            return _CdcEntry(pending, Mode.INCREMENTAL, since, then_list=True)
         return self._incremental(pending, Mode.INCREMENTAL, since)
 
     def _incremental(self, pending: _Pending, mode: Mode, since: datetime) -> _CdcEntry | _Job:
@@ -378,9 +418,17 @@ class ChangeFeed:
             return _CdcEntry(pending, mode, since)
         return _QueryJob(pending, mode, since, complete=False, page_size=self.page_size)
 
-    def _listing(self, pending: _Pending) -> _Job:
+    def _listing(
+        self, pending: _Pending, carried: Sequence[QboObject] = (), at: datetime | None = None
+    ) -> _QueryJob:
         return _QueryJob(
-            pending, Mode.LISTING, times.EPOCH, complete=True, page_size=self.page_size
+            pending,
+            Mode.LISTING,
+            times.EPOCH,
+            complete=True,
+            page_size=self.page_size,
+            carried=list(carried),
+            carried_time=at,
         )
 
     # -- one round --
@@ -411,12 +459,16 @@ class ChangeFeed:
         item = job.item("cdc")
         assert isinstance(item, CdcItem)
         answer = await _outcome(self.realm.cdc(item.entities, item.changed_since))
+        if isinstance(answer, CdcResult):
+            answer = replace(answer, time=self.clock.accept(answer.time, _objects_of(answer)))
         return [_Answered(job, answer, via_batch=False)]
 
     async def _send_query(self, job: _Job) -> list[_Answered]:
         item = job.item("q")
         assert isinstance(item, QueryItem)
         answer = await _outcome(self.realm.query(item.statement))
+        if isinstance(answer, QueryResult):
+            answer = replace(answer, time=self.clock.accept(answer.time, answer.rows))
         return [_Answered(job, answer, via_batch=False)]
 
     async def _send_batch(self, jobs: list[_Job]) -> list[_Answered]:
@@ -427,10 +479,13 @@ class ChangeFeed:
             # this says nothing about the realm's support for CDCQuery items.
             return [_Answered(job, result, via_batch=False) for job in jobs]
         assert isinstance(result, BatchResult)
-        self._saw_time(result.time)
+        # One clock reading for the whole batch, with the evidence of every item's objects.
+        evidence = [obj for answer in result.answers.values() for obj in _objects_of(answer)]
+        accepted = self.clock.accept(result.time, evidence)
+        answers = [result.answers.get(str(n), _missing(n)) for n in range(len(jobs))]
         return [
-            _Answered(job, result.answers.get(str(n), _missing(n)), via_batch=True)
-            for n, job in enumerate(jobs)
+            _Answered(job, _timed(answer, accepted), via_batch=True)
+            for job, answer in zip(jobs, answers, strict=True)
         ]
 
     # -- answers --
@@ -446,23 +501,17 @@ class ChangeFeed:
         if error is not None:
             job.fail(error)
             return []
-        self._saw_time(answer.time)
         if not job.accept(answer):
             return [job]
-        assert job.first_time is not None
-        job.pending.resolve(
-            PairAnswer(job.mode, job.objects, job.first_time, job.complete, started)
-        )
+        job.pending.resolve(job.answer(started))
         return []
 
     def _handle_cdc(self, job: _CdcJob, answer: Any, via_batch: bool, started: float) -> list[_Job]:
         error = _as_error(answer, CdcResult)
         if error is not None:
             return self._cdc_failed(job, error, via_batch)
-        self._saw_time(answer.time)
         if answer.count < self.cdc_cap:
-            self._deliver_cdc(job.entries, answer, started)
-            return []
+            return self._deliver_cdc(job.entries, answer, started)
         return self._split_truncated(job, answer, started)
 
     def _cdc_failed(self, job: _CdcJob, error: QboError, via_batch: bool) -> list[_Job]:
@@ -487,7 +536,7 @@ class ChangeFeed:
     def _replan_after_window_error(self, job: _CdcJob) -> list[_Job]:
         # QBO's clock is at least `since + 30 days`: raise our estimate and re-plan; the pair(s)
         # at the failed `since` are listed whatever the estimate says, so this always ends.
-        self._raise_estimate(job.since + CDC_WINDOW)
+        self.clock.raise_to(job.since + CDC_WINDOW)
         oldest = job.since
         entries: list[_CdcEntry] = []
         follow: list[_Job] = []
@@ -519,31 +568,54 @@ class ChangeFeed:
         )
         if len(rest) > 1:
             return [_CdcJob([e], direct=job.direct) for e in rest]
-        return [self._cap_fallback(e) for e in rest]
+        return [self._cap_fallback(e, answer) for e in rest]
 
-    def _cap_fallback(self, entry: _CdcEntry) -> _Job:
-        """One entity still at the cap: page it by query (a full listing if it hard-deletes)."""
+    def _cap_fallback(self, entry: _CdcEntry, answer: CdcResult) -> _Job:
+        """One entity still at the cap: page it by query, or, if it hard-deletes, a full
+        listing diffed against the snapshot (which knows every id since the baseline), merged
+        with the tombstones the cut answer did hold."""
         res = entry.resource
         if res.delete == DeleteMode.HARD:
-            return self._listing(entry.pending)
+            return self._listing(entry.pending, _entity_objects(entry, answer), answer.time)
         return _QueryJob(
             entry.pending, Mode.INCREMENTAL, entry.since, complete=False, page_size=self.page_size
         )
 
-    def _deliver_cdc(self, entries: Sequence[_CdcEntry], answer: CdcResult, started: float) -> None:
-        by_entity = {name.lower(): objs for name, objs in answer.objects.items()}
+    def _deliver_cdc(
+        self, entries: Sequence[_CdcEntry], answer: CdcResult, started: float
+    ) -> list[_Job]:
+        follow: list[_Job] = []
         for entry in entries:
-            objects = by_entity.get(entry.resource.entity.lower(), [])
-            if entry.mode == Mode.INCREMENTAL:
-                objects = [o for o in objects if _in_window(o, entry.since)]
+            objects = _entity_objects(entry, answer)
+            if entry.then_list:
+                follow.append(self._listing(entry.pending, objects, answer.time))
+                continue
             entry.pending.resolve(PairAnswer(entry.mode, objects, answer.time, False, started))
+        return follow
 
-    def _saw_time(self, qbo_time: datetime) -> None:
-        self._qbo_clock = (qbo_time, time.monotonic())
 
-    def _raise_estimate(self, at_least: datetime) -> None:
-        if at_least > self.qbo_now():
-            self._qbo_clock = (at_least, time.monotonic())
+def _entity_objects(entry: _CdcEntry, answer: CdcResult) -> list[QboObject]:
+    """The entry's entity in a CDC answer; an incremental entry keeps only its own window."""
+    wanted = entry.resource.entity.lower()
+    objects = next((v for k, v in answer.objects.items() if k.lower() == wanted), [])
+    if entry.mode == Mode.INCREMENTAL:
+        objects = [o for o in objects if _in_window(o, entry.since)]
+    return objects
+
+
+def _objects_of(answer: object) -> list[QboObject]:
+    if isinstance(answer, CdcResult):
+        return [obj for objects in answer.objects.values() for obj in objects]
+    if isinstance(answer, QueryResult):
+        return answer.rows
+    return []
+
+
+def _timed(answer: Any, accepted: datetime) -> Any:
+    """A batch item's answer carrying the accepted time of its batch."""
+    if isinstance(answer, CdcResult | QueryResult):
+        return replace(answer, time=accepted)
+    return answer
 
 
 def _in_window(obj: QboObject, since: datetime) -> bool:
