@@ -33,7 +33,7 @@ from poller.manage.instances import CodeExchanger
 from poller.qbo.auth import OAuthClient, TokenSet
 from poller.qbo.client import QboClient
 from poller.sdnotify import Notifier, watchdog, watchdog_interval_s
-from poller.store import db, instance_rows
+from poller.store import db, instance_rows, webhooks
 from poller.store.crypto import SecretBox
 from poller.store.database import open_database
 from poller.store.tokens import PgTokenStore
@@ -101,8 +101,13 @@ def delivery_services(runtime: Runtime) -> list[Service]:
 
 
 def webhook_services(runtime: Runtime) -> list[Service]:
-    """Intuit webhook notifications → poll requests (the receiver feeds it)."""
-    return [WebhookIntake(runtime.pool, runtime.settings.webhook_coalesce_s)]
+    """Intuit webhook notifications → poll requests (the receiver feeds it), and the pruning of
+    their records past the retention."""
+    retention_s = runtime.settings.delivery_retention_s
+    return [
+        WebhookIntake(runtime.pool, runtime.settings.webhook_coalesce_s),
+        Pruner(runtime.pool, retention_s, prune_batch=webhooks.prune_batch, label="webhooks"),
+    ]
 
 
 def default_services(runtime: Runtime) -> list[Service]:

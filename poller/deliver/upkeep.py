@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from poller import logs, metrics
 from poller.aio import sleep_unless
@@ -19,10 +20,12 @@ def prune_interval(retention_s: float) -> float:
     return min(300.0, max(1.0, retention_s / 10))
 
 
-class Pruner:
-    """Deletes delivered and dead notifications older than the retention, in small batches."""
+PruneBatch = Callable[[db.Pool, float, int], Awaitable[int]]
 
-    name = "deliver.pruner"
+
+class Pruner:
+    """Deletes rows older than the retention, in small batches: by default delivered
+    notifications (dead letters stay); the supervisor also prunes the webhook records."""
 
     def __init__(
         self,
@@ -30,26 +33,32 @@ class Pruner:
         retention_s: float,
         interval_s: float | None = None,
         batch: int = store.PRUNE_BATCH,
+        *,
+        prune_batch: PruneBatch = store.prune_batch,
+        label: str = "outbox",
     ) -> None:
         self.pool = pool
         self.retention_s = retention_s
         self.interval_s = interval_s if interval_s is not None else prune_interval(retention_s)
         self.batch = batch
+        self.prune_batch = prune_batch
+        self.label = label  # log events "<label>_pruned", "<label>_prune_failed"
+        self.name = "deliver.pruner" if label == "outbox" else f"{label}.pruner"
 
     async def run(self, stop: asyncio.Event) -> None:
         while not await sleep_unless(stop, self.interval_s):
             try:
                 deleted = await self.prune_once(stop)
             except DatabaseError as exc:
-                log.warning("outbox_prune_failed", error=f"{type(exc).__name__}: {exc}")
+                log.warning(f"{self.label}_prune_failed", error=f"{type(exc).__name__}: {exc}")
                 continue
             if deleted:
-                log.info("outbox_pruned", deleted=deleted, retention_s=self.retention_s)
+                log.info(f"{self.label}_pruned", deleted=deleted, retention_s=self.retention_s)
 
     async def prune_once(self, stop: asyncio.Event | None = None) -> int:
         total = 0
         while stop is None or not stop.is_set():
-            deleted = await store.prune_batch(self.pool, self.retention_s, self.batch)
+            deleted = await self.prune_batch(self.pool, self.retention_s, self.batch)
             total += deleted
             if deleted < self.batch:
                 break

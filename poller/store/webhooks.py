@@ -20,7 +20,7 @@ import orjson
 from poller.records import Event, SnapshotRow
 from poller.store import outbox
 from poller.store.crypto import SecretBox
-from poller.store.db import Conn, store_call
+from poller.store.db import Conn, Pool, store_call
 from poller.store.sql import queries
 
 Q = queries("webhooks")
@@ -109,3 +109,11 @@ async def write_deletes(
         )
         written += sum(stat.events for stat in stats.values())
     return written
+
+
+@store_call
+async def prune_batch(conn: Conn | Pool, retention_s: float, batch: int) -> int:
+    """Delete up to `batch` notifications (and as many raw rejects) received more than
+    `retention_s` ago; the number of rows deleted."""
+    deleted = await conn.fetchval(Q["prune"], retention_s, batch)
+    return int(deleted or 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 import asyncpg
@@ -11,6 +12,7 @@ import asyncpg
 from poller import metrics
 from poller.deliver.dispatcher import Dispatcher
 from poller.deliver.upkeep import OutboxGauges, Pruner, prune_interval
+from poller.store import webhooks
 from poller.supervisor import delivery_services
 from tests.deliver.helpers import BOX, eventually, insert_instance, insert_many, settings, statuses
 
@@ -61,3 +63,31 @@ async def test_gauges(pool: asyncpg.Pool) -> None:
     await pool.execute("UPDATE notifications SET status = 'dead' WHERE id <= 2")
     assert await OutboxGauges(pool).refresh() == {"pending": 3, "held": 0, "dead": 2}
     assert metrics.OUTBOX_DEPTH._value.get() == 3 and metrics.DEAD_LETTERS._value.get() == 2
+
+
+async def test_webhook_records_past_the_retention_are_pruned(pool: asyncpg.Pool) -> None:
+    """Intuit notifications only deduplicate retries; unread bodies wait for inspection. Both
+    go after the retention, or the tables would grow for as long as the daemon runs."""
+    two_hours, one_second = timedelta(hours=2), timedelta(seconds=1)
+    for n, age in enumerate([two_hours, two_hours, two_hours, one_second]):
+        await pool.execute(
+            "INSERT INTO webhook_notifications (dedupe_key, format, realm_id, entity,"
+            " object_id, operation, received_at, notification)"
+            " VALUES ($1, 'legacy', '1', 'Invoice', $2, 'Update', now() - $3::interval, '{}')",
+            f"key-{n}",
+            str(n),
+            age,
+        )
+    for age in [two_hours, one_second]:
+        await pool.execute(
+            "INSERT INTO webhook_rejects (received_at, content_type, reason, body)"
+            " VALUES (now() - $1::interval, 'application/json', 'unreadable', '\\x00')",
+            age,
+        )
+    pruner = Pruner(pool, 3600.0, batch=2, prune_batch=webhooks.prune_batch, label="webhooks")
+    assert pruner.name == "webhooks.pruner"
+    assert await pruner.prune_once() == 4
+    assert await pool.fetchval("SELECT array_agg(dedupe_key) FROM webhook_notifications") == [
+        "key-3"
+    ]
+    assert await pool.fetchval("SELECT count(*) FROM webhook_rejects") == 1

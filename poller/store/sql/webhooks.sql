@@ -34,3 +34,26 @@ FROM instances AS i
 JOIN pair_cursors AS p ON p.instance_id = i.id AND p.resource = 'time-activities'
 WHERE i.realm_id = ANY($1::text[]) AND i.status = 'active' AND i.events_enabled
 ORDER BY i.id
+
+-- name: prune
+-- Notifications and raw rejects past the retention go, in small batches. Their rows only
+-- deduplicate Intuit's retries (hours, not days) and keep unreadable bodies for inspection, so
+-- POLLER_DELIVERY_RETENTION is ample; without this the tables would grow for ever.
+WITH doomed AS (
+    SELECT id FROM webhook_notifications
+    WHERE received_at < now() - make_interval(secs => $1)
+    ORDER BY received_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), notifications_gone AS (
+    DELETE FROM webhook_notifications WHERE id IN (SELECT id FROM doomed) RETURNING 1
+), old_rejects AS (
+    SELECT id FROM webhook_rejects
+    WHERE received_at < now() - make_interval(secs => $1)
+    ORDER BY received_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), rejects_gone AS (
+    DELETE FROM webhook_rejects WHERE id IN (SELECT id FROM old_rejects) RETURNING 1
+)
+SELECT (SELECT count(*) FROM notifications_gone) + (SELECT count(*) FROM rejects_gone)
