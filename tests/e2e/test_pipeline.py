@@ -20,6 +20,12 @@ async def test_changes_arrive_signed_with_both_schemes(db_dsn: str) -> None:
     receiver = Receiver()
     async with run_emulator(per_second=None) as emu, run_receiver(receiver) as url:
         realm = emu.add_realm("4620816365100001", seed=3, per_entity=3)
+        # Existing data with an amount QuickBooks writes as 12.50 (a float prints 12.5), so the
+        # byte-exact check below shows that number literals pass through unchanged.
+        line = {"Amount": 12.5, "DetailType": "SalesItemLineDetail"}
+        line["SalesItemLineDetail"] = {"ItemRef": {"value": "1"}}
+        priced = emu.create(realm, "Invoice", {"CustomerRef": {"value": "1"}, "Line": [line]})
+        edited_id = priced["Id"]
         inst = instance_for(emu, realm, url, key=WHSEC)
         async with running_daemon(settings_for(db_dsn, emu), [inst]):
             # Wait until the first poll recorded its baseline (nothing existing is emitted).
@@ -32,9 +38,9 @@ async def test_changes_arrive_signed_with_both_schemes(db_dsn: str) -> None:
             )
             customer = emu.create(realm, "Customer", {"DisplayName": "Ada Lovelace"})
             emu.update(realm, "Customer", {"Id": customer["Id"], "Notes": "VIP"})
-            invoice_id, edited_id = emu.ids(realm, "Invoice")[:2]
+            invoice_id = emu.ids(realm, "Invoice")[0]
             emu.delete(realm, "Invoice", invoice_id)
-            edited = emu.update(realm, "Invoice", {"Id": edited_id, "PrivateNote": "edited"})
+            emu.update(realm, "Invoice", {"Id": edited_id, "PrivateNote": "edited"})
             await wait_for(
                 lambda: (
                     {
@@ -82,7 +88,10 @@ async def test_changes_arrive_signed_with_both_schemes(db_dsn: str) -> None:
     assert tombstone["status"] == "Deleted" and tombstone["Id"] == invoice_id
     # The object is passed through exactly as QuickBooks wrote it: same keys, same order, and
     # the same number literals (amounts keep their two decimals: 12.50, not 12.5).
-    wire = emu.dumps(edited)
+    stored = emu.realm(realm).get("Invoice", edited_id)
+    assert stored is not None
+    wire = stored.json()  # the bytes the emulator serves in CDC and query answers
+    assert b'"Amount":12.50,' in wire
     assert b".00" in wire or b"0," in wire
     assert any(wire in r.body for r in receiver.notifications.values())
     assert receiver.duplicates == 0
