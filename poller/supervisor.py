@@ -70,14 +70,6 @@ class Runtime:
     qbo: QboClient
 
 
-@dataclass(frozen=True)
-class Components:
-    """What runs: the services, and the HTTP routes served on the one listener."""
-
-    services: Sequence[Service]
-    web_parts: Sequence[WebPart] = ()
-
-
 ServiceFactory = Callable[[Runtime], Sequence[Service]]
 
 
