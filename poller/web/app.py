@@ -1,8 +1,8 @@
 """The one aiohttp application, assembled before the server starts (DESIGN §9-§11, §14).
 
-Components contribute their routes through `WebPart`s (health and metrics today; the API, the
-console and the Intuit webhook receiver next); the supervisor collects them and calls
-`build_app` once, so no route is ever added to a running (frozen) router.
+Components contribute their routes through `WebPart`s (health, metrics, the API, the console and
+the Intuit webhook receiver); the supervisor collects them and calls `build_app` once, so no
+route is ever added to a running (frozen) router.
 """
 
 from __future__ import annotations
