@@ -248,13 +248,17 @@ async def set_bodies(conn: Conn | Pool, bodies: dict[int, bytes], owner: str) ->
 @store_call
 async def record(conn: Conn | Pool, claimed: Claimed, owner: str, attempt: Attempt) -> bool:
     """Record one attempt; False when the claim was lost (lease expired and taken over)."""
-    status = STATUS_OF_OUTCOME[attempt.outcome]
     recorded = await conn.fetchval(
-        Q["record_attempt"],
-        claimed.id,
-        owner,
-        claimed.attempts,
-        status,
+        Q["record_attempt"], claimed.id, owner, claimed.attempts, *_attempt_values(attempt)
+    )
+    return recorded is not None
+
+
+def _attempt_values(attempt: Attempt) -> tuple[Any, ...]:
+    """An attempt's recorded values, in the parameter order record_attempt and record_many
+    share after the claim's id (and owner) and attempt count."""
+    return (
+        STATUS_OF_OUTCOME[attempt.outcome],
         float(attempt.retry_in_s),
         attempt.started_at,
         attempt.url,
@@ -264,7 +268,6 @@ async def record(conn: Conn | Pool, claimed: Claimed, owner: str, attempt: Attem
         _clean_text(attempt.response_body, RESPONSE_BODY_MAX_CHARS),
         attempt.outcome,
     )
-    return recorded is not None
 
 
 @store_call
@@ -276,19 +279,7 @@ async def record_many(
         return set()
     columns: list[list[Any]] = [[] for _ in range(11)]
     for claimed, attempt in items:
-        values = (
-            claimed.id,
-            claimed.attempts,
-            STATUS_OF_OUTCOME[attempt.outcome],
-            float(attempt.retry_in_s),
-            attempt.started_at,
-            attempt.url,
-            attempt.status_code,
-            _clean_text(attempt.error, 1000),
-            attempt.duration_ms,
-            _clean_text(attempt.response_body, RESPONSE_BODY_MAX_CHARS),
-            attempt.outcome,
-        )
+        values = (claimed.id, claimed.attempts, *_attempt_values(attempt))
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     rows = await conn.fetch(Q["record_attempts"], owner, *columns)
