@@ -71,6 +71,8 @@ def restore(emu: Emulator, data: dict[str, Any]) -> None:
     emu.realms.clear()
     for saved in data["realms"]:
         realm = _restore_realm(emu, saved)
+        # a loaded company's writes are announced as webhooks too, like add_realm's
+        realm.on_change = emu.webhooks.recorder(realm.id)
         emu.realms[realm.id] = realm
     _restore_oauth(emu, data["oauth"])
 

@@ -60,6 +60,17 @@ def test_save_and_load_keep_ids_objects_tokens_and_clock(tmp_path: Path) -> None
     assert drift < 5  # the two-day offset came back
 
 
+def test_a_loaded_realm_still_sends_webhooks(tmp_path: Path) -> None:
+    first = Emulator()
+    first.add_realm(REALM, seed=4, per_entity=1)
+    first.save_state(tmp_path / "s.json")
+    second = Emulator()
+    second.load_state(tmp_path / "s.json")
+    second.configure_webhooks(None, "http://127.0.0.1:9/hooks", "verifier")
+    second.create(REALM, "Customer", {"DisplayName": "Announced After Restart"})
+    assert second.webhooks.pending() == 1
+
+
 def test_frozen_clock_and_missing_file(tmp_path: Path) -> None:
     emu = Emulator(clock=Clock(frozen=True))
     emu.clock.advance(hours=3)
