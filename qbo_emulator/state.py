@@ -8,7 +8,10 @@ a restart still verify).  Not saved: limits, throttles, fault rules and counters
 (settings of a test run, not data).
 
 The file is written to a temporary sibling and renamed over the old one, so a
-crash mid-save leaves the previous state whole.
+crash mid-save leaves the previous state whole.  A crash (kill -9) loses the writes since
+the last periodic save; so that the ids those writes took are not handed out again (a client
+that saw them would take a new object for an old one), a file saved periodically rather than
+at shutdown moves every Id sequence on by ``CRASH_ID_GAP`` when it is loaded.
 """
 
 from __future__ import annotations
@@ -29,22 +32,25 @@ if TYPE_CHECKING:
     from .core import Emulator
 
 FORMAT = 1
+CRASH_ID_GAP = 1000
 
 
-def dump(emu: Emulator) -> dict[str, Any]:
+def dump(emu: Emulator, *, at_shutdown: bool = True) -> dict[str, Any]:
     """Everything the state file holds, as plain JSON."""
     return {
         "format": FORMAT,
+        "saved_at_shutdown": at_shutdown,
         "clock": _dump_clock(emu),
         "realms": [_dump_realm(realm) for realm in emu.realms.values()],
         "oauth": _dump_oauth(emu),
     }
 
 
-def save(emu: Emulator, path: str | Path) -> None:
+def save(emu: Emulator, path: str | Path, *, at_shutdown: bool = True) -> None:
     target = Path(path)
     temporary = target.with_name(target.name + ".tmp")
-    temporary.write_bytes(orjson.dumps(dump(emu), default=json_default))
+    body = dump(emu, at_shutdown=at_shutdown)
+    temporary.write_bytes(orjson.dumps(body, default=json_default))
     os.replace(temporary, target)
 
 
@@ -61,7 +67,7 @@ async def autosave(emu: Emulator, path: str | Path, interval: float) -> None:
     """Save every ``interval`` seconds until cancelled (the caller saves once more on exit)."""
     while True:
         await asyncio.sleep(interval)
-        save(emu, path)
+        save(emu, path, at_shutdown=False)
 
 
 def restore(emu: Emulator, data: dict[str, Any]) -> None:
@@ -69,8 +75,11 @@ def restore(emu: Emulator, data: dict[str, Any]) -> None:
         raise ValueError(f"unknown state format {data.get('format')!r}")
     _restore_clock(emu, data["clock"])
     emu.realms.clear()
+    id_gap = 0 if data.get("saved_at_shutdown", True) else CRASH_ID_GAP
     for saved in data["realms"]:
-        realm = _restore_realm(emu, saved)
+        realm = _restore_realm(emu, saved, id_gap)
+        # a loaded company's writes are announced as webhooks too, like add_realm's
+        realm.on_change = emu.webhooks.recorder(realm.id)
         emu.realms[realm.id] = realm
     _restore_oauth(emu, data["oauth"])
 
@@ -104,7 +113,7 @@ def _dump_realm(realm: Realm) -> dict[str, Any]:
     return {"id": realm.id, "cdc_in_batch": realm.cdc_in_batch, "tables": tables}
 
 
-def _restore_realm(emu: Emulator, saved: dict[str, Any]) -> Realm:
+def _restore_realm(emu: Emulator, saved: dict[str, Any], id_gap: int) -> Realm:
     realm = Realm(str(saved["id"]), emu.clock)
     realm.cdc_in_batch = bool(saved.get("cdc_in_batch", True))
     for name, table_data in saved["tables"].items():
@@ -114,7 +123,7 @@ def _restore_realm(emu: Emulator, saved: dict[str, Any]) -> Realm:
         table.live.clear()
         table.tombstones.clear()
         table.log.clear()
-        table.next_id = int(table_data["next_id"])
+        table.next_id = int(table_data["next_id"]) + id_gap
         table.next_doc = int(table_data["next_doc"])
         for obj_id, created, updated, obj in table_data["live"]:
             normalize_money(obj)  # money comes back as plain numbers: 337.50 again on the wire

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import signal
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from qbo_emulator import control
 from qbo_emulator.cli import main
 
 
@@ -77,3 +81,17 @@ async def test_cli_serves_and_stops_on_sigterm() -> None:
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--port", "not-a-number"]) == 2
     assert main(["--help"]) == 0
+
+
+def test_every_control_route_is_in_the_user_docs() -> None:
+    """docs/emulator.md documents the control API: each route of control.py appears in it."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "emulator.md").read_text()
+    app = web.Application()
+    control.add_routes(app)
+    missing = []
+    for resource in app.router.resources():
+        template = resource.canonical
+        pattern = re.sub(r"\\\{\w+\\\}", r"[^/\\s\"'`]+", re.escape(template))
+        if not re.search(pattern + r"(?=[\s\"'`?]|$)", docs):
+            missing.append(template)
+    assert missing == []

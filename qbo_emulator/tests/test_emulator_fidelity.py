@@ -14,12 +14,6 @@ import warnings
 from typing import Any
 
 import pytest
-
-from qbo_emulator import Emulator
-
-from .conftest import present
-
-pytest.importorskip("quickbooks")
 from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
 from quickbooks import QuickBooks
@@ -31,6 +25,12 @@ from quickbooks.objects.detailline import SalesItemLine, SalesItemLineDetail
 from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.payment import Payment
 from quickbooks.objects.taxcode import TaxCode
+
+from qbo_emulator import Emulator
+
+from .conftest import present
+
+pytestmark = pytest.mark.published_client
 
 REDIRECT = "https://app.example/callback"
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 
 from qbo_emulator import Emulator
 from qbo_emulator.clock import Clock
+from qbo_emulator.state import CRASH_ID_GAP
 
 from .conftest import present
 
@@ -60,6 +64,17 @@ def test_save_and_load_keep_ids_objects_tokens_and_clock(tmp_path: Path) -> None
     assert drift < 5  # the two-day offset came back
 
 
+def test_a_loaded_realm_still_sends_webhooks(tmp_path: Path) -> None:
+    first = Emulator()
+    first.add_realm(REALM, seed=4, per_entity=1)
+    first.save_state(tmp_path / "s.json")
+    second = Emulator()
+    second.load_state(tmp_path / "s.json")
+    second.configure_webhooks(None, "http://127.0.0.1:9/hooks", "verifier")
+    second.create(REALM, "Customer", {"DisplayName": "Announced After Restart"})
+    assert second.webhooks.pending() == 1
+
+
 def test_frozen_clock_and_missing_file(tmp_path: Path) -> None:
     emu = Emulator(clock=Clock(frozen=True))
     emu.clock.advance(hours=3)
@@ -70,7 +85,7 @@ def test_frozen_clock_and_missing_file(tmp_path: Path) -> None:
     assert other.clock.frozen and other.clock.now() == emu.clock.now()
 
 
-async def _start(path: Path) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
+async def _start(path: Path, *options: str) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -83,6 +98,7 @@ async def _start(path: Path) -> tuple[asyncio.subprocess.Process, dict[str, str]
         "3",
         "--state",
         str(path),
+        *options,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -148,5 +164,79 @@ async def test_cli_restart_with_state_keeps_ids_objects_and_tokens(tmp_path: Pat
                 },
             ) as reply:
                 assert reply.status == 200  # the old refresh token still works
+    finally:
+        await _stop(proc)
+
+
+async def _customer(session: aiohttp.ClientSession, base: str, name: str) -> dict[str, Any]:
+    async with session.post(
+        f"{base}/_emulator/realms/{REALM}/entities/Customer", json={"DisplayName": name}
+    ) as reply:
+        assert reply.status == 200
+        made: dict[str, Any] = await reply.json()
+        return made
+
+
+async def _saved_names(path: Path) -> set[str]:
+    """The customers' names in the state file (retried over a rename in progress)."""
+    for _ in range(20):
+        try:
+            data = orjson.loads(path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            await asyncio.sleep(0.05)
+            continue
+        (realm,) = data["realms"]
+        return {obj.get("DisplayName") for *_, obj in realm["tables"]["Customer"]["live"]}
+    raise AssertionError(f"{path} never became readable")
+
+
+async def test_kill_9_keeps_the_last_periodic_save_and_hands_out_no_id_twice(
+    tmp_path: Path,
+) -> None:
+    """docs/emulator.md: a kill -9 loses the writes after the last periodic save, and the ids
+    those writes took are skipped (CRASH_ID_GAP), never handed out again."""
+    path = tmp_path / "emulator-state.json"
+    proc, lines = await _start(path, "--state-interval", "2")
+    try:
+        async with aiohttp.ClientSession() as session:
+            saved = await _customer(session, lines["base_url"], "Saved Periodically")
+            deadline = time.monotonic() + 10
+            while not path.exists() or "Saved Periodically" not in await _saved_names(path):
+                assert time.monotonic() < deadline, "no periodic save within 10 s"
+                await asyncio.sleep(0.05)
+            # just after a save: the next one is two seconds away
+            lost = await _customer(session, lines["base_url"], "Lost In The Crash")
+            proc.kill()  # SIGKILL: no shutdown save
+            assert await asyncio.wait_for(proc.wait(), timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    names = await _saved_names(path)
+    assert "Saved Periodically" in names and "Lost In The Crash" not in names
+
+    proc, lines = await _start(path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            base = lines["base_url"]
+            async with session.get(
+                f"{base}/_emulator/realms/{REALM}/entities/Customer/{saved['Id']}"
+            ) as reply:
+                assert reply.status == 200
+            async with session.get(
+                f"{base}/_emulator/realms/{REALM}/entities/Customer/{lost['Id']}"
+            ) as reply:
+                assert reply.status == 404  # lost, as documented
+            after = await _customer(session, base, "Made After The Crash")
+            assert int(after["Id"]) == int(saved["Id"]) + 1 + CRASH_ID_GAP
+            assert int(after["Id"]) > int(lost["Id"])  # the lost id is not reused
+    finally:
+        await _stop(proc)
+    # a shutdown save needs no gap: ids go on from the last one
+    proc, lines = await _start(path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            again = await _customer(session, lines["base_url"], "After A Clean Stop")
+            assert int(again["Id"]) == int(after["Id"]) + 1
     finally:
         await _stop(proc)
