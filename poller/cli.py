@@ -309,7 +309,8 @@ def _print_instances(rows: Sequence[Any]) -> None:
     )
     for row in rows:
         print(
-            f"{row['id']:>4}  {row['name'][:24]:<24} {row['realm_id']:<20} {row['status']:<16} "
+            f"{row['id']:>4}  {logs.escape_controls(row['name'])[:24]:<24} "
+            f"{row['realm_id']:<20} {row['status']:<16} "
             f"{len(row['resources']):>3} {row['refresh_interval_s'] / 60:>7g}m {row['pending']:>7} "
             f"{row['dead']:>5}"
         )

@@ -81,9 +81,7 @@ MAX_OBJECT_KEYS = 200  # keys in `configuration` (or any other object)
 MAX_LIST_ITEMS = 100  # `tags`, `event.poller.urls` as an array, any other array
 URL_KEYS = frozenset({"oauth.callback.url", "event.notification.callback.url"})
 SHOWN_CHARS = 120  # a value quoted in an error is cut here
-# C0 and C1 controls, DEL, and the invisible bidirectional and line-separator controls that make
-# a terminal or a page show something other than what is stored.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_CONTROL = logs.CONTROL_CHARS
 
 
 @dataclass(frozen=True)
@@ -180,9 +178,7 @@ def is_secret_path(key: str) -> bool:
     return logs.is_secret_key(key)
 
 
-def escaped(text: str) -> str:
-    """`text` with every control character written as an escape (`\\x1b`, `\\u202e`)."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+escaped = logs.escape_controls
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
