@@ -226,11 +226,18 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
     from poller.store import instance_rows
     from poller.store.crypto import SecretBox
 
+    # A bad FILE is refused before any database is opened (or an embedded one started).
+    adding = (
+        load_file(args.file, _defaults(settings), source="FILE")
+        if args.instances_command == "add"
+        else []
+    )
+
     async def go() -> int:
         async with _database(settings) as pool, pool.acquire() as conn:
             if args.instances_command == "add":
                 box = SecretBox(settings.secret_key)
-                for inst in load_file(args.file, _defaults(settings), source="FILE"):
+                for inst in adding:
                     result = await instance_rows.upsert(conn, inst, box)
                     print(f"{result.action}: {inst.name} (id {result.instance_id})")
                 return EXIT_OK
