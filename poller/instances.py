@@ -374,24 +374,39 @@ def parse_timezone(value: Any) -> str:
 # --- the body -------------------------------------------------------------------------------
 
 
-def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instance:
-    """Validate one Open Connectors instance body."""
-    defaults = defaults or ClientDefaults()
-    if not isinstance(body, dict):
-        raise ConfigError(f"instance: expected a JSON object, got {_json_type(body)}")
+def precheck(body: Mapping[str, Any]) -> _Fail:
+    """The checks a whole body and a partial one (an API PATCH) share, before any other: its
+    shape (`check_shape`), and `name`, `configuration` and `providerData` of the right type.
+    The API runs it before its schema check, so both say the same thing."""
     name = body.get("name")
     fail = _Fail(name if isinstance(name, str) else None)
     check_shape(body, fail)
     if name is not None and not isinstance(name, str):
         raise fail("name", name, f"expected a string, got {_json_type(name)}")
+    config = body.get("configuration")
+    if config is not None and not isinstance(config, dict):
+        raise fail.bare("configuration", _not_an_object(config))
+    data = body.get("providerData")
+    if data is not None and not isinstance(data, dict):
+        raise fail.bare(
+            "providerData",
+            "expected an object with code (or refreshToken) and realmId, got "
+            f"{_json_type(data)} (not shown: it may hold secrets)",
+        )
+    return fail
+
+
+def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instance:
+    """Validate one Open Connectors instance body."""
+    defaults = defaults or ClientDefaults()
+    if not isinstance(body, dict):
+        raise ConfigError(f"instance: expected a JSON object, got {_json_type(body)}")
+    fail = precheck(body)
+    name = body.get("name")
     if not name or not name.strip():
         raise fail("name", name, "every instance needs a non-empty name")
     element_key = _element_key(body, fail)
-    config = body.get("configuration")
-    if config is None:
-        config = {}
-    elif not isinstance(config, dict):
-        raise fail.bare("configuration", _not_an_object(config))
+    config = body.get("configuration") or {}
     provider = _provider(body.get("providerData"), config, fail)
     client_id, client_secret = _client(config, defaults, fail)
     redirect_uri = _text(config, "oauth.callback.url", fail)
@@ -508,12 +523,8 @@ def _provider(data: Any, config: Mapping[str, Any], fail: _Fail) -> ProviderData
         )
     if auth_type != "oauth2":
         raise fail("authentication.type", auth_type, "expected oauth2")
-    if not isinstance(data, dict):
-        raise fail.bare(
-            "providerData",
-            "expected an object with code (or refreshToken) and realmId, got "
-            f"{_json_type(data)} (not shown: it may hold secrets)",
-        )
+    if not isinstance(data, dict):  # absent: a non-object was refused by precheck
+        raise fail.bare("providerData", "missing: needs code (or refreshToken) and realmId")
     realm = data.get("realmId")
     if (
         isinstance(realm, bool)
@@ -604,7 +615,7 @@ def load_bodies(path: Path, source: str = "POLLER_INSTANCES_FILE") -> list[Any]:
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
     except UnicodeDecodeError as exc:
-        line, column = _line_column(raw, exc.start)
+        line, column = line_column(raw, exc.start)
         raise ConfigError(
             f"{where}: not UTF-8: byte 0x{raw[exc.start]:02x} at line {line} column {column} "
             f"(byte offset {exc.start})"
@@ -629,7 +640,8 @@ def _read_capped(path: Path, where: str) -> bytes:
     return raw
 
 
-def _line_column(raw: bytes, offset: int) -> tuple[int, int]:
+def line_column(raw: bytes, offset: int) -> tuple[int, int]:
+    """The line and (byte) column of `offset` in `raw`, both from 1."""
     line_start = raw.rfind(b"\n", 0, offset) + 1
     return raw.count(b"\n", 0, offset) + 1, offset - line_start + 1
 
