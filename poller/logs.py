@@ -72,7 +72,14 @@ def redact_url(url: str) -> str:
 
 def redact_urls(text: str) -> str:
     """Every URL inside `text` (an error message) as `redact_url` shows it."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
+    return _URL_IN_TEXT.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    # Punctuation that ends a sentence or closes a parenthesis is the text's, not the URL's.
+    found = match.group()
+    url = found.rstrip(").,;:]")
+    return redact_url(url) + found[len(url) :]
 
 
 def _is_url_key(key: str) -> bool:
