@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -145,6 +146,8 @@ class _Fail:
         self.prefix = f"instance {shown(name, 60)}: " if name else "instance: "
 
     def __call__(self, key: str, value: Any, reason: str) -> ConfigError:
+        if key in URL_KEYS and isinstance(value, str):
+            value = logs.strip_url_secrets(value)  # an error line is a log line under systemd
         text = "<hidden>" if is_secret_path(key) else shown(value)
         return ConfigError(f"{self.prefix}{key}={text}: {reason}")
 
@@ -356,6 +359,14 @@ def segment_run_together(text: str) -> list[str] | None:
 def parse_callback_url(value: Any) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^/\s?#]+", value.strip(), re.I):
         raise ValueError("must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises for a port beyond 65535 or not a number
+    except ValueError:
+        # Else every delivery fails later with aiohttp's InvalidUrlClientError.
+        raise ValueError("must be an http:// or https:// URL with a valid host and port") from None
+    if not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
     return value.strip()
 
 

@@ -54,7 +54,13 @@ def escape_controls(text: str) -> str:
 
 def redact_url(url: str) -> str:
     """A URL as logs and CLI output show it: credentials and query (and fragment) replaced,
-    scheme, host, port and path kept: `https://***@host/path?***`. Never raises."""
+    scheme, host, port and path kept: `https://***@host/path?***`, control characters
+    escaped. Never raises."""
+    return escape_controls(strip_url_secrets(url))
+
+
+def strip_url_secrets(url: str) -> str:
+    """`redact_url` without the escaping (for a caller that quotes the result itself)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
@@ -67,7 +73,7 @@ def redact_url(url: str) -> str:
     shown = f"{scheme}{sep}{authority}{path}"
     shown += "?" + REDACTED if has_query else ""
     shown += "#" + REDACTED if has_fragment else ""
-    return escape_controls(shown)
+    return shown
 
 
 def redact_urls(text: str) -> str:

@@ -124,6 +124,21 @@ HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
         config("event.notification.callback.url", "https://h.example/" + "p" * 2100),
         PREFIX + "event.notification.callback.url: longer than 2048 characters (2118)",
     ),
+    "callback URL with a port beyond 65535": (
+        config("event.notification.callback.url", "https://h.example:99999/x"),
+        PREFIX + "event.notification.callback.url='https://h.example:99999/x': "
+        "must be an http:// or https:// URL with a valid host and port",
+    ),
+    "callback URL with credentials only": (
+        config("event.notification.callback.url", f"https://user:{PASTED_SECRET}@/x?t=1"),
+        PREFIX + "event.notification.callback.url='https://***@/x?***': "
+        "must be an http:// or https:// URL with a host",
+    ),
+    "redirect URL with a token, not http": (
+        config("oauth.callback.url", f"ftp://u:{PASTED_SECRET}@h.example/cb?token=1"),
+        PREFIX + "oauth.callback.url='ftp://***@h.example/cb?***': must be an http:// or "
+        "https:// URL",
+    ),
     "secret with a control character": (
         config("oauth.api.secret", PASTED_SECRET + "\x07"),
         PREFIX + "oauth.api.secret=<hidden>: " + CONTROL,
