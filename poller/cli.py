@@ -226,11 +226,18 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
     from poller.store import instance_rows
     from poller.store.crypto import SecretBox
 
+    # A bad FILE is refused before any database is opened (or an embedded one started).
+    adding = (
+        load_file(args.file, _defaults(settings), source="FILE")
+        if args.instances_command == "add"
+        else []
+    )
+
     async def go() -> int:
         async with _database(settings) as pool, pool.acquire() as conn:
             if args.instances_command == "add":
                 box = SecretBox(settings.secret_key)
-                for inst in load_file(args.file, _defaults(settings), source="FILE"):
+                for inst in adding:
                     result = await instance_rows.upsert(conn, inst, box)
                     print(f"{result.action}: {inst.name} (id {result.instance_id})")
                 return EXIT_OK
@@ -309,7 +316,8 @@ def _print_instances(rows: Sequence[Any]) -> None:
     )
     for row in rows:
         print(
-            f"{row['id']:>4}  {row['name'][:24]:<24} {row['realm_id']:<20} {row['status']:<16} "
+            f"{row['id']:>4}  {logs.escape_controls(row['name'])[:24]:<24} "
+            f"{row['realm_id']:<20} {row['status']:<16} "
             f"{len(row['resources']):>3} {row['refresh_interval_s'] / 60:>7g}m {row['pending']:>7} "
             f"{row['dead']:>5}"
         )

@@ -1,7 +1,10 @@
 """Open Connectors `POST /instances` bodies → validated `Instance` values (DESIGN §3).
 
 Every rule of DESIGN §3 lives here; invalid bodies raise `ConfigError` with one line naming the
-instance, the key and (unless it is a secret) the value.
+instance, the key and (unless it is a secret) the value. Values are quoted escaped (`\\x1b`, never a
+raw control character) and cut at 120 characters. Before any rule reads a body, its shape is
+checked against the limits below (README "Instance input"): a file or an API body is hostile
+input, and nothing in it may cost more than a bounded, linear amount of work.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from poller import resources
+from poller import logs, resources
 from poller.errors import ConfigError
 
 OAUTH1_RETIRED = "2019-12-17"
@@ -66,6 +70,20 @@ SECRET_CONFIG_KEYS = frozenset(
 _OAUTH1_PROVIDER_KEYS = ("oauth_token", "oauth_verifier", "oauth_token_secret", "secret")
 _SPLIT = re.compile(r"[|,\s]+")
 
+# --- input limits (documented in the README, "Instance input") ------------------------------
+MAX_FILE_BYTES = 8 * 1024 * 1024  # an instances file; an API body is 1 MiB (DESIGN §9)
+MAX_FILE_INSTANCES = 10_000
+MAX_DEPTH = 8  # a body nests 3 levels (body → configuration → a list of resources)
+MAX_NAME_CHARS = 200  # `name` and each tag
+MAX_URL_CHARS = 2048  # the callback and redirect URLs
+MAX_TEXT_CHARS = 4096  # any other string: keys' values, secrets, the run-together resource list
+MAX_KEY_CHARS = 200  # an object's key
+MAX_OBJECT_KEYS = 200  # keys in `configuration` (or any other object)
+MAX_LIST_ITEMS = 100  # `tags`, `event.poller.urls` as an array, any other array
+URL_KEYS = frozenset({"oauth.callback.url", "event.notification.callback.url"})
+SHOWN_CHARS = 120  # a value quoted in an error is cut here
+_CONTROL = logs.CONTROL_CHARS
+
 
 @dataclass(frozen=True)
 class ProviderData:
@@ -101,6 +119,7 @@ class Instance:
     timezone: str = "UTC"
     initial: InitialMode = InitialMode.NOW
     deactivated_as_deleted: bool = False
+    changes: bool = False  # `event.poller.changes` (§12)
     tags: tuple[str, ...] = ()
     element_key: str = "quickbooks"
     # The configuration as given, minus secrets (those live in their own encrypted columns).
@@ -124,16 +143,113 @@ class _Fail:
     """Builds the one-line errors for one instance."""
 
     def __init__(self, name: str | None) -> None:
-        self.prefix = f"instance {name!r}: " if name else "instance: "
+        self.prefix = f"instance {shown(name, 60)}: " if name else "instance: "
 
     def __call__(self, key: str, value: Any, reason: str) -> ConfigError:
-        shown = "<hidden>" if key in SECRET_CONFIG_KEYS else _short(value)
-        return ConfigError(f"{self.prefix}{key}={shown}: {reason}")
+        if key in URL_KEYS and isinstance(value, str):
+            value = logs.strip_url_secrets(value)  # an error line is a log line under systemd
+        text = "<hidden>" if is_secret_path(key) else shown(value)
+        return ConfigError(f"{self.prefix}{key}={text}: {reason}")
+
+    def bare(self, key: str, reason: str) -> ConfigError:
+        """An error that names the key but not its value."""
+        return ConfigError(f"{self.prefix}{key}: {reason}")
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+class _Nested(_Fail):
+    """The errors of keys inside an object (`providerData.code`)."""
+
+    def __init__(self, outer: _Fail, path: str) -> None:
+        self.prefix, self.path = outer.prefix, path
+
+    def __call__(self, key: str, value: Any, reason: str) -> ConfigError:
+        return super().__call__(self.path + key, value, reason)
+
+    def bare(self, key: str, reason: str) -> ConfigError:
+        return super().bare(self.path + key, reason)
+
+
+def is_secret_path(key: str) -> bool:
+    """Keys whose values are never quoted: §3's secrets, providerData's credentials, and any
+    key whose name says it holds a secret (`...token`, `...secret`, `...password`)."""
+    if key in SECRET_CONFIG_KEYS:
+        return True
+    if key == "oauth.api.key":  # the app's client id: public (it is in every consent URL)
+        return False
+    if key.startswith("providerData") and key != "providerData.realmId":
+        return True
+    return logs.is_secret_key(key)
+
+
+escaped = logs.escape_controls
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value as an error quotes it: a string repr-quoted, anything else as JSON; escaped,
+    and cut at `limit` characters."""
+    if isinstance(value, str):
+        cut = value[:limit]
+        text = repr(cut) + ("..." if len(value) > limit else "")
+        return escaped(text)
+    if isinstance(value, (dict, list)) and len(value) > 20:
+        value = value[:20] if isinstance(value, list) else dict(list(value.items())[:20])
+    text = escaped(json.dumps(value, ensure_ascii=False, default=str))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- the shape of a body: depth, sizes, control characters -----------------------------------
+
+
+def _string_limit(path: str) -> int:
+    if path == "name" or path.startswith("tags["):
+        return MAX_NAME_CHARS
+    return MAX_URL_CHARS if path in URL_KEYS else MAX_TEXT_CHARS
+
+
+def _child_path(parent: str, key: str) -> str:
+    # Configuration keys are named bare, as §3 writes them (`event.poller.urls`).
+    if parent == "configuration":
+        return key
+    return f"{parent}.{key}" if parent else key
+
+
+def check_shape(body: Mapping[str, Any], fail: _Fail) -> None:
+    """Refuse a body nested too deep, too large, or holding control characters, walking it
+    without recursion (so no body can exhaust the stack) and before any rule reads it."""
+    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            _check_string(value, path, fail)
+        elif isinstance(value, dict | list):
+            where = path or "body"
+            if depth > MAX_DEPTH:
+                raise fail.bare(where, f"nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, list):
+                if len(value) > MAX_LIST_ITEMS:
+                    raise fail.bare(where, f"more than {MAX_LIST_ITEMS} items ({len(value)})")
+                stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+                continue
+            if len(value) > MAX_OBJECT_KEYS:
+                raise fail.bare(where, f"more than {MAX_OBJECT_KEYS} keys ({len(value)})")
+            for key, item in value.items():
+                _check_key(key, where, fail)
+                stack.append((item, _child_path(path, key), depth + 1))
+
+
+def _check_key(key: str, where: str, fail: _Fail) -> None:
+    if len(key) > MAX_KEY_CHARS:
+        raise fail.bare(f"{where}", f"a key longer than {MAX_KEY_CHARS} characters: {shown(key)}")
+    if _CONTROL.search(key):
+        raise fail.bare(f"{where}", f"a key holds a control character: {shown(key)}")
+
+
+def _check_string(value: str, path: str, fail: _Fail) -> None:
+    limit = _string_limit(path)
+    if len(value) > limit:
+        raise fail.bare(path, f"longer than {limit} characters ({len(value)})")
+    if _CONTROL.search(value):
+        raise fail(path, value, "control characters (CR, LF, ESC, ...) are not allowed")
 
 
 # --- value parsers ------------------------------------------------------------------------
@@ -168,14 +284,13 @@ def parse_interval_minutes(value: Any) -> float:
 def split_resources(value: Any) -> tuple[str, ...]:
     """Every accepted form of `event.poller.urls` → resource names (order kept, no repeats)."""
     if isinstance(value, list):
-        parts = [str(v).strip() for v in value]
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError("expected resource names (strings)")
+        parts = [v.strip() for v in value]
     elif isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            try:
-                return split_resources(json.loads(text))
-            except json.JSONDecodeError:
-                raise ValueError("looks like a JSON array but is not valid JSON") from None
+            return split_resources(_json_array(text))
         parts = [p for p in _SPLIT.split(text) if p]
     else:
         raise ValueError("expected resource names separated by |")
@@ -189,37 +304,69 @@ def split_resources(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _json_array(text: str) -> list[Any]:
+    """`event.poller.urls` written as a JSON array inside a string: one flat array."""
+    try:
+        loaded = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError("looks like a JSON array but is not valid JSON") from None
+    if not isinstance(loaded, list) or len(loaded) > MAX_LIST_ITEMS:
+        raise ValueError(f"expected a JSON array of at most {MAX_LIST_ITEMS} resource names")
+    return loaded
+
+
 def _segment(part: str) -> list[str]:
     """One name, or the run-together form of the published docs split against known names."""
     if part in resources.ALL_RESOURCES:
         return [part]
-    found = _segment_run_together(part, {})
+    found = segment_run_together(part)
     if found is None:
-        unknown = part
         valid = ", ".join(sorted(resources.ALL_RESOURCES))
-        raise ValueError(f"unknown resource {unknown!r}; valid resources: {valid}")
+        raise ValueError(f"unknown resource {shown(part, 60)}; valid resources: {valid}")
     return found
 
 
-def _segment_run_together(text: str, memo: dict[str, list[str] | None]) -> list[str] | None:
-    if text == "":
-        return []
-    if text in memo:
-        return memo[text]
-    memo[text] = None
-    # Longest names first, so "bill-payments" wins over "bills" where both could start.
-    for name in sorted(resources.ALL_RESOURCES, key=len, reverse=True):
-        if text.startswith(name):
-            rest = _segment_run_together(text[len(name) :], memo)
-            if rest is not None:
-                memo[text] = [name, *rest]
+def segment_run_together(text: str) -> list[str] | None:
+    """`text` as a concatenation of known names, or None. Linear in `len(text)` (times the
+    number of names) and without recursion: a long run of names cannot exhaust the stack.
+
+    The split that a depth-first search trying longest names first would find: computed
+    backwards, `choice[i]` is the longest name that starts at `i` and leaves a splittable rest
+    (so "bill-payments" wins over "bills" where both could start)."""
+    names = sorted(resources.ALL_RESOURCES, key=len, reverse=True)
+    size = len(text)
+    choice: list[str | None] = [None] * (size + 1)
+    splittable = [False] * (size + 1)
+    splittable[size] = True
+    for i in range(size - 1, -1, -1):
+        for name in names:
+            end = i + len(name)
+            if end <= size and splittable[end] and text.startswith(name, i):
+                choice[i], splittable[i] = name, True
                 break
-    return memo[text]
+    if not splittable[0]:
+        return None
+    found: list[str] = []
+    i = 0
+    while i < size:
+        chosen = choice[i]
+        assert chosen is not None  # splittable[i] holds for every i the walk reaches
+        found.append(chosen)
+        i += len(chosen)
+    return found
 
 
 def parse_callback_url(value: Any) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^/\s?#]+", value.strip(), re.I):
         raise ValueError("must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises for a port beyond 65535 or not a number
+    except ValueError:
+        # Else every delivery fails later with aiohttp's InvalidUrlClientError.
+        raise ValueError("must be an http:// or https:// URL with a valid host and port") from None
+    if not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
     return value.strip()
 
 
@@ -238,23 +385,43 @@ def parse_timezone(value: Any) -> str:
 # --- the body -------------------------------------------------------------------------------
 
 
+def precheck(body: Mapping[str, Any]) -> _Fail:
+    """The checks a whole body and a partial one (an API PATCH) share, before any other: its
+    shape (`check_shape`), and `name`, `configuration` and `providerData` of the right type.
+    The API runs it before its schema check, so both say the same thing."""
+    name = body.get("name")
+    fail = _Fail(name if isinstance(name, str) else None)
+    check_shape(body, fail)
+    if name is not None and not isinstance(name, str):
+        raise fail("name", name, f"expected a string, got {_json_type(name)}")
+    config = body.get("configuration")
+    if config is not None and not isinstance(config, dict):
+        raise fail.bare("configuration", _not_an_object(config))
+    data = body.get("providerData")
+    if data is not None and not isinstance(data, dict):
+        raise fail.bare(
+            "providerData",
+            "expected an object with code (or refreshToken) and realmId, got "
+            f"{_json_type(data)} (not shown: it may hold secrets)",
+        )
+    return fail
+
+
 def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instance:
     """Validate one Open Connectors instance body."""
     defaults = defaults or ClientDefaults()
     if not isinstance(body, dict):
-        raise ConfigError(f"instance: expected a JSON object, got {type(body).__name__}")
+        raise ConfigError(f"instance: expected a JSON object, got {_json_type(body)}")
+    fail = precheck(body)
     name = body.get("name")
-    fail = _Fail(name if isinstance(name, str) else None)
-    if not isinstance(name, str) or not name.strip():
+    if not name or not name.strip():
         raise fail("name", name, "every instance needs a non-empty name")
     element_key = _element_key(body, fail)
     config = body.get("configuration") or {}
-    if not isinstance(config, dict):
-        raise fail("configuration", config, "expected a JSON object")
     provider = _provider(body.get("providerData"), config, fail)
     client_id, client_secret = _client(config, defaults, fail)
-    redirect_uri = config.get("oauth.callback.url")
-    if redirect_uri is not None and redirect_uri != "":
+    redirect_uri = _text(config, "oauth.callback.url", fail)
+    if redirect_uri is not None:
         try:
             redirect_uri = parse_callback_url(redirect_uri)
         except ValueError as exc:
@@ -298,6 +465,7 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
         deactivated_as_deleted=_get(
             config, "event.poller.deactivated_as_deleted", parse_bool_value, False, fail
         ),
+        changes=_get(config, "event.poller.changes", parse_bool_value, False, fail),
         tags=_tags(body.get("tags"), fail),
         element_key=element_key,
         configuration={k: v for k, v in config.items() if k not in SECRET_CONFIG_KEYS},
@@ -325,8 +493,36 @@ def _element_key(body: Mapping[str, Any], fail: _Fail) -> str:
     return "quickbooks"
 
 
+def _not_an_object(value: Any) -> str:
+    # The value is not quoted: a string here is often the whole object pasted as text, secrets
+    # included.
+    return f"expected a JSON object, got {_json_type(value)} (not shown: it may hold secrets)"
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else "null"
+
+
+def _text(config: Mapping[str, Any], key: str, fail: _Fail) -> str | None:
+    """A key whose value must be a string (absent or empty: None); never coerced."""
+    value = config.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise fail(key, value, f"expected a string, got {_json_type(value)}")
+    return value
+
+
 def _provider(data: Any, config: Mapping[str, Any], fail: _Fail) -> ProviderData:
-    auth_type = str(config.get("authentication.type", "oauth2")).strip().lower()
+    auth_type = (_text(config, "authentication.type", fail) or "oauth2").strip().lower()
     oauth1_keys = [k for k in _OAUTH1_PROVIDER_KEYS if isinstance(data, dict) and k in data]
     if auth_type in ("oauth1", "oauth1.0", "oauth") or oauth1_keys:
         key = f"providerData.{oauth1_keys[0]}" if oauth1_keys else "authentication.type"
@@ -338,14 +534,17 @@ def _provider(data: Any, config: Mapping[str, Any], fail: _Fail) -> ProviderData
         )
     if auth_type != "oauth2":
         raise fail("authentication.type", auth_type, "expected oauth2")
-    if not isinstance(data, dict):
-        raise fail(
-            "providerData", data, "expected an object with code (or refreshToken) and realmId"
-        )
+    if not isinstance(data, dict):  # absent: a non-object was refused by precheck
+        raise fail.bare("providerData", "missing: needs code (or refreshToken) and realmId")
     realm = data.get("realmId")
-    if not isinstance(realm, (str, int)) or not str(realm).strip().isdigit():
+    if (
+        isinstance(realm, bool)
+        or not isinstance(realm, str | int)
+        or not str(realm).strip().isdigit()
+    ):
         raise fail("providerData.realmId", realm, "expected the company's numeric realm id")
-    code, refresh = data.get("code"), data.get("refreshToken")
+    code = _text(data, "code", _Nested(fail, "providerData."))
+    refresh = _text(data, "refreshToken", _Nested(fail, "providerData."))
     if not code and not refresh:
         raise ConfigError(
             f"{fail.prefix}providerData: needs code (an authorization grant code) "
@@ -353,26 +552,26 @@ def _provider(data: Any, config: Mapping[str, Any], fail: _Fail) -> ProviderData
         )
     return ProviderData(
         realm_id=str(realm).strip(),
-        code=str(code) if code else None,
-        refresh_token=None if code else str(refresh),
+        code=code or None,
+        refresh_token=None if code else refresh,
     )
 
 
 def _client(config: Mapping[str, Any], defaults: ClientDefaults, fail: _Fail) -> tuple[str, str]:
-    client_id = config.get("oauth.api.key") or defaults.client_id
-    client_secret = config.get("oauth.api.secret") or defaults.client_secret
+    client_id = _text(config, "oauth.api.key", fail) or defaults.client_id
+    client_secret = _text(config, "oauth.api.secret", fail) or defaults.client_secret
     if not client_id:
         raise fail("oauth.api.key", None, "missing (and QBO_CLIENT_ID is not set)")
     if not client_secret:
         raise ConfigError(
             f"{fail.prefix}oauth.api.secret: missing (and QBO_CLIENT_SECRET is not set)"
         )
-    return str(client_id), str(client_secret)
+    return client_id, client_secret
 
 
 def _callback(config: Mapping[str, Any], enabled: bool, fail: _Fail) -> str | None:
-    url = config.get("event.notification.callback.url")
-    if url is None or (isinstance(url, str) and not url.strip()):
+    url = _text(config, "event.notification.callback.url", fail)
+    if url is None or not url.strip():
         if enabled:
             raise fail(
                 "event.notification.callback.url",
@@ -391,23 +590,18 @@ def _signature_key(config: Mapping[str, Any], fail: _Fail) -> str | None:
 
 
 def _secret_text(config: Mapping[str, Any], key: str, fail: _Fail) -> str | None:
-    value = config.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise fail(key, value, "expected a string")
-    return value
+    return _text(config, key, fail)
 
 
 def _vendor_type(value: Any) -> VendorType:
-    kind = VENDOR_TYPES.get(str(value).strip().lower())
+    kind = VENDOR_TYPES.get(value.strip().lower()) if isinstance(value, str) else None
     if kind is None:
         raise ValueError("expected polling or webhook")
     return kind
 
 
 def _initial_mode(value: Any) -> InitialMode:
-    mode = str(value).strip().lower()
+    mode = value.strip().lower() if isinstance(value, str) else None
     if mode not in INITIAL_MODES:
         raise ValueError("expected now or backfill")
     return InitialMode(mode)
@@ -425,22 +619,60 @@ def _tags(value: Any, fail: _Fail) -> tuple[str, ...]:
 
 
 def load_bodies(path: Path, source: str = "POLLER_INSTANCES_FILE") -> list[Any]:
-    """Read a file holding one instance object or an array of them."""
+    """Read a file holding one instance object or an array of them (at most MAX_FILE_BYTES,
+    UTF-8, JSON): each refusal is one line naming the file and where in it."""
+    where = f"{source}={shown(str(path))}"
+    raw = _read_capped(path, where)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{source}={str(path)!r}: cannot read: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
+    except UnicodeDecodeError as exc:
+        line, column = line_column(raw, exc.start)
         raise ConfigError(
-            f"{source}={str(path)!r}: invalid JSON at line {exc.lineno} "
-            f"column {exc.colno}: {exc.msg}"
+            f"{where}: not UTF-8: byte 0x{raw[exc.start]:02x} at line {line} column {column} "
+            f"(byte offset {exc.start})"
         ) from None
+    data = _parse_json(text, where)
     bodies = data if isinstance(data, list) else [data]
     if not bodies:
-        raise ConfigError(f"{source}={str(path)!r}: the array holds no instances")
+        raise ConfigError(f"{where}: the array holds no instances")
+    if len(bodies) > MAX_FILE_INSTANCES:
+        raise ConfigError(f"{where}: more than {MAX_FILE_INSTANCES} instances ({len(bodies)})")
     return bodies
+
+
+def _read_capped(path: Path, where: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)  # bounded even for /dev/zero or a FIFO
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    return raw
+
+
+def line_column(raw: bytes, offset: int) -> tuple[int, int]:
+    """The line and (byte) column of `offset` in `raw`, both from 1."""
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, offset - line_start + 1
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # NaN/Infinity, or a number of more than 4300 digits
+        reason = str(exc) if "JSON number" in str(exc) else "a number is too long"
+        raise ConfigError(f"{where}: invalid JSON: {reason}") from None
 
 
 def load_file(
@@ -451,6 +683,8 @@ def load_file(
     seen: set[str] = set()
     for inst in parsed:
         if inst.name in seen:
-            raise ConfigError(f"{source}={str(path)!r}: instance name {inst.name!r} appears twice")
+            raise ConfigError(
+                f"{source}={shown(str(path))}: instance name {shown(inst.name)} appears twice"
+            )
         seen.add(inst.name)
     return parsed

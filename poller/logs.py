@@ -5,6 +5,9 @@ Two layers of redaction run on every log record:
   are replaced, whatever they hold;
 - every registered secret value (configured secrets, instance client secrets, signature keys,
   OAuth tokens as they rotate) is masked wherever it appears inside any string.
+And URLs under `url` / `*_url` keys lose their credentials and query (`redact_url`): a callback
+URL may carry `user:password@` or `?token=`. The CLI's tables and the dispatcher's error texts
+use the same function, so a URL reads the same wherever the daemon writes it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,56 @@ _NOT_SECRET = frozenset(
     }
 )
 _MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
+# C0 and C1 controls, DEL, and the invisible bidirectional and line-separator controls that make
+# a terminal or a page show something other than what is stored.
+CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape (`\\x1b`, `\\r`, `\\u202e`),
+    so what a terminal shows is what is stored."""
+    return CONTROL_CHARS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def redact_url(url: str) -> str:
+    """A URL as logs and CLI output show it: credentials and query (and fragment) replaced,
+    scheme, host, port and path kept: `https://***@host/path?***`, control characters
+    escaped. Never raises."""
+    return escape_controls(strip_url_secrets(url))
+
+
+def strip_url_secrets(url: str) -> str:
+    """`redact_url` without the escaping (for a caller that quotes the result itself)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        authority = REDACTED + "@" + authority.rpartition("@")[2]
+    tail, has_fragment, _ = tail.partition("#")
+    path, has_query, _ = tail.partition("?")
+    shown = f"{scheme}{sep}{authority}{path}"
+    shown += "?" + REDACTED if has_query else ""
+    shown += "#" + REDACTED if has_fragment else ""
+    return shown
+
+
+def redact_urls(text: str) -> str:
+    """Every URL inside `text` (an error message) as `redact_url` shows it."""
+    return _URL_IN_TEXT.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    # Punctuation that ends a sentence or closes a parenthesis is the text's, not the URL's.
+    found = match.group()
+    url = found.rstrip(").,;:]")
+    return redact_url(url) + found[len(url) :]
+
+
+def _is_url_key(key: str) -> bool:
+    return key == "url" or key.endswith("_url")
 
 
 class SecretRegistry:
@@ -118,10 +171,13 @@ def redact(
 ) -> MutableMapping[str, Any]:
     """structlog processor: hide secret-named keys and every registered secret value."""
     for key in list(event_dict):
+        value = event_dict[key]
         if is_secret_key(key):
             event_dict[key] = REDACTED
+        elif _is_url_key(key) and isinstance(value, str):
+            event_dict[key] = secrets.mask(redact_url(value))
         else:
-            event_dict[key] = _scrub(event_dict[key])
+            event_dict[key] = _scrub(value)
     return event_dict
 
 

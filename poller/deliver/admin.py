@@ -23,6 +23,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from poller.logs import escape_controls, redact_url, redact_urls
 from poller.store import db
 from poller.store import notifications as store
 
@@ -101,10 +102,11 @@ def _cells(row: Any) -> list[str]:
 
 
 def _held(held_for: str | None, current: str | None) -> str:
-    """Why a notification is held, and where redelivery would send it."""
-    text = f"410 Gone from {held_for}" if held_for else "410 Gone"
+    """Why a notification is held, and where redelivery would send it (URLs without their
+    credentials and query: a table is pasted into tickets)."""
+    text = f"410 Gone from {redact_url(held_for)}" if held_for else "410 Gone"
     if current != held_for:
-        text += f"; redelivery goes to {current or '(no callback URL)'}"
+        text += f"; redelivery goes to {redact_url(current) if current else '(no callback URL)'}"
     return text
 
 
@@ -118,13 +120,17 @@ def _print_gone(gone: list[store.GoneEndpoint], out: TextIO) -> None:
         file=out,
     )
     for g in gone:
-        users = ", ".join(g.instances) if g.instances else "no instance now"
-        print(f"  {g.url}  gone since {_when(g.gone_at)}  held {g.held}  ({users})", file=out)
+        users = escape_controls(", ".join(g.instances)) if g.instances else "no instance now"
+        print(
+            f"  {redact_url(g.url)}  gone since {_when(g.gone_at)}  held {g.held}  ({users})",
+            file=out,
+        )
 
 
 def _line(cells: list[str]) -> str:
     parts = []
     for (_, width, align), cell in zip(_COLUMNS, cells, strict=True):
+        cell = escape_controls(cell)  # names and receivers' errors: never raw ESC or CR
         if width:
             cell = cell if len(cell) <= width else cell[: width - 1] + "…"
             parts.append(f"{cell:{align}{width}}")
@@ -144,7 +150,7 @@ def _last(status: int | None, error: str | None) -> str:
         "" if status is None or (error or "").startswith(f"HTTP {status}") else str(status)
     )
     text = " ".join(p for p in (shown_status, error or "") if p)
-    text = " ".join(text.split())  # one line, whatever the receiver sent
+    text = redact_urls(" ".join(text.split()))  # one line, whatever the receiver sent
     return text[:80] or "-"
 
 
@@ -183,7 +189,7 @@ async def _redeliver(pool: db.Pool, args: argparse.Namespace, out: TextIO) -> in
 
 def _print_reactivated(done: store.Redelivered, out: TextIO) -> None:
     if done.endpoints:
-        urls = ", ".join(done.endpoints)
+        urls = ", ".join(redact_url(url) for url in done.endpoints)
         print(
             f"reactivated gone URL(s) {urls}: {done.released} more held notification(s) "
             "queued for redelivery",

@@ -110,7 +110,9 @@ def describe_failure(response: Response) -> str | None:
     if status is None or 200 <= status < 300:
         return None
     if 300 <= status < 400:
-        where = f" (Location: {response.location[:200]})" if response.location else ""
+        # The receiver's Location may carry credentials or a token too.
+        location = logs.redact_url(response.location)[:200] if response.location else ""
+        where = f" (Location: {location})" if location else ""
         return f"HTTP {status}: redirects are not followed{where}"
     if status == 410:
         return "HTTP 410 Gone: delivery to this URL is held until redelivered"
@@ -452,7 +454,7 @@ class Dispatcher:
         for url, ids in by_url.items():
             log.info(
                 "delivery_held_url_gone",
-                url=url,
+                url=logs.redact_url(url),
                 count=len(ids),
                 notification_ids=ids[:20],
                 note="not attempted: the URL answered 410; `deliveries redeliver` resumes",
@@ -591,11 +593,13 @@ class Dispatcher:
             moved: int | None = await store.defer_url(self.pool, url, pause_s)
         except DatabaseError as exc:
             # Then the claims skip the URL until the pause ends (its room is 0) all the same.
-            log.warning("callback_pause_reschedule_failed", url=url, error=str(exc))
+            log.warning(
+                "callback_pause_reschedule_failed", url=logs.redact_url(url), error=str(exc)
+            )
             moved = None
         log.warning(
             "callback_url_paused",
-            url=url,
+            url=logs.redact_url(url),
             pause_s=round(pause_s, 3),
             rescheduled=moved,
             note="it keeps timing out: no request to it until the pause ends, then one probe; "
@@ -612,7 +616,12 @@ class Dispatcher:
         except DatabaseError as exc:
             log.warning("delivery_defer_failed", notification_id=claim.id, error=str(exc))
         self._claims.pop(claim.id, None)  # deferred, or its lease runs out: either way not ours
-        log.info("delivery_deferred_url_paused", notification_id=claim.id, url=url, wait_s=wait_s)
+        log.info(
+            "delivery_deferred_url_paused",
+            notification_id=claim.id,
+            url=logs.redact_url(url),
+            wait_s=wait_s,
+        )
 
     async def _post(self, url: str, event_id: str, body: bytes, key: str | None) -> Response:
         assert self._http is not None
@@ -644,10 +653,13 @@ class Dispatcher:
         except CallbackRefused as exc:
             return Response(None, error=str(exc))
         except aiohttp.ClientError as exc:
+            # aiohttp's messages may quote the URL (InvalidURL, a redirect): the error is
+            # logged, stored and listed, so its URLs lose credentials and query here.
             refused = refused_in(exc)
-            return Response(None, error=str(refused) if refused else f"{type(exc).__name__}: {exc}")
+            text = str(refused) if refused else f"{type(exc).__name__}: {exc}"
+            return Response(None, error=logs.redact_urls(text))
         except (OSError, ValueError) as exc:
-            return Response(None, error=f"{type(exc).__name__}: {exc}")
+            return Response(None, error=logs.redact_urls(f"{type(exc).__name__}: {exc}"))
 
     @staticmethod
     async def _response_text(resp: aiohttp.ClientResponse) -> str:
@@ -701,7 +713,7 @@ class Dispatcher:
         if newly_gone:
             log.warning(
                 "callback_url_gone",
-                url=attempt.url,
+                url=logs.redact_url(attempt.url),
                 instance_id=claim.instance_id,
                 note="410 Gone: its notifications are held without an attempt until "
                 "`qbo-poller deliveries redeliver`",

@@ -14,6 +14,7 @@ from yarl import URL
 from poller.manage import users
 from tests.api.harness import ORG_SECRET, add_user, receiver, running_daemon
 from tests.console.harness import ConsoleClient, instance_form
+from tests.deliver.helpers import insert_instance, insert_many
 
 pytestmark = pytest.mark.slow
 
@@ -256,3 +257,41 @@ async def test_pause_resume_poll_now_and_delete_with_confirmation(
             assert (await client.get(base)).status == 404
         finally:
             await client.close()
+
+
+async def test_control_characters_refused_in_the_form_and_urls_redacted_in_the_list(
+    daemon: Any, pool: asyncpg.Pool
+) -> None:
+    """Issue 16: a name with a terminal escape is refused next to its field, the message
+    escaped; the deliveries list shows a URL without credentials or query."""
+    client = await signed_in(daemon, pool, "alice")
+    try:
+        await client.post("/ui/connect", {})
+        refused = await client.post(
+            "/ui/instances/new", instance_form("evil\x1b[31m", "http://127.0.0.1:9/h", ["bills"])
+        )
+        assert refused.status == 400
+        match = re.search(r'id="error-name"[^>]*>([^<]*)<', refused.text)
+        assert match is not None, refused.text
+        assert "\x1b" not in match.group(1)
+        # The field keeps what was typed, as for any refusal (HTML-escaped; a page is not a
+        # terminal): submitting it again is refused again rather than silently changed.
+        assert 'value="evil\x1b[31m"' in refused.text
+        assert match.group(1).endswith(
+            "name=&#39;evil\\x1b[31m&#39;: control characters (CR, LF, ESC, ...) are not allowed"
+        )
+    finally:
+        await client.close()
+    url = "http://alice:s3cr3t-pass@127.0.0.1:9/hook?token=tok-abc123"
+    iid = await insert_instance(pool, url, name="held-one")
+    await insert_many(pool, iid, 1, notify=False)
+    await pool.execute("UPDATE notifications SET status = 'held', target_url = $1", url)
+    admin = ConsoleClient.open(daemon.root)
+    try:
+        page = await admin.sign_in(await add_user(pool, "root", admin=True), ORG_SECRET)
+        assert page.status == 200
+        listed = await admin.get("/ui/deliveries")
+        assert listed.status == 200 and "<td>http://***@127.0.0.1:9/hook?***</td>" in listed.text
+        assert "s3cr3t-pass" not in listed.text and "tok-abc123" not in listed.text
+    finally:
+        await admin.close()

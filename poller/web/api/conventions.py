@@ -17,6 +17,7 @@ from aiohttp import web
 
 from poller import logs, metrics
 from poller.errors import DatabaseError
+from poller.instances import line_column
 from poller.manage.errors import ManageError
 
 log = logs.get_logger(__name__)
@@ -126,8 +127,13 @@ def _no_constants(name: str) -> Any:
 def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "invalid JSON: the body is not UTF-8") from None
+    except UnicodeDecodeError as exc:
+        line, column = line_column(raw, exc.start)
+        raise ApiError(
+            400,
+            f"invalid JSON: the body is not UTF-8: byte 0x{raw[exc.start]:02x} at line {line} "
+            f"column {column} (byte offset {exc.start})",
+        ) from None
     try:
         value = json.loads(text, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:

@@ -11,6 +11,9 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from poller.config import Settings
+from poller.errors import ConfigError
+from poller.instances import precheck
+from poller.logs import escape_controls
 from poller.manage.errors import NotFound
 from poller.manage.events import EventManager
 from poller.manage.instances import InstanceManager, parse_page_size
@@ -157,13 +160,20 @@ def path_id(request: web.Request, name: str = "id") -> int:
 
 
 def validated(model: type[BaseModel], body: Any) -> Any:
-    """The shape check of `model`; the message names the key, never the value."""
+    """The input limits and types of DESIGN §3 (poller.instances.precheck: the same lines as
+    a file gets), then the shape check of `model`, whose message names the key, never the
+    value."""
+    if isinstance(body, dict):
+        try:
+            precheck(body)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from None
     try:
         model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise ApiError(400, f"{where}: {first['msg']}") from None
+        raise ApiError(400, f"{escape_controls(where)[:200]}: {first['msg']}") from None
     return body
 
 

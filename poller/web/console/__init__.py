@@ -85,6 +85,9 @@ class ConsolePart:
             loader=jinja2.FileSystemLoader(str(templates)),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            # A listing shows URLs as the logs do (no credentials, no query); the edit form
+            # alone shows the owner's URL in full, to edit it.
+            filters={"redact_url": lambda url: logs.redact_url(url) if url else url},
         )
         self.console.add_routes(ui)
         static = package_files.files("poller.web.console") / "static"

@@ -159,7 +159,7 @@ def field_of(message: str) -> str:
     `key=value` after the instance prefix, or `key:` at its start; `form` otherwise."""
     _, _, rest = message.partition(": ") if message.startswith("instance") else ("", "", message)
     for key in _KEYS:
-        if rest.startswith((f"{key}=", f"{key}:", f"{key}.")):
+        if rest.startswith((f"{key}=", f"{key}:", f"{key}.", f"{key}[")):
             return FIELD_OF_KEY[key]
     for key in _KEYS:
         if f": {key}=" in message:
