@@ -21,6 +21,7 @@ from poller.errors import ConfigError, SchemaError
 from poller.instances import ClientDefaults, Instance, load_file, parse_instance
 
 if TYPE_CHECKING:
+    from poller.store.crypto import SecretBox
     from poller.store.db import Pool
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -40,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the daemon (DATABASE_URL unset: embedded PostgreSQL)")
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("check-config", help="validate the environment and POLLER_INSTANCES_FILE")
+    sub.add_parser(
+        "keygen", help="print a new random POLLER_SECRET_KEY (alone on stdout; nothing stored)"
+    )
+    sub.add_parser(
+        "rekey",
+        help="re-encrypt every stored secret under POLLER_SECRET_KEY "
+        "(after a rotation, or once a key is set)",
+    )
     _instances_parser(sub)
     _deliveries_parser(sub)
     _connect_parser(sub)
@@ -150,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "keygen":
+        # Before the settings: keygen is how a refused POLLER_SECRET_KEY gets fixed.
+        return cmd_keygen()
     try:
         settings = load_settings(env_file=args.env_file)
         logs.configure(settings.log_level, settings.log_format)
@@ -183,6 +195,8 @@ def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
     instances = startup_instances(settings)
+    # Step: the secret key opens every stored secret (exit 2 otherwise, as `run` would).
+    check_stored_secrets(settings)
     database = "DATABASE_URL" if settings.database_url else f"embedded in {settings.data_dir}"
     print(f"configuration ok: database {database}; {len(instances)} instance(s)")
     for inst in instances:
@@ -192,6 +206,61 @@ def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
             f"{'on' if inst.events_enabled else 'off'}"
         )
     return EXIT_OK
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    """The box of the configured keys: POLLER_SECRET_KEY, then POLLER_SECRET_KEY_PREVIOUS."""
+    from poller.store.crypto import SecretBox
+
+    return SecretBox(settings.secret_key, settings.secret_key_previous)
+
+
+def check_stored_secrets(settings: Settings) -> None:
+    """check-config's secret key step: the check `run` makes at start-up (poller.store.sealed),
+    without migrating. Skipped when nothing can be stored yet: an embedded database not yet
+    created, or a schema this build would still migrate (the schema check reports it)."""
+    if settings.database_url is None and not (settings.data_dir / "pgdata").exists():
+        return
+    from poller.store import db, migrate, sealed
+    from poller.store.database import open_database
+
+    async def go() -> None:
+        box = secret_box(settings)
+        async with (
+            open_database(
+                settings.database_url, settings.data_dir, pool_size=1, migrate_first=False
+            ) as database,
+            db.acquire(database.pool) as conn,
+        ):
+            if await migrate.current_version(conn) == migrate.latest_version():
+                await sealed.check_readable(conn, box)
+
+    with contextlib.suppress(SchemaError):
+        asyncio.run(go())
+
+
+def cmd_keygen() -> int:
+    from poller.secret_keys import generate_key
+
+    print(generate_key())
+    return EXIT_OK
+
+
+def cmd_rekey(_args: argparse.Namespace, settings: Settings) -> int:
+    from poller.store import db, sealed
+
+    async def go() -> int:
+        box = secret_box(settings)
+        sealed.require_key(box)  # before starting an embedded database for nothing
+        async with _database(settings) as pool, db.acquire(pool) as conn:
+            done = await sealed.rekey(conn, box)
+        print(
+            f"rekey: {done.resealed} secret(s) re-encrypted under the current key "
+            f"({done.from_clear} were in clear), {done.unchanged} already were"
+        )
+        return EXIT_OK
+
+    return asyncio.run(go())
 
 
 @contextlib.asynccontextmanager
@@ -224,12 +293,11 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
     from poller.store import instance_rows
-    from poller.store.crypto import SecretBox
 
     async def go() -> int:
         async with _database(settings) as pool, pool.acquire() as conn:
             if args.instances_command == "add":
-                box = SecretBox(settings.secret_key)
+                box = secret_box(settings)
                 for inst in load_file(args.file, _defaults(settings), source="FILE"):
                     result = await instance_rows.upsert(conn, inst, box)
                     print(f"{result.action}: {inst.name} (id {result.instance_id})")
@@ -369,7 +437,6 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
     from poller import connect
     from poller.store import instance_rows
-    from poller.store.crypto import SecretBox
 
     async def go() -> int:
         try:
@@ -387,7 +454,7 @@ def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         instance = parse_instance(body, _defaults(settings))
         async with _database(settings) as pool, pool.acquire() as conn:
-            result = await instance_rows.upsert(conn, instance, SecretBox(settings.secret_key))
+            result = await instance_rows.upsert(conn, instance, secret_box(settings))
         print(f"connected realm {realm}: {result.action} {instance.name} (id {result.instance_id})")
         return EXIT_OK
 
@@ -398,6 +465,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "run": cmd_run,
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,
+    "rekey": cmd_rekey,
     "instances": cmd_instances,
     "deliveries": cmd_deliveries,
     "users": cmd_users,

@@ -95,7 +95,7 @@ def test_no_secret_reaches_the_logs(tmp_path: Path, db_dsn: str) -> None:
         "signature": "signature-key-9Zp4",
         "code": "auth-code-Qw81",
         "env_client": "env-client-secret-Lm55",
-        "secret_key": "poller-secret-key-0123456789",
+        "secret_key": "qlfCdy4F3dVDmRinehr7WNjiyrtDzNnzZjcLsFs5S9g=",
         "dsn_password": "dbpass-Xy77",
     }
     body = copy.deepcopy(BODY)
