@@ -74,9 +74,9 @@ def parse_current(raw: str) -> str:
     value = raw.strip()
     if not is_generated_key(value):
         raise ValueError(
-            "not a key made by `qbo-poller keygen` (passphrases are not accepted): set it to "
-            "the output of `qbo-poller keygen`, put this value in POLLER_SECRET_KEY_PREVIOUS "
-            "and run `qbo-poller rekey`"
+            "not a key made by qbo-poller keygen (passphrases are not accepted): set it to "
+            "the output of qbo-poller keygen, put this value in POLLER_SECRET_KEY_PREVIOUS "
+            "and run qbo-poller rekey"
         )
     return value
 
@@ -91,7 +91,7 @@ def parse_previous(raw: str) -> tuple[str, ...]:
             continue
         if not is_generated_key(value) and len(value) < LEGACY_MIN_LENGTH:
             raise ValueError(
-                f"key {position} is neither a key made by `qbo-poller keygen` nor a passphrase "
+                f"key {position} is neither a key made by qbo-poller keygen nor a passphrase "
                 f"of at least {LEGACY_MIN_LENGTH} characters (keys are separated by commas)"
             )
         keys.append(value)

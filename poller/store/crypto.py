@@ -30,7 +30,7 @@ class SecretBox:
     def __init__(self, secret_key: str | None, previous: Sequence[str] = ()) -> None:
         if secret_key is not None and not secret_keys.is_generated_key(secret_key):
             # Settings refuse it already (poller.config); this guards other callers.
-            raise ConfigError("POLLER_SECRET_KEY=<hidden>: not a key made by `qbo-poller keygen`")
+            raise ConfigError("POLLER_SECRET_KEY=<hidden>: not a key made by qbo-poller keygen")
         self._primary = Fernet(secret_keys.fernet_key(secret_key)) if secret_key else None
         configured = [secret_key] if secret_key else []
         readers = [

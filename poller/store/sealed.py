@@ -88,11 +88,11 @@ def _unreadable(box: SecretBox, table: _Table, row: asyncpg.Record) -> SecretKey
         return SecretKeyError(
             f"POLLER_SECRET_KEY=<unset>: the stored secrets of {owner} are encrypted; set "
             "POLLER_SECRET_KEY to the key they were written with (a passphrase: to a new key "
-            "from `qbo-poller keygen`, with the passphrase in POLLER_SECRET_KEY_PREVIOUS)"
+            "from qbo-poller keygen, with the passphrase in POLLER_SECRET_KEY_PREVIOUS)"
         )
     return SecretKeyError(
         f"POLLER_SECRET_KEY=<hidden>: cannot decrypt the stored secrets of {owner} (wrong or "
-        "missing key; set POLLER_SECRET_KEY_PREVIOUS to the old key and run `qbo-poller rekey`)"
+        "missing key; set POLLER_SECRET_KEY_PREVIOUS to the old key and run qbo-poller rekey)"
     )
 
 
@@ -120,7 +120,7 @@ def require_key(box: SecretBox) -> None:
     if not box.encrypts:
         raise ConfigError(
             "POLLER_SECRET_KEY=<unset>: rekey encrypts the stored secrets with it; set it "
-            "(`qbo-poller keygen` makes one)"
+            "(qbo-poller keygen makes one)"
         )
 
 

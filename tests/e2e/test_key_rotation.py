@@ -92,8 +92,9 @@ async def test_rotate_restart_rekey_restart_without_the_previous_key(db_dsn: str
         async with running_daemon(settings_for(db_dsn, emu, POLLER_SECRET_KEY=A), [inst]):
             await wait_for(lambda: emu.counters(realm).get("token", 0) >= 1, what="the exchange")
             await wait_for(
-                lambda: sum(v for k, v in emu.counters(realm).items() if k in ("query", "cdc"))
-                >= 2,
+                lambda: (
+                    sum(v for k, v in emu.counters(realm).items() if k in ("query", "cdc")) >= 2
+                ),
                 what="first polls",
             )
             await a_change_arrives(emu, realm, receiver, "Under key A")

@@ -27,7 +27,7 @@ NAME = BODY["name"]
 WRONG = (
     f"qbo-poller: configuration error: POLLER_SECRET_KEY=<hidden>: cannot decrypt the stored "
     f"secrets of instance {NAME!r} (wrong or missing key; set POLLER_SECRET_KEY_PREVIOUS to the "
-    "old key and run `qbo-poller rekey`)"
+    "old key and run qbo-poller rekey)"
 )
 SEALED = {
     "instances": ("client_secret_enc", "signature_key_enc"),

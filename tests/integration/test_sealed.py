@@ -114,7 +114,7 @@ async def test_the_check_names_the_instance_a_wrong_or_missing_key_cannot_open(
         assert message == (
             "POLLER_SECRET_KEY=<hidden>: cannot decrypt the stored secrets of instance "
             "'Acme Corp' (wrong or missing key; set POLLER_SECRET_KEY_PREVIOUS to the old key "
-            "and run `qbo-poller rekey`)"
+            "and run qbo-poller rekey)"
         )
     assert not any(clear in message for clear in CLEAR.values())
     assert A not in message

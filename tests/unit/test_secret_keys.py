@@ -59,7 +59,7 @@ def test_a_passphrase_is_refused_in_one_line_without_the_value() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(env={"POLLER_SECRET_KEY": PASSPHRASE})
     message = str(info.value)
-    assert message.startswith("POLLER_SECRET_KEY=<hidden>: not a key made by `qbo-poller keygen`")
+    assert message.startswith("POLLER_SECRET_KEY=<hidden>: not a key made by qbo-poller keygen")
     assert "POLLER_SECRET_KEY_PREVIOUS" in message and "rekey" in message
     assert PASSPHRASE not in message and "\n" not in message
 
