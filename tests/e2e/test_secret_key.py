@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from cryptography.fernet import Fernet
 
 from poller import secret_keys
+from poller.cli import main
+from poller.instances import parse_instance
+from poller.store import db, instance_rows
 from poller.store.crypto import SecretBox
 from tests.e2e.daemon import Daemon, base_env, free_port, run_once, write_instances
 from tests.e2e.test_config_errors import assert_one_line
@@ -41,9 +45,18 @@ def env_for(db_dsn: str, **extra: str) -> dict[str, str]:
 
 
 def add_instance(tmp_path: Path, db_dsn: str, **extra: str) -> None:
-    path = write_instances(tmp_path / "instance.json", BODY)
-    added = run_once(["instances", "add", str(path)], env_for(db_dsn, **extra))
-    assert added.returncode == 0, added.stderr
+    """What `qbo-poller instances add` stores, sealed with the key in `extra` (in process: this
+    is the set-up, not what the test shows)."""
+    box = SecretBox(extra.get("POLLER_SECRET_KEY"))
+
+    async def go() -> None:
+        conn = await db.connect(db_dsn)
+        try:
+            await instance_rows.upsert(conn, parse_instance(BODY), box)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
 
 
 def stored(db_dsn: str) -> list[str]:
@@ -70,6 +83,34 @@ def execute(db_dsn: str, statement: str, *args: Any) -> None:
             await conn.close()
 
     asyncio.run(go())
+
+
+class InProcess:
+    """`qbo-poller` called in this process (poller.cli.main): for the flows whose exit codes
+    and lines the subprocess tests above already show, at a fraction of their start-up time."""
+
+    def __init__(self, db_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+        self.db_dsn, self.monkeypatch, self.capsys = db_dsn, monkeypatch, capsys
+
+    def __call__(self, *args: str, **env: str) -> tuple[int, str, str]:
+        for name in ("POLLER_SECRET_KEY", "POLLER_SECRET_KEY_PREVIOUS"):
+            self.monkeypatch.delenv(name, raising=False)
+        for name, value in {
+            "DATABASE_URL": self.db_dsn,
+            "POLLER_HTTP_ADDR": "",
+            "POLLER_LOG_LEVEL": "warning",
+            **env,
+        }.items():
+            self.monkeypatch.setenv(name, value)
+        self.capsys.readouterr()
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cli(db_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> InProcess:
+    return InProcess(db_dsn, monkeypatch, capsys)
 
 
 def no_secret_in(text: str) -> None:
@@ -156,46 +197,53 @@ def test_check_config_checks_the_key_against_what_is_stored(tmp_path: Path, db_d
         no_secret_in(result.stderr + result.stdout)
 
 
-def test_rekey_encrypts_secrets_stored_before_a_key_was_set(tmp_path: Path, db_dsn: str) -> None:
-    add_instance(tmp_path, db_dsn)  # no key: stored in clear
+def test_rekey_encrypts_secrets_stored_before_a_key_was_set(
+    tmp_path: Path, db_dsn: str, cli: InProcess
+) -> None:
+    path = write_instances(tmp_path / "instance.json", BODY)
+    assert cli("instances", "add", str(path))[0] == 0  # no key: stored in clear
     assert all(value.startswith("plain:") for value in stored(db_dsn))
     # Clear values stay readable once a key is set, until rekey encrypts them.
-    keyed = env_for(db_dsn, POLLER_SECRET_KEY=A)
-    assert run_once(["check-config"], keyed).returncode == 0
-    unkeyed = run_once(["rekey"], env_for(db_dsn))
-    assert_one_line(unkeyed, ["POLLER_SECRET_KEY=<unset>: rekey", "qbo-poller keygen"])
-    first = run_once(["rekey"], keyed)
-    assert first.returncode == 0, first.stderr
-    assert first.stdout == (
-        "rekey: 3 secret(s) re-encrypted under the current key (3 were in clear), 0 already were\n"
+    assert cli("check-config", POLLER_SECRET_KEY=A)[0] == 0
+    code, out, err = cli("rekey")
+    assert code == 2 and out == ""
+    assert err.startswith("qbo-poller: configuration error: POLLER_SECRET_KEY=<unset>: rekey")
+    first = cli("rekey", POLLER_SECRET_KEY=A)
+    assert first == (
+        0,
+        "rekey: 3 secret(s) re-encrypted under the current key (3 were in clear), 0 already were\n",
+        "",
     )
     values = stored(db_dsn)
     assert all(value.startswith("fernet:") for value in values)
     assert sorted(SecretBox(A).open(value) or "" for value in values) == sorted(CLEAR)
-    second = run_once(["rekey"], keyed)
-    assert second.stdout == (
-        "rekey: 0 secret(s) re-encrypted under the current key (0 were in clear), 3 already were\n"
+    second = cli("rekey", POLLER_SECRET_KEY=A)
+    assert second == (
+        0,
+        "rekey: 0 secret(s) re-encrypted under the current key (0 were in clear), 3 already were\n",
+        "",
     )
-    no_secret_in(first.stdout + first.stderr + second.stdout + second.stderr)
+    no_secret_in(first[1] + second[1])
 
 
 def test_an_existing_passphrase_deployment_moves_to_a_generated_key(
-    tmp_path: Path, db_dsn: str
+    tmp_path: Path, db_dsn: str, cli: InProcess
 ) -> None:
     """Values sealed by earlier versions under a passphrase (HKDF, no work factor): the new key
     plus the passphrase as previous key reads them; rekey moves them; then the key alone."""
-    add_instance(tmp_path, db_dsn)
+    path = write_instances(tmp_path / "instance.json", BODY)
+    assert cli("instances", "add", str(path))[0] == 0
     for table, columns in SEALED.items():
         for column in columns:
             statement = f"UPDATE {table} SET {column} = $1"
             execute(db_dsn, statement, legacy_sealed(PASSPHRASE, column))
-    only_new = env_for(db_dsn, POLLER_SECRET_KEY=B)
-    assert_one_line(run_once(["check-config"], only_new), [WRONG])
-    both = env_for(db_dsn, POLLER_SECRET_KEY=B, POLLER_SECRET_KEY_PREVIOUS=PASSPHRASE)
-    assert run_once(["check-config"], both).returncode == 0
-    moved = run_once(["rekey"], both)
-    assert moved.returncode == 0 and "3 secret(s) re-encrypted" in moved.stdout, moved.stderr
-    assert run_once(["check-config"], only_new).returncode == 0
+    code, _, err = cli("check-config", POLLER_SECRET_KEY=B)
+    assert (code, err) == (2, WRONG + "\n")
+    previous = {"POLLER_SECRET_KEY": B, "POLLER_SECRET_KEY_PREVIOUS": PASSPHRASE}
+    assert cli("check-config", **previous)[0] == 0
+    code, out, _ = cli("rekey", **previous)
+    assert code == 0 and "3 secret(s) re-encrypted" in out
+    assert cli("check-config", POLLER_SECRET_KEY=B)[0] == 0
     assert not any(SecretBox(A, [PASSPHRASE]).readable(value) for value in stored(db_dsn))
 
 
