@@ -292,12 +292,14 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
-    from poller.store import instance_rows
+    from poller.store import instance_rows, sealed
 
     async def go() -> int:
         async with _database(settings) as pool, pool.acquire() as conn:
             if args.instances_command == "add":
                 box = secret_box(settings)
+                # Never add secrets under a key the stored ones were not written with.
+                await sealed.check_readable(conn, box)
                 for inst in load_file(args.file, _defaults(settings), source="FILE"):
                     result = await instance_rows.upsert(conn, inst, box)
                     print(f"{result.action}: {inst.name} (id {result.instance_id})")
@@ -436,9 +438,14 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
     from poller import connect
-    from poller.store import instance_rows
+    from poller.store import instance_rows, sealed
 
     async def go() -> int:
+        box = secret_box(settings)
+        if args.out is None:
+            # Before the consent: a wrong key must not cost the user a single-use code.
+            async with _database(settings) as pool, pool.acquire() as conn:
+                await sealed.check_readable(conn, box)
         try:
             body = await connect.connect(args, settings)
         except connect.FlowRefused as exc:
@@ -454,7 +461,7 @@ def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         instance = parse_instance(body, _defaults(settings))
         async with _database(settings) as pool, pool.acquire() as conn:
-            result = await instance_rows.upsert(conn, instance, secret_box(settings))
+            result = await instance_rows.upsert(conn, instance, box)
         print(f"connected realm {realm}: {result.action} {instance.name} (id {result.instance_id})")
         return EXIT_OK
 

@@ -255,3 +255,14 @@ def test_rekey_refuses_and_changes_nothing_when_a_secret_cannot_be_opened(
     result = run_once(["rekey"], env_for(db_dsn, POLLER_SECRET_KEY=B))
     assert_one_line(result, [WRONG])
     assert stored(db_dsn) == before
+
+
+def test_instances_add_refuses_to_mix_keys(tmp_path: Path, db_dsn: str) -> None:
+    """An instance added under another key than the stored secrets' would stop the daemon
+    that has the right key: `instances add` checks first, and adds nothing."""
+    add_instance(tmp_path, db_dsn, POLLER_SECRET_KEY=A)
+    other = dict(BODY, name="Second")
+    path = write_instances(tmp_path / "second.json", other)
+    result = run_once(["instances", "add", str(path)], env_for(db_dsn, POLLER_SECRET_KEY=B))
+    assert_one_line(result, [WRONG])
+    assert len(stored(db_dsn)) == 3  # the first instance's secrets only
