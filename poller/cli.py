@@ -23,6 +23,7 @@ from poller.instances import ClientDefaults, Instance, load_file, parse_instance
 if TYPE_CHECKING:
     from poller.store.crypto import SecretBox
     from poller.store.db import Pool
+    from poller.store.sealed import Inventory
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -196,9 +197,13 @@ def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
 def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
     instances = startup_instances(settings)
     # Step: the secret key opens every stored secret (exit 2 otherwise, as `run` would).
-    check_stored_secrets(settings)
+    inventory = check_stored_secrets(settings)
     database = "DATABASE_URL" if settings.database_url else f"embedded in {settings.data_dir}"
     print(f"configuration ok: database {database}; {len(instances)} instance(s)")
+    if inventory is not None:
+        print(
+            f"  secret key: opens the {inventory.stored} stored secret(s){_rekey_hint(inventory)}"
+        )
     for inst in instances:
         print(
             f"  {inst.name}: realm {inst.realm_id}, {len(inst.resources)} resources, "
@@ -215,16 +220,22 @@ def secret_box(settings: Settings) -> SecretBox:
     return SecretBox(settings.secret_key, settings.secret_key_previous)
 
 
-def check_stored_secrets(settings: Settings) -> None:
+def _rekey_hint(inventory: Inventory) -> str:
+    if not inventory.not_current:
+        return ""
+    return f"; {inventory.not_current} not under the current key: run qbo-poller rekey"
+
+
+def check_stored_secrets(settings: Settings) -> Inventory | None:
     """check-config's secret key step: the check `run` makes at start-up (poller.store.sealed),
     without migrating. Skipped when nothing can be stored yet: an embedded database not yet
     created, or a schema this build would still migrate (the schema check reports it)."""
     if settings.database_url is None and not (settings.data_dir / "pgdata").exists():
-        return
+        return None
     from poller.store import db, migrate, sealed
     from poller.store.database import open_database
 
-    async def go() -> None:
+    async def go() -> Inventory | None:
         box = secret_box(settings)
         async with (
             open_database(
@@ -232,11 +243,14 @@ def check_stored_secrets(settings: Settings) -> None:
             ) as database,
             db.acquire(database.pool) as conn,
         ):
-            if await migrate.current_version(conn) == migrate.latest_version():
-                await sealed.check_readable(conn, box)
+            if await migrate.current_version(conn) != migrate.latest_version():
+                return None
+            return await sealed.check_readable(conn, box)
 
-    with contextlib.suppress(SchemaError):
-        asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except SchemaError:
+        return None  # the schema check reports it; nothing to check the key against yet
 
 
 def cmd_keygen() -> int:

@@ -193,6 +193,9 @@ def test_check_config_checks_the_key_against_what_is_stored(tmp_path: Path, db_d
         ok = run_once(["check-config"], ok_env)
         assert ok.returncode == 0, ok.stderr
         assert ok.stdout.startswith("configuration ok")
+        lines = ok.stdout.splitlines()
+        assert "  secret key: opens the 3 stored secret(s)" in lines[-1]
+    assert lines[-1].endswith("3 not under the current key: run qbo-poller rekey")
     for result in (wrong, missing):
         no_secret_in(result.stderr + result.stdout)
 
