@@ -132,6 +132,7 @@ async def rekey(conn: Conn, box: SecretBox) -> Rekeyed:
     resealed = from_clear = unchanged = 0
     async with conn.transaction():
         for table in _TABLES:
+            updates: list[tuple[object, ...]] = []
             for row in await conn.fetch(Q[table.select_for_update]):
                 new_values: list[str | None] = []
                 for column in table.columns:
@@ -148,5 +149,7 @@ async def rekey(conn: Conn, box: SecretBox) -> Rekeyed:
                         resealed += 1
                         from_clear += value.startswith(_PLAIN)
                 if any(new is not None for new in new_values):
-                    await conn.execute(Q[table.update], row["id"], *new_values)
+                    updates.append((row["id"], *new_values))
+            if updates:  # one pipelined batch per table: the rows stay locked for less time
+                await conn.executemany(Q[table.update], updates)
     return Rekeyed(resealed, from_clear, unchanged)
