@@ -386,4 +386,10 @@ def load_settings(
     if "qbo_api_base_url" not in values:
         environment = values.get("qbo_environment", "production")
         values["qbo_api_base_url"] = INTUIT_API_BASE[environment]
+    if values.get("secret_key_previous") and "secret_key" not in values:
+        # Old keys only read: with no current key, new secrets would be written in clear.
+        raise ConfigError(
+            "POLLER_SECRET_KEY=<unset>: POLLER_SECRET_KEY_PREVIOUS is set, so set "
+            "POLLER_SECRET_KEY to the key to encrypt with (qbo-poller keygen makes one)"
+        )
     return Settings(**values, env_file=Path(env_file) if env_file else None)

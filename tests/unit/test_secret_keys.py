@@ -69,18 +69,30 @@ def test_a_generated_key_is_accepted_as_written_with_surrounding_blanks() -> Non
 
 
 def test_previous_keys_are_comma_separated_and_may_hold_a_legacy_passphrase() -> None:
-    settings = load_settings(env={"POLLER_SECRET_KEY_PREVIOUS": f"{A} , {PASSPHRASE},,{B}"})
+    current = secret_keys.generate_key()
+    settings = load_settings(
+        env={"POLLER_SECRET_KEY": current, "POLLER_SECRET_KEY_PREVIOUS": f"{A} , {PASSPHRASE},,{B}"}
+    )
     assert settings.secret_key_previous == (A, PASSPHRASE, B)
-    escaped = load_settings(env={"POLLER_SECRET_KEY_PREVIOUS": r"one\, two\, three and four"})
-    assert escaped.secret_key_previous == ("one, two, three and four",)
+    assert secret_keys.parse_previous(r"one\, two\, three and four") == (
+        "one, two, three and four",
+    )
 
 
 def test_a_previous_key_too_short_for_either_form_is_refused_by_position() -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings(env={"POLLER_SECRET_KEY_PREVIOUS": f"{A},short"})
+        load_settings(env={"POLLER_SECRET_KEY": B, "POLLER_SECRET_KEY_PREVIOUS": f"{A},short"})
     message = str(info.value)
     assert message.startswith("POLLER_SECRET_KEY_PREVIOUS=<hidden>: key 2 is neither")
     assert "short" not in message and A not in message
+
+
+def test_previous_keys_without_a_current_key_are_refused() -> None:
+    """Else secrets written from then on would be stored in clear."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"POLLER_SECRET_KEY_PREVIOUS": A})
+    assert str(info.value).startswith("POLLER_SECRET_KEY=<unset>: POLLER_SECRET_KEY_PREVIOUS")
+    assert A not in str(info.value)
 
 
 def test_previous_keys_are_redacted_from_logs() -> None:
