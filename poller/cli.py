@@ -21,7 +21,9 @@ from poller.errors import ConfigError, SchemaError
 from poller.instances import ClientDefaults, Instance, load_file, parse_instance
 
 if TYPE_CHECKING:
+    from poller.store.crypto import SecretBox
     from poller.store.db import Pool
+    from poller.store.sealed import Inventory
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -40,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the daemon (DATABASE_URL unset: embedded PostgreSQL)")
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("check-config", help="validate the environment and POLLER_INSTANCES_FILE")
+    sub.add_parser(
+        "keygen", help="print a new random POLLER_SECRET_KEY (alone on stdout; nothing stored)"
+    )
+    sub.add_parser(
+        "rekey",
+        help="re-encrypt every stored secret under POLLER_SECRET_KEY "
+        "(after a rotation, or once a key is set)",
+    )
     _instances_parser(sub)
     _deliveries_parser(sub)
     _connect_parser(sub)
@@ -150,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "keygen":
+        # Before the settings: keygen is how a refused POLLER_SECRET_KEY gets fixed.
+        return cmd_keygen()
     try:
         settings = load_settings(env_file=args.env_file)
         logs.configure(settings.log_level, settings.log_format)
@@ -183,8 +196,14 @@ def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
     instances = startup_instances(settings)
+    # Step: the secret key opens every stored secret (exit 2 otherwise, as `run` would).
+    inventory = check_stored_secrets(settings)
     database = "DATABASE_URL" if settings.database_url else f"embedded in {settings.data_dir}"
     print(f"configuration ok: database {database}; {len(instances)} instance(s)")
+    if inventory is not None:
+        print(
+            f"  secret key: opens the {inventory.stored} stored secret(s){_rekey_hint(inventory)}"
+        )
     for inst in instances:
         print(
             f"  {inst.name}: realm {inst.realm_id}, {len(inst.resources)} resources, "
@@ -192,6 +211,70 @@ def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
             f"{'on' if inst.events_enabled else 'off'}"
         )
     return EXIT_OK
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    """The box of the configured keys: POLLER_SECRET_KEY, then POLLER_SECRET_KEY_PREVIOUS."""
+    from poller.store.crypto import SecretBox
+
+    return SecretBox(settings.secret_key, settings.secret_key_previous)
+
+
+def _rekey_hint(inventory: Inventory) -> str:
+    if not inventory.not_current:
+        return ""
+    return f"; {inventory.not_current} not under the current key: run qbo-poller rekey"
+
+
+def check_stored_secrets(settings: Settings) -> Inventory | None:
+    """check-config's secret key step: the check `run` makes at start-up (poller.store.sealed),
+    without migrating. Skipped when nothing can be stored yet: an embedded database not yet
+    created, or a schema this build would still migrate (the schema check reports it)."""
+    if settings.database_url is None and not (settings.data_dir / "pgdata").exists():
+        return None
+    from poller.store import db, migrate, sealed
+    from poller.store.database import open_database
+
+    async def go() -> Inventory | None:
+        box = secret_box(settings)
+        async with (
+            open_database(
+                settings.database_url, settings.data_dir, pool_size=1, migrate_first=False
+            ) as database,
+            db.acquire(database.pool) as conn,
+        ):
+            if await migrate.current_version(conn) != migrate.latest_version():
+                return None
+            return await sealed.check_readable(conn, box)
+
+    try:
+        return asyncio.run(go())
+    except SchemaError:
+        return None  # the schema check reports it; nothing to check the key against yet
+
+
+def cmd_keygen() -> int:
+    from poller.secret_keys import generate_key
+
+    print(generate_key())
+    return EXIT_OK
+
+
+def cmd_rekey(_args: argparse.Namespace, settings: Settings) -> int:
+    from poller.store import db, sealed
+
+    async def go() -> int:
+        box = secret_box(settings)
+        sealed.require_key(box)  # before starting an embedded database for nothing
+        async with _database(settings) as pool, db.acquire(pool) as conn:
+            done = await sealed.rekey(conn, box)
+        print(
+            f"rekey: {done.resealed} secret(s) re-encrypted under the current key "
+            f"({done.from_clear} were in clear), {done.unchanged} already were"
+        )
+        return EXIT_OK
+
+    return asyncio.run(go())
 
 
 @contextlib.asynccontextmanager
@@ -223,8 +306,7 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
-    from poller.store import instance_rows
-    from poller.store.crypto import SecretBox
+    from poller.store import instance_rows, sealed
 
     # A bad FILE is refused before any database is opened (or an embedded one started).
     adding = (
@@ -236,7 +318,9 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> int:
         async with _database(settings) as pool, pool.acquire() as conn:
             if args.instances_command == "add":
-                box = SecretBox(settings.secret_key)
+                box = secret_box(settings)
+                # Never add secrets under a key the stored ones were not written with.
+                await sealed.check_readable(conn, box)
                 for inst in adding:
                     result = await instance_rows.upsert(conn, inst, box)
                     print(f"{result.action}: {inst.name} (id {result.instance_id})")
@@ -376,10 +460,14 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
     from poller import connect
-    from poller.store import instance_rows
-    from poller.store.crypto import SecretBox
+    from poller.store import instance_rows, sealed
 
     async def go() -> int:
+        box = secret_box(settings)
+        if args.out is None:
+            # Before the consent: a wrong key must not cost the user a single-use code.
+            async with _database(settings) as pool, pool.acquire() as conn:
+                await sealed.check_readable(conn, box)
         try:
             body = await connect.connect(args, settings)
         except connect.FlowRefused as exc:
@@ -395,7 +483,7 @@ def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         instance = parse_instance(body, _defaults(settings))
         async with _database(settings) as pool, pool.acquire() as conn:
-            result = await instance_rows.upsert(conn, instance, SecretBox(settings.secret_key))
+            result = await instance_rows.upsert(conn, instance, box)
         print(f"connected realm {realm}: {result.action} {instance.name} (id {result.instance_id})")
         return EXIT_OK
 
@@ -406,6 +494,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "run": cmd_run,
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,
+    "rekey": cmd_rekey,
     "instances": cmd_instances,
     "deliveries": cmd_deliveries,
     "users": cmd_users,

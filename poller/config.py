@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
+from poller import secret_keys
 from poller.errors import ConfigError
 from poller.vocab import SignatureScheme
 
@@ -167,13 +168,6 @@ def _path(raw: str) -> Path:
     return Path(raw.strip()).expanduser()
 
 
-def _secret_key(raw: str) -> str:
-    value = raw.strip()
-    if len(value) < 16:
-        raise ValueError("must be at least 16 characters")
-    return value
-
-
 def _org_secret(raw: str) -> str:
     value = raw.strip()
     if len(value) < 16:
@@ -239,7 +233,12 @@ class Settings:
     http_addr: HttpAddr | None = variable(
         "POLLER_HTTP_ADDR", parse_http_addr, HttpAddr("127.0.0.1", 8080)
     )
-    secret_key: str | None = variable("POLLER_SECRET_KEY", _secret_key, secret=True)
+    # A key made by `qbo-poller keygen` (poller.secret_keys); previous keys are only read, so a
+    # key is rotated by restarting with both, `qbo-poller rekey`, then dropping the previous.
+    secret_key: str | None = variable("POLLER_SECRET_KEY", secret_keys.parse_current, secret=True)
+    secret_key_previous: tuple[str, ...] = variable(
+        "POLLER_SECRET_KEY_PREVIOUS", secret_keys.parse_previous, (), secret=True
+    )
     # Set: the HTTP API (DESIGN §9) is on; every call carries it as `Organization <secret>`.
     api_organization_secret: str | None = variable(
         "POLLER_API_ORGANIZATION_SECRET", _org_secret, secret=True
@@ -308,6 +307,7 @@ class Settings:
             self.secret_key,
             self.api_organization_secret,
             self.webhook_verifier_token,
+            *self.secret_key_previous,
         ]
         if self.database_url and "@" in self.database_url:
             password = _dsn_password(self.database_url)
@@ -386,4 +386,10 @@ def load_settings(
     if "qbo_api_base_url" not in values:
         environment = values.get("qbo_environment", "production")
         values["qbo_api_base_url"] = INTUIT_API_BASE[environment]
+    if values.get("secret_key_previous") and "secret_key" not in values:
+        # Old keys only read: with no current key, new secrets would be written in clear.
+        raise ConfigError(
+            "POLLER_SECRET_KEY=<unset>: POLLER_SECRET_KEY_PREVIOUS is set, so set "
+            "POLLER_SECRET_KEY to the key to encrypt with (qbo-poller keygen makes one)"
+        )
     return Settings(**values, env_file=Path(env_file) if env_file else None)

@@ -33,7 +33,7 @@ from poller.manage.instances import CodeExchanger
 from poller.qbo.auth import OAuthClient, TokenSet
 from poller.qbo.client import QboClient
 from poller.sdnotify import Notifier, watchdog, watchdog_interval_s
-from poller.store import db, instance_rows, webhooks
+from poller.store import db, instance_rows, sealed, webhooks
 from poller.store.crypto import SecretBox
 from poller.store.database import open_database
 from poller.store.tokens import PgTokenStore
@@ -166,6 +166,19 @@ async def load_instances(pool: db.Pool, box: SecretBox, instances: Sequence[Inst
             )
 
 
+async def check_secret_key(pool: db.Pool, box: SecretBox) -> None:
+    """Every stored secret opens with the configured keys, or SecretKeyError (exit 2)."""
+    async with db.acquire(pool) as conn:
+        inventory = await sealed.check_readable(conn, box)
+    if box.encrypts and inventory.not_current:
+        log.warning(
+            "secrets_not_under_current_key",
+            count=inventory.not_current,
+            in_clear=inventory.in_clear,
+            hint="run `qbo-poller rekey` (before removing POLLER_SECRET_KEY_PREVIOUS)",
+        )
+
+
 def register_instance_secrets(instances: Sequence[Instance]) -> None:
     for inst in instances:
         logs.register_secrets(
@@ -235,7 +248,7 @@ async def _run(
     stop: asyncio.Event,
     notifier: Notifier,
 ) -> int:
-    box = SecretBox(settings.secret_key)
+    box = SecretBox(settings.secret_key, settings.secret_key_previous)
     if not box.encrypts:
         log.warning(
             "secrets_stored_in_clear", hint="set POLLER_SECRET_KEY to encrypt tokens at rest"
@@ -251,6 +264,8 @@ async def _run(
             )
         )
         log.info("schema_ready", version=database.schema_version)
+        # Before anything reads a secret or /readyz can answer: a wrong key stops here.
+        await check_secret_key(database.pool, box)
         await load_instances(database.pool, box, instances)
         http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.qbo_request_timeout_s, connect=10),

@@ -35,6 +35,7 @@ from poller.demo.changes import ChangeDriver
 from poller.demo.receiver import Received, Receiver, run_receiver
 from poller.instances import Instance, parse_instance
 from poller.manage import users
+from poller.secret_keys import generate_key
 from poller.store import db
 
 if TYPE_CHECKING:
@@ -265,7 +266,7 @@ def _settings(workdir: Path, emu: Emulator, verifier: str | None = None) -> Sett
             "QBO_CLIENT_ID": emu.client_id,
             "QBO_CLIENT_SECRET": emu.client_secret,
             "QBO_OAUTH_AUTHORIZE_URL": f"{emu.base_url}/connect/oauth2",
-            "POLLER_SECRET_KEY": secrets.token_urlsafe(32),
+            "POLLER_SECRET_KEY": generate_key(),
             "POLLER_OVERLAP_SECONDS": "5",
             "POLLER_RETRY_SCHEDULE": "1s,2s,5s,10s",
             "POLLER_DELIVERY_POLL_INTERVAL": "0.5s",

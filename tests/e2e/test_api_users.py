@@ -71,7 +71,7 @@ def test_no_api_secret_reaches_the_logs_or_answers(tmp_path: Path, db_dsn: str) 
         DATABASE_URL=db_dsn,
         POLLER_API_ORGANIZATION_SECRET=ORG,
         POLLER_LOG_LEVEL="debug",
-        POLLER_SECRET_KEY="poller-secret-key-0123456789",
+        POLLER_SECRET_KEY="qlfCdy4F3dVDmRinehr7WNjiyrtDzNnzZjcLsFs5S9g=",
     )
     user = run_once(["users", "add", "alice"], env).stdout.splitlines()[-1]
     port = free_port()

@@ -95,8 +95,9 @@ def test_no_secret_reaches_the_logs(tmp_path: Path, db_dsn: str) -> None:
         "signature": "signature-key-9Zp4",
         "code": "auth-code-Qw81",
         "env_client": "env-client-secret-Lm55",
-        "secret_key": "poller-secret-key-0123456789",
+        "secret_key": "qlfCdy4F3dVDmRinehr7WNjiyrtDzNnzZjcLsFs5S9g=",
         "dsn_password": "dbpass-Xy77",
+        "previous_key": "an-old-passphrase-Kk0123",
     }
     body = copy.deepcopy(BODY)
     body["configuration"]["oauth.api.secret"] = secrets["client"]
@@ -116,6 +117,7 @@ def test_no_secret_reaches_the_logs(tmp_path: Path, db_dsn: str) -> None:
         POLLER_LOG_LEVEL="debug",
         QBO_CLIENT_SECRET=secrets["env_client"],
         POLLER_SECRET_KEY=secrets["secret_key"],
+        POLLER_SECRET_KEY_PREVIOUS=secrets["previous_key"],
         POLLER_HTTP_ADDR=f"127.0.0.1:{port}",
     )
     daemon = Daemon(env, log_path=tmp_path / "daemon.log")

@@ -90,7 +90,7 @@ async def test_needs_reconnect_survives_a_reload_without_new_credentials(
 
 
 async def test_secrets_are_encrypted_at_rest_with_a_key(pool: asyncpg.Pool) -> None:
-    box = SecretBox("a-long-enough-secret-key")
+    box = SecretBox("5LcAg2bWtp9DGRT0MevoamIZhF3stW0Dota67O9hCIQ=")
     async with pool.acquire() as conn:
         await instance_rows.upsert(conn, parse_instance(BODY), box)
         again = await instance_rows.upsert(conn, parse_instance(BODY), box)

@@ -296,7 +296,7 @@ async def test_tokens_are_encrypted_at_rest_with_a_secret_key(
     session: aiohttp.ClientSession,
     session2: aiohttp.ClientSession,
 ) -> None:
-    box = SecretBox("correct horse battery staple")
+    box = SecretBox("5LcAg2bWtp9DGRT0MevoamIZhF3stW0Dota67O9hCIQ=")
     iid = await add_instance(pool, emu, "Alpha", REALM, code=emu.issue_auth_code(REALM), box=box)
     token = await manager(session, emu, pool, box).access_token(iid, REALM)
     row = await credentials(pool, iid)
