@@ -252,7 +252,7 @@ def startup_instances(settings: Settings, *, to_log: bool = True) -> list[Instan
         return []
     instances = load_file(settings.instances_file, _defaults(settings))
     if not instances:
-        line = f"POLLER_INSTANCES_FILE={settings.instances_file}: no instance in the file"
+        line = f"POLLER_INSTANCES_FILE={str(settings.instances_file)!r}: no instance in the file"
         if to_log:
             log.warning("instances_file_empty", path=str(settings.instances_file), detail=line)
         else:
@@ -322,7 +322,10 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
         async with _database(settings) as pool, pool.acquire() as conn:
             if args.instances_command == "add":
                 box = SecretBox(settings.secret_key)
-                for inst in load_file(args.file, _defaults(settings), source="FILE"):
+                adding = load_file(args.file, _defaults(settings), source="FILE")
+                if not adding:
+                    raise ConfigError(f"FILE={str(args.file)!r}: the array holds no instances")
+                for inst in adding:
                     result = await instance_rows.upsert(conn, inst, box)
                     print(f"{result.action}: {inst.name} (id {result.instance_id})")
                 return EXIT_OK

@@ -437,10 +437,9 @@ def load_bodies(path: Path, source: str = "POLLER_INSTANCES_FILE") -> list[Any]:
             f"{source}={str(path)!r}: invalid JSON at line {exc.lineno} "
             f"column {exc.colno}: {exc.msg}"
         ) from None
-    bodies = data if isinstance(data, list) else [data]
-    if not bodies:
-        raise ConfigError(f"{source}={str(path)!r}: the array holds no instances")
-    return bodies
+    # An empty array is the caller's to judge: POLLER_INSTANCES_FILE warns (DESIGN §7: the
+    # daemon goes on), `instances add FILE` refuses.
+    return data if isinstance(data, list) else [data]
 
 
 def load_file(
