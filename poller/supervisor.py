@@ -30,6 +30,7 @@ from poller.deliver.dispatcher import Dispatcher
 from poller.deliver.upkeep import OutboxGauges, Pruner
 from poller.detect.heartbeat import Heartbeat
 from poller.detect.service import PollerService
+from poller.errors import StartupStopped
 from poller.instances import Instance
 from poller.manage.instances import CodeExchanger
 from poller.qbo.auth import OAuthClient, TokenSet
@@ -241,6 +242,9 @@ async def run(
     try:
         with _Signals(stop):
             return await _run(settings, instances, service_factory, stop, notifier)
+    except StartupStopped as exc:
+        log.info("daemon_stopped", exit_code=EXIT_OK, reason=str(exc))
+        return EXIT_OK
     except asyncio.CancelledError:
         log.warning("daemon_stopped", reason="second signal")
         return EXIT_FAILED
@@ -272,6 +276,7 @@ async def _run(
                 pool_size=settings.db_pool_size,
                 migrate_first=settings.auto_migrate,
                 startup_timeout_s=settings.startup_timeout_s,
+                stop=stop,
             )
         )
         log.info("schema_ready", version=database.schema_version)

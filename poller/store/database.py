@@ -40,15 +40,17 @@ async def open_database(
     pool_size: int,
     migrate_first: bool = True,
     startup_timeout_s: float = 0.0,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Database]:
     """The database for a command or the daemon, migrated and checked (see the module doc).
-    An unreachable DATABASE_URL server is retried for `startup_timeout_s` (0: one attempt)."""
+    An unreachable DATABASE_URL server is retried for `startup_timeout_s` (0: one attempt), or
+    until `stop` is set (`StartupStopped`)."""
     async with contextlib.AsyncExitStack() as stack:
         dsn = database_url
         if dsn is None:
             dsn = await stack.enter_async_context(embedded_postgres(data_dir))
         else:
-            await probe.wait_until_reachable(dsn, startup_timeout_s)
+            await probe.wait_until_reachable(dsn, startup_timeout_s, stop)
         with db.translated():  # a server gone between the probe and the pool: one line
             pool = await db.create_pool(dsn, max_size=pool_size)
         stack.push_async_callback(close_pool, pool)

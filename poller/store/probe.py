@@ -21,9 +21,10 @@ import time
 
 import asyncpg
 
+from poller.aio import sleep_unless
 from poller.backoff import Backoff
 from poller.config import masked_dsn
-from poller.errors import ConfigError, DatabaseUnavailable
+from poller.errors import ConfigError, DatabaseUnavailable, StartupStopped
 from poller.logs import get_logger
 
 log = get_logger(__name__)
@@ -77,8 +78,11 @@ async def _connect_once(dsn: str, timeout_s: float) -> None:
     await conn.close()
 
 
-async def wait_until_reachable(dsn: str, timeout_s: float) -> None:
-    """Connect once; retry an unreachable server for `timeout_s` (0: one attempt)."""
+async def wait_until_reachable(
+    dsn: str, timeout_s: float, stop: asyncio.Event | None = None
+) -> None:
+    """Connect once; retry an unreachable server for `timeout_s` (0: one attempt). `stop` set
+    while waiting (SIGTERM) raises `StartupStopped` at once."""
     deadline = time.monotonic() + timeout_s
     attempt = 0
     while True:
@@ -108,4 +112,5 @@ async def wait_until_reachable(dsn: str, timeout_s: float) -> None:
             retry_in_s=round(delay, 1),
             gives_up_in_s=round(left, 1),
         )
-        await asyncio.sleep(delay)
+        if await sleep_unless(stop or asyncio.Event(), delay):
+            raise StartupStopped("stopped while waiting for the database")

@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -352,3 +353,22 @@ def test_embedded_admin_command_is_quiet_and_leaves_nothing_running(tmp_path: Pa
     events = [json.loads(line)["event"] for line in verbose.stderr.splitlines()]
     assert events[0] == "embedded_postgres_starting" and events[-1] == "embedded_postgres_stopped"
     assert not postgres_processes(str(data_dir))
+
+
+def test_sigterm_while_waiting_for_the_database_stops_at_once(tmp_path: Path) -> None:
+    daemon = Daemon(
+        db_env(closed_port_dsn(), POLLER_STARTUP_TIMEOUT="60s"), log_path=tmp_path / "daemon.log"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while '"event":"database_unreachable"' not in daemon.output():
+            assert time.monotonic() < deadline, daemon.output()
+            assert daemon.proc.poll() is None, daemon.output()
+            time.sleep(0.1)
+        code, _ = daemon.terminate(timeout=10)
+        output = daemon.output()
+    finally:
+        daemon.close()
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert '"reason":"stopped while waiting for the database"' in output
