@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from poller.errors import ConfigError
 from poller.logs import get_logger
 
 log = get_logger(__name__)
@@ -35,7 +36,12 @@ def _import_pgserver() -> Any:
 
 
 def _start(pgdata: Path, server_module: Any) -> Any:
-    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        pgdata.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a POLLER_DATA_DIR the daemon cannot use: configuration, exit 2
+        raise ConfigError(
+            f"POLLER_DATA_DIR={str(pgdata.parent)!r}: cannot create {pgdata}: {exc.strerror}"
+        ) from None
     return server_module.get_server(pgdata, cleanup_mode="stop")
 
 

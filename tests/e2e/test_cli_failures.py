@@ -372,3 +372,22 @@ def test_sigterm_while_waiting_for_the_database_stops_at_once(tmp_path: Path) ->
     assert code == 0, output
     assert "Traceback" not in output
     assert '"reason":"stopped while waiting for the database"' in output
+
+
+@pytest.mark.parametrize("command", ["run", "check-config", "migrate"])
+def test_a_data_dir_that_cannot_be_created_exits_2(command: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    data_dir = f"{blocker}/qbo-poller"  # below a regular file: not even root can create it
+    result = run_once([command], base_env(POLLER_DATA_DIR=data_dir, POLLER_HTTP_ADDR=""))
+    line = failure_line(result, 2)
+    if command == "check-config":
+        assert line == (
+            f"qbo-poller: configuration error: POLLER_DATA_DIR='{data_dir}': {blocker} is not a "
+            "directory"
+        )
+    else:
+        assert line == (
+            f"qbo-poller: configuration error: POLLER_DATA_DIR='{data_dir}': cannot create "
+            f"{data_dir}/pgdata: Not a directory"
+        )
