@@ -3,8 +3,9 @@
 The environment and the instances file are checked by loading them (as `run` does). Then,
 unless `--offline`, the database: DATABASE_URL is connected to once (no retry, no migration,
 nothing written), its schema version compared with this build's, and `check_secret_key` called
-(the hook for POLLER_SECRET_KEY against the secrets stored there; a no-op for now). Each problem raises `ConfigError` (exit 2); a server that
-cannot be reached raises `DatabaseUnavailable` (exit 1): the configuration may be right.
+(the hook for POLLER_SECRET_KEY against the secrets stored there; a no-op for now). Each
+problem raises `ConfigError` (exit 2); a server that cannot be reached raises
+`DatabaseUnavailable` (exit 1): the configuration may be right.
 The embedded database is not started: only its directory is checked.
 """
 
