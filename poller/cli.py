@@ -1,7 +1,8 @@
 """Command line: argument parsing → one function per command.
 
 Exit codes: 0 success; 2 bad configuration or usage (one line on stderr, no traceback);
-1 any other failure.
+1 any other failure. Every failure goes through `poller.reporting` (the daemon's too). Admin
+commands print only their output on stdout; logs go to stderr, warnings only unless `-v`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from poller import __version__, logs
-from poller.config import Settings, load_settings
-from poller.errors import ConfigError, SchemaError
+from poller import __version__, logs, reporting
+from poller.config import LOG_LEVELS, Settings, load_settings, read_environment, unknown_variables
+from poller.errors import ConfigError
 from poller.instances import ClientDefaults, Instance, load_file, parse_instance
 
 if TYPE_CHECKING:
@@ -25,7 +26,13 @@ if TYPE_CHECKING:
     from poller.store.db import Pool
     from poller.store.sealed import Inventory
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+log = logs.get_logger(__name__)
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = reporting.EXIT_OK, reporting.EXIT_FAILED, reporting.EXIT_CONFIG
+# Commands that parse their own arguments and read no configuration.
+OWN_ARGUMENTS = frozenset({"emulator", "demo"})
+# Options every command takes, before or after its name: value-taking ones first.
+_GLOBAL_VALUE_OPTIONS = frozenset({"--env-file"})
+_GLOBAL_FLAGS = frozenset({"-v", "-vv", "--verbose"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,15 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qbo-poller", description="Turn QuickBooks Online changes into signed HTTP callbacks."
     )
     parser.add_argument("--version", action="version", version=f"qbo-poller {__version__}")
-    parser.add_argument(
-        "--env-file",
-        metavar="PATH",
-        help="read variables from PATH instead of ./.env (real environment wins)",
-    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("run", help="run the daemon (DATABASE_URL unset: embedded PostgreSQL)")
     sub.add_parser("migrate", help="apply pending database migrations")
-    sub.add_parser("check-config", help="validate the environment and POLLER_INSTANCES_FILE")
+    check = sub.add_parser(
+        "check-config",
+        help="validate the environment, POLLER_INSTANCES_FILE and the database",
+    )
+    check.add_argument(
+        "--offline", action="store_true", help="do not connect to the database (DATABASE_URL)"
+    )
     sub.add_parser(
         "keygen", help="print a new random POLLER_SECRET_KEY (alone on stdout; nothing stored)"
     )
@@ -60,7 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="emulator + receiver + daemon, end to end, on this machine", add_help=False
     )
     demo.add_argument("args", nargs=argparse.REMAINDER)
+    _add_global_options(parser)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """`--env-file` and `-v` on the program and on every (sub)command, so that they work
+    anywhere on the command line. SUPPRESS: a level that does not see one leaves the value a
+    level above set."""
+    if parser.add_help:  # not the emulator and the demo: they parse their own
+        parser.add_argument(
+            "--env-file",
+            metavar="PATH",
+            default=argparse.SUPPRESS,
+            help="read variables from PATH instead of ./.env (real environment wins)",
+        )
+        parser.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="log more on stderr: info (-vv: debug); admin commands log warnings only",
+        )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _add_global_options(child)
 
 
 def _instances_parser(sub: Any) -> None:
@@ -148,43 +181,96 @@ def _run_emulator(argv: list[str]) -> int:
     return emulator_main(argv, prog="qbo-poller emulator")
 
 
+def _own_arguments(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(command, its arguments) when the command is one that parses its own (the emulator, the
+    demo), found after any global options."""
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word in _GLOBAL_VALUE_OPTIONS:
+            index += 2
+        elif word in _GLOBAL_FLAGS or word.startswith("--env-file="):
+            index += 1
+        else:
+            return (word, argv[index + 1 :]) if word in OWN_ARGUMENTS else None
+    return None
+
+
+def _run_own(command: str, argv: list[str]) -> int:
+    if command == "emulator":
+        return _run_emulator(argv)
+    if not _emulator_installed("demo"):
+        return EXIT_FAILED
+    from poller.demo import main as demo_main
+
+    return demo_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # The emulator and demo parse their own arguments.
-    if argv and argv[0] == "emulator":
-        return _run_emulator(argv[1:])
-    if argv and argv[0] == "demo":
-        if not _emulator_installed("demo"):
-            return EXIT_FAILED
-        from poller.demo import main as demo_main
+    own = _own_arguments(argv)
+    try:
+        if own is not None:
+            return _run_own(*own)
+        return _dispatch(build_parser().parse_args(argv))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # known failures become one line; a bug keeps its traceback
+        code = reporting.report(exc)
+        if code is None:
+            raise
+        return code
 
-        return demo_main(argv[1:])
-    args = build_parser().parse_args(argv)
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "keygen":
         # Before the settings: keygen is how a refused POLLER_SECRET_KEY gets fixed.
         return cmd_keygen()
-    try:
-        settings = load_settings(env_file=args.env_file)
-        logs.configure(settings.log_level, settings.log_format)
-        return COMMANDS[args.command](args, settings)
-    except ConfigError as exc:
-        print(f"qbo-poller: configuration error: {logs.secrets.mask(str(exc))}", file=sys.stderr)
-        return EXIT_CONFIG
-    except SchemaError as exc:
-        print(f"qbo-poller: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_OK
+    env_file = getattr(args, "env_file", None)
+    env = read_environment(env_file)
+    settings = load_settings(env, env_file=env_file)
+    logs.configure(
+        log_level(args.command, getattr(args, "verbose", 0), settings), settings.log_format
+    )
+    if args.command in ("run", "check-config"):
+        _warn_unknown_variables(env, to_log=args.command == "run")
+    return COMMANDS[args.command](args, settings)
+
+
+def log_level(command: str, verbose: int, settings: Settings) -> str:
+    """`run` logs at POLLER_LOG_LEVEL; admin commands only warnings, so that stdout and stderr
+    hold their output and little else. `-v` (info) and `-vv` (debug) add to either."""
+    base = settings.log_level if command == "run" else "warning"
+    if not verbose:
+        return base
+    wanted = "info" if verbose == 1 else "debug"
+    return min(base, settings.log_level, wanted, key=LOG_LEVELS.index)
+
+
+def _warn_unknown_variables(env: dict[str, str], *, to_log: bool) -> None:
+    for line in unknown_variables(env):
+        if to_log:
+            log.warning("unknown_variable", variable=line.partition(":")[0], detail=line)
+        else:
+            reporting.warn(line)
 
 
 def _defaults(settings: Settings) -> ClientDefaults:
     return ClientDefaults(settings.qbo_client_id, settings.qbo_client_secret)
 
 
-def startup_instances(settings: Settings) -> list[Instance]:
+def startup_instances(settings: Settings, *, to_log: bool = True) -> list[Instance]:
+    """The instances of POLLER_INSTANCES_FILE; a file with none says so once."""
     if settings.instances_file is None:
         return []
-    return load_file(settings.instances_file, _defaults(settings))
+    instances = load_file(settings.instances_file, _defaults(settings))
+    if not instances:
+        line = f"POLLER_INSTANCES_FILE={str(settings.instances_file)!r}: no instance in the file"
+        if to_log:
+            log.warning("instances_file_empty", path=str(settings.instances_file), detail=line)
+        else:
+            reporting.warn(line)
+    return instances
 
 
 def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
@@ -194,11 +280,17 @@ def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(supervisor.run(settings, instances))
 
 
-def cmd_check_config(_args: argparse.Namespace, settings: Settings) -> int:
-    instances = startup_instances(settings)
-    # Step: the secret key opens every stored secret (exit 2 otherwise, as `run` would).
-    inventory = check_stored_secrets(settings)
-    database = "DATABASE_URL" if settings.database_url else f"embedded in {settings.data_dir}"
+def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
+    from poller import checks
+
+    instances = startup_instances(settings, to_log=False)
+    inventory = None
+    if args.offline:
+        where = "DATABASE_URL" if settings.database_url else f"embedded in {settings.data_dir}"
+        database = f"{where} (not checked: --offline)"
+    else:
+        report = asyncio.run(checks.check_database(settings))
+        database, inventory = report.description, report.secrets
     print(f"configuration ok: database {database}; {len(instances)} instance(s)")
     if inventory is not None:
         print(
@@ -224,33 +316,6 @@ def _rekey_hint(inventory: Inventory) -> str:
     if not inventory.not_current:
         return ""
     return f"; {inventory.not_current} not under the current key: run qbo-poller rekey"
-
-
-def check_stored_secrets(settings: Settings) -> Inventory | None:
-    """check-config's secret key step: the check `run` makes at start-up (poller.store.sealed),
-    without migrating. Skipped when nothing can be stored yet: an embedded database not yet
-    created, or a schema this build would still migrate (the schema check reports it)."""
-    if settings.database_url is None and not (settings.data_dir / "pgdata").exists():
-        return None
-    from poller.store import db, migrate, sealed
-    from poller.store.database import open_database
-
-    async def go() -> Inventory | None:
-        box = secret_box(settings)
-        async with (
-            open_database(
-                settings.database_url, settings.data_dir, pool_size=1, migrate_first=False
-            ) as database,
-            db.acquire(database.pool) as conn,
-        ):
-            if await migrate.current_version(conn) != migrate.latest_version():
-                return None
-            return await sealed.check_readable(conn, box)
-
-    try:
-        return asyncio.run(go())
-    except SchemaError:
-        return None  # the schema check reports it; nothing to check the key against yet
 
 
 def cmd_keygen() -> int:
@@ -314,6 +379,8 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
         if args.instances_command == "add"
         else []
     )
+    if args.instances_command == "add" and not adding:
+        raise ConfigError(f"FILE={str(args.file)!r}: the array holds no instances")
 
     async def go() -> int:
         async with _database(settings) as pool, pool.acquire() as conn:

@@ -6,11 +6,13 @@ offending value (secrets are never echoed). The CLI turns that into exit code 2.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -66,9 +68,55 @@ LOG_FORMATS = tuple(LogFormat)
 # --- value parsers: each raises ValueError with a short reason ------------------------------
 
 
-def _dsn_password(dsn: str) -> str | None:
-    match = re.match(r"^[a-z]+://[^:/@]*:([^@]*)@", dsn)
-    return match.group(1) if match and match.group(1) else None
+def _dsn_passwords(dsn: str) -> list[str]:
+    """The passwords a DSN carries: in its authority and as `?password=`."""
+    rest = dsn.partition("://")[2]
+    authority, _, tail = rest.partition("/")
+    userinfo = authority.rpartition("@")[0]
+    found = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
+    found += re.findall(r"(?i)(?:^|[?&])password=([^&#]*)", tail)
+    return [value for value in found if value]
+
+
+MASK = "********"
+# asyncpg's values for sslmode (it refuses others when it connects; we refuse them up front).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_DSN_SCHEMES = ("postgresql", "postgres")
+
+
+def masked_dsn(dsn: str) -> str:
+    """`dsn` fit for an error line: its password (in the authority or as `?password=`) masked."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return dsn
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:{MASK}@{hosts}"
+    tail = re.sub(r"(?i)((?:^|[?&])password=)[^&#]*", rf"\g<1>{MASK}", tail)
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
+def parse_database_url(raw: str) -> str:
+    """A PostgreSQL URL asyncpg can use: checked here what can be checked without a server
+    (scheme, ports, sslmode); unknown options are refused by the server (poller.store.probe)."""
+    value = raw.strip()
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in _DSN_SCHEMES:
+        raise ValueError("not a PostgreSQL URL (expected postgresql://user:password@host/db)")
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2].partition(":")[2]
+        if port and not (port.isdigit() and 0 < int(port) <= 65535):
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    try:
+        query = urllib.parse.parse_qs(parts.query, strict_parsing=True) if parts.query else {}
+    except ValueError:
+        raise ValueError(f"malformed options {parts.query!r} (expected ?name=value&…)") from None
+    for mode in query.get("sslmode", []):
+        if mode not in SSL_MODES:
+            raise ValueError(f"sslmode={mode!r}: expected one of {', '.join(SSL_MODES)}")
+    return value
 
 
 def parse_bool(raw: str) -> bool:
@@ -210,7 +258,7 @@ class Settings:
     """Everything the daemon reads from its environment. Built by `load_settings`; each field
     names its variable, parser and default once."""
 
-    database_url: str | None = variable("DATABASE_URL", _text, secret=True)
+    database_url: str | None = variable("DATABASE_URL", parse_database_url, secret=True)
     data_dir: Path = variable("POLLER_DATA_DIR", _path, factory=_default_data_dir)
     instances_file: Path | None = variable("POLLER_INSTANCES_FILE", _path)
     qbo_client_id: str | None = variable("QBO_CLIENT_ID", _text)
@@ -286,6 +334,8 @@ class Settings:
     auto_migrate: bool = variable("POLLER_AUTO_MIGRATE", parse_bool, True)
     shutdown_grace_s: float = variable("POLLER_SHUTDOWN_GRACE_SECONDS", _positive_seconds, 5.0)
     db_pool_size: int = variable("POLLER_DB_POOL_SIZE", _int_at_least(2), 10)
+    # How long `run` retries a DATABASE_URL server that cannot be reached (DESIGN §7).
+    startup_timeout_s: float = variable("POLLER_STARTUP_TIMEOUT", parse_duration, 60.0)
     replica_timeout_s: float = variable("POLLER_REPLICA_TIMEOUT", _positive_seconds, 15.0)
     replica_id: str = variable("POLLER_REPLICA_ID", _text, factory=_default_replica_id)
     # Intuit webhooks (DESIGN §11): the app's verifier token (instances may add their own), and
@@ -309,9 +359,8 @@ class Settings:
             self.webhook_verifier_token,
             *self.secret_key_previous,
         ]
-        if self.database_url and "@" in self.database_url:
-            password = _dsn_password(self.database_url)
-            values.append(password)
+        if self.database_url:
+            values.extend(_dsn_passwords(self.database_url))
         return [v for v in values if v]
 
 
@@ -365,9 +414,29 @@ class _Reader:
         try:
             return parse(raw)
         except ValueError as exc:
-            # Secret values are never echoed; variables are shown as written.
-            shown = "<hidden>" if name in SECRET_VARIABLES else repr(raw)
-            raise ConfigError(f"{name}={shown}: {exc}") from None
+            raise ConfigError(f"{name}={_shown(name, raw)}: {exc}") from None
+
+
+def _shown(name: str, raw: str) -> str:
+    """A value for an error line: secrets hidden, a DSN with its password masked, the rest as
+    written."""
+    if name == "DATABASE_URL":
+        return masked_dsn(raw.strip())
+    return "<hidden>" if name in SECRET_VARIABLES else repr(raw)
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """One warning line for each POLLER_* or QBO_* name the daemon does not read, with the
+    nearest known name (DESIGN §7): typos would otherwise be ignored without a word."""
+    known = sorted(variables())
+    lines = []
+    for name in sorted(set(names)):
+        if not name.startswith(("POLLER_", "QBO_")) or name in known:
+            continue
+        nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f", did you mean {nearest[0]}?" if nearest else ""
+        lines.append(f"{name}: unknown variable{hint}")
+    return lines
 
 
 def load_settings(

@@ -31,3 +31,8 @@ class DatabaseUnavailable(DatabaseError):
 class StatementRefused(DatabaseError):
     """The server refused a statement over a working connection (a constraint, a value it
     cannot hold): retrying the same statement fails again."""
+
+
+class StartupStopped(PollerError):
+    """A stop signal arrived while start-up was still waiting (for the database): the daemon
+    exits as after any stop, with code 0."""

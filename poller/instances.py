@@ -633,8 +633,8 @@ def load_bodies(path: Path, source: str = "POLLER_INSTANCES_FILE") -> list[Any]:
         ) from None
     data = _parse_json(text, where)
     bodies = data if isinstance(data, list) else [data]
-    if not bodies:
-        raise ConfigError(f"{where}: the array holds no instances")
+    # An empty array is the caller's to judge: POLLER_INSTANCES_FILE warns (DESIGN §7: the
+    # daemon goes on), `instances add FILE` refuses.
     if len(bodies) > MAX_FILE_INSTANCES:
         raise ConfigError(f"{where}: more than {MAX_FILE_INSTANCES} instances ({len(bodies)})")
     return bodies

@@ -1,7 +1,9 @@
 """`qbo-poller run`: builds and owns every long-lived resource and task; shutdown; sd_notify.
 
-Start order: database (embedded or DATABASE_URL) → pool → migrations → instances → HTTP client
-session → HTTP server → services (pollers, dispatcher, ...). Teardown runs in reverse through one
+Start order: the listener's socket (bound first: an address in use stops start-up before the
+database is touched) → database (embedded or DATABASE_URL, waited for up to
+POLLER_STARTUP_TIMEOUT) → pool → migrations → instances → HTTP client session → HTTP server →
+services (pollers, dispatcher, ...). Teardown runs in reverse through one
 AsyncExitStack. A signal only sets the stop event; shutdown is ordinary code:
 1. services see `stop` and wind down (pollers stop polling, the dispatcher finishes in-flight
    deliveries) within POLLER_SHUTDOWN_GRACE_SECONDS;
@@ -28,6 +30,7 @@ from poller.deliver.dispatcher import Dispatcher
 from poller.deliver.upkeep import OutboxGauges, Pruner
 from poller.detect.heartbeat import Heartbeat
 from poller.detect.service import PollerService
+from poller.errors import StartupStopped
 from poller.instances import Instance
 from poller.manage.instances import CodeExchanger
 from poller.qbo.auth import OAuthClient, TokenSet
@@ -38,7 +41,7 @@ from poller.store.crypto import SecretBox
 from poller.store.database import open_database
 from poller.store.tokens import PgTokenStore
 from poller.web.api import ApiPart
-from poller.web.app import WebPart, build_app, serve
+from poller.web.app import WebPart, bind, build_app, serve
 from poller.web.console import ConsolePart
 from poller.web.health import Health
 from poller.web.prometheus import Metrics
@@ -179,6 +182,24 @@ async def check_secret_key(pool: db.Pool, box: SecretBox) -> None:
         )
 
 
+async def say_if_idle(pool: db.Pool) -> None:
+    """A daemon with nothing to poll says so once, at start-up (DESIGN §7)."""
+    async with db.acquire(pool) as conn:
+        total, pollable = await instance_rows.count_pollable(conn)
+    if total == 0:
+        log.warning(
+            "nothing_to_poll",
+            reason="no instances",
+            hint="add one: POLLER_INSTANCES_FILE, `qbo-poller instances add FILE`, or the API",
+        )
+    elif pollable == 0:
+        log.warning(
+            "nothing_to_poll",
+            reason=f"none of the {total} instance(s) is active with events enabled",
+            hint="`qbo-poller instances list` shows their status",
+        )
+
+
 def register_instance_secrets(instances: Sequence[Instance]) -> None:
     for inst in instances:
         logs.register_secrets(
@@ -234,6 +255,9 @@ async def run(
     try:
         with _Signals(stop):
             return await _run(settings, instances, service_factory, stop, notifier)
+    except StartupStopped as exc:
+        log.info("daemon_stopped", exit_code=EXIT_OK, reason=str(exc))
+        return EXIT_OK
     except asyncio.CancelledError:
         log.warning("daemon_stopped", reason="second signal")
         return EXIT_FAILED
@@ -255,18 +279,24 @@ async def _run(
         )
     log.info("daemon_starting", replica=settings.replica_id, embedded=settings.database_url is None)
     async with contextlib.AsyncExitStack() as stack:
+        sockets = bind(settings.http_addr) if settings.http_addr is not None else []
+        for sock in sockets:
+            stack.callback(sock.close)
         database = await stack.enter_async_context(
             open_database(
                 settings.database_url,
                 settings.data_dir,
                 pool_size=settings.db_pool_size,
                 migrate_first=settings.auto_migrate,
+                startup_timeout_s=settings.startup_timeout_s,
+                stop=stop,
             )
         )
         log.info("schema_ready", version=database.schema_version)
         # Before anything reads a secret or /readyz can answer: a wrong key stops here.
         await check_secret_key(database.pool, box)
         await load_instances(database.pool, box, instances)
+        await say_if_idle(database.pool)
         http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.qbo_request_timeout_s, connect=10),
             trust_env=False,
@@ -277,7 +307,7 @@ async def _run(
         services = list(service_factory(runtime))
         if settings.http_addr is not None:
             app = build_app(web_parts(runtime, services))
-            port = await stack.enter_async_context(serve(app, settings.http_addr))
+            port = await stack.enter_async_context(serve(app, sockets))
             log.info("http_listening", address=f"{settings.http_addr.host}:{port}")
         code = await _supervise(services, stop, notifier, settings)
         notifier.stopping()

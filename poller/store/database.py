@@ -1,6 +1,7 @@
 """Opening the database, the one way every command does it (DESIGN §4, §8).
 
-`open_database` starts the embedded PostgreSQL when `DATABASE_URL` is unset, opens a pool,
+`open_database` starts the embedded PostgreSQL when `DATABASE_URL` is unset (else makes sure
+the URL can work and waits for its server, `poller.store.probe`), opens a pool,
 applies pending migrations (unless told not to, or `POLLER_AUTO_MIGRATE=false`), refuses a
 schema newer than this build, and closes everything in reverse order on exit.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poller.logs import get_logger
-from poller.store import db, migrate
+from poller.store import db, migrate, probe
 from poller.store.embedded import embedded_postgres
 
 log = get_logger(__name__)
@@ -38,13 +39,20 @@ async def open_database(
     *,
     pool_size: int,
     migrate_first: bool = True,
+    startup_timeout_s: float = 0.0,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Database]:
-    """The database for a command or the daemon, migrated and checked (see the module doc)."""
+    """The database for a command or the daemon, migrated and checked (see the module doc).
+    An unreachable DATABASE_URL server is retried for `startup_timeout_s` (0: one attempt), or
+    until `stop` is set (`StartupStopped`)."""
     async with contextlib.AsyncExitStack() as stack:
         dsn = database_url
         if dsn is None:
             dsn = await stack.enter_async_context(embedded_postgres(data_dir))
-        pool = await db.create_pool(dsn, max_size=pool_size)
+        else:
+            await probe.wait_until_reachable(dsn, startup_timeout_s, stop)
+        with db.translated():  # a server gone between the probe and the pool: one line
+            pool = await db.create_pool(dsn, max_size=pool_size)
         stack.push_async_callback(close_pool, pool)
         async with db.acquire(pool) as conn:
             applied = await migrate.migrate(conn) if migrate_first else []

@@ -219,6 +219,14 @@ async def list_all(conn: Conn) -> list[asyncpg.Record]:
 
 
 @store_call
+async def count_pollable(conn: Conn) -> tuple[int, int]:
+    """(instances, those active with events enabled): what a poller has to do."""
+    row = await conn.fetchrow(Q["count_pollable"])
+    assert row is not None
+    return int(row["total"]), int(row["pollable"])
+
+
+@store_call
 async def remove(conn: Conn, name: str) -> bool:
     """Remove the instance and everything it owns, undelivered notifications included."""
     return await conn.fetchval(Q["remove"], name) is not None

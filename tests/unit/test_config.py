@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from poller.config import HttpAddr, load_settings, parse_duration, parse_schedule, read_environment
+from poller.config import (
+    HttpAddr,
+    load_settings,
+    masked_dsn,
+    parse_duration,
+    parse_schedule,
+    read_environment,
+    unknown_variables,
+)
 from poller.errors import ConfigError
 
 
@@ -122,3 +130,69 @@ def test_budget_share_accepts_fractions_up_to_the_whole_budget() -> None:
     assert load_settings(env={"POLLER_QBO_BUDGET_SHARE": " 0.5 "}).qbo_budget_share == 0.5
     assert load_settings(env={"POLLER_QBO_BUDGET_SHARE": "1"}).qbo_budget_share == 1.0
     assert load_settings(env={}).qbo_budget_share == 0.8
+
+
+def test_startup_timeout_defaults_to_60_seconds() -> None:
+    assert load_settings(env={}).startup_timeout_s == 60.0
+    assert load_settings(env={"POLLER_STARTUP_TIMEOUT": "5s"}).startup_timeout_s == 5.0
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://u:secret@h:5432/db", "postgresql://u:********@h:5432/db"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:********@h/db"),
+        (
+            "postgresql://u@h/db?sslmode=disable&password=pw",
+            "postgresql://u@h/db?sslmode=disable&password=********",
+        ),
+        ("postgresql:///db?host=/run/postgresql", "postgresql:///db?host=/run/postgresql"),
+    ],
+)
+def test_masked_dsn_hides_every_password(dsn: str, shown: str) -> None:
+    assert masked_dsn(dsn) == shown
+
+
+@pytest.mark.parametrize(
+    ("dsn", "says"),
+    [
+        ("mysql://app:pw@db/app", "not a PostgreSQL URL"),
+        ("db.example:5432/app", "not a PostgreSQL URL"),
+        ("postgresql://h:abc/db", "port 'abc' is not a number"),
+        ("postgresql://h:0/db", "port '0' is not a number"),
+        ("postgresql://h/db?sslmode=on", "sslmode='on': expected one of disable"),
+        ("postgresql://h/db?nonsense", "malformed options 'nonsense'"),
+    ],
+)
+def test_database_url_that_cannot_work_is_refused_naming_it(dsn: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"DATABASE_URL": dsn})
+    assert str(caught.value).startswith(f"DATABASE_URL={masked_dsn(dsn)}: {says}")
+    assert ":pw@" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgres://u:p@h/db",
+        "postgresql://u@[::1]:5432/db?sslmode=verify-full",
+        "postgresql://u:p@h1:5432,h2:5433/db?target_session_attrs=read-write",
+        "postgresql:///qbo?host=/var/run/postgresql",
+    ],
+)
+def test_database_urls_asyncpg_takes_are_accepted(dsn: str) -> None:
+    assert load_settings(env={"DATABASE_URL": dsn}).database_url == dsn
+
+
+def test_secret_values_include_a_query_password() -> None:
+    s = load_settings(env={"DATABASE_URL": "postgresql://u@db/x?password=qu3ry-pass"})
+    assert s.secret_values() == ["qu3ry-pass"]
+
+
+def test_unknown_variables_name_the_nearest_known_one() -> None:
+    names = ["POLLER_INSTANCE_FILE", "QBO_CLIENTID", "POLLER_XYZZY", "QBO_CLIENT_ID", "HOME"]
+    assert unknown_variables(names) == [
+        "POLLER_INSTANCE_FILE: unknown variable, did you mean POLLER_INSTANCES_FILE?",
+        "POLLER_XYZZY: unknown variable",
+        "QBO_CLIENTID: unknown variable, did you mean QBO_CLIENT_ID?",
+    ]

@@ -87,3 +87,8 @@ WHERE id = $1 AND status = 'active'
 UPDATE instances SET status = $2, status_reason = $3, config_version = config_version + 1,
     updated_at = now()
 WHERE id = $1 AND status IS DISTINCT FROM $2
+
+-- name: count_pollable
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE status = 'active' AND events_enabled) AS pollable
+FROM instances
