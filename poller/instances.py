@@ -101,6 +101,8 @@ class Instance:
     timezone: str = "UTC"
     initial: InitialMode = InitialMode.NOW
     deactivated_as_deleted: bool = False
+    # `event.poller.changes`: UPDATED events carry field-level changes (DESIGN §12).
+    changes: bool = False
     tags: tuple[str, ...] = ()
     element_key: str = "quickbooks"
     # The configuration as given, minus secrets (those live in their own encrypted columns).
@@ -298,6 +300,7 @@ def parse_instance(body: Any, defaults: ClientDefaults | None = None) -> Instanc
         deactivated_as_deleted=_get(
             config, "event.poller.deactivated_as_deleted", parse_bool_value, False, fail
         ),
+        changes=_get(config, "event.poller.changes", parse_bool_value, False, fail),
         tags=_tags(body.get("tags"), fail),
         element_key=element_key,
         configuration={k: v for k, v in config.items() if k not in SECRET_CONFIG_KEYS},
