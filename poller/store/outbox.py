@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+import zlib
+
 import asyncpg
 import orjson
 
@@ -92,15 +94,15 @@ async def load_snapshots(
 async def load_objects(
     conn: Conn, instance_id: int, wanted: Mapping[str, Sequence[str]]
 ) -> dict[str, dict[str, str]]:
-    """The full objects the snapshot keeps (`event.poller.changes`), as their stored JSON
-    text, per resource and object id; objects without one are left out."""
+    """The full objects the snapshot keeps (`event.poller.changes`), as their JSON text, per
+    resource and object id; objects without one are left out."""
     res = [resource for resource, ids in wanted.items() for _ in ids]
     ids = [object_id for object_ids in wanted.values() for object_id in object_ids]
     found: dict[str, dict[str, str]] = {resource: {} for resource in wanted}
     if not ids:
         return found
     for row in await conn.fetch(Q["objects"], instance_id, res, ids):
-        found[row["resource"]][row["object_id"]] = row["object"]
+        found[row["resource"]][row["object_id"]] = unpack_object(row["object"])
     return found
 
 
@@ -174,9 +176,20 @@ def serialize_changes(changes: Changes) -> str | None:
     return None if changes is UNTRACKED else serialize(changes)
 
 
-def _kept(write: PairWrite, row: SnapshotRow) -> str | None:
+def pack_object(obj: QboObject) -> bytes:
+    """A kept object as stored: its JSON text, zlib-compressed. PostgreSQL would store it
+    whole (TOAST compresses only rows over ~2 kB; QBO objects are 0.6-1.3 kB); zlib halves
+    it for ~25 µs (bench/changes.py)."""
+    return zlib.compress(orjson.dumps(obj))
+
+
+def unpack_object(stored: bytes) -> str:
+    return zlib.decompress(stored).decode()
+
+
+def _kept(write: PairWrite, row: SnapshotRow) -> bytes | None:
     obj = None if write.objects is None else write.objects.get(row.object_id)
-    return None if obj is None else serialize(obj)
+    return None if obj is None else pack_object(obj)
 
 
 async def _write_changes(

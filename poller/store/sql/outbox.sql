@@ -15,8 +15,8 @@ JOIN object_snapshots s
   ON s.instance_id = $1 AND s.resource = w.resource AND s.object_id = w.object_id
 
 -- name: objects
--- The full objects kept for `event.poller.changes` ($2 resource, $3 object id), as stored text.
-SELECT s.resource, s.object_id, s.object::text AS object
+-- The full objects kept for `event.poller.changes` ($2 resource, $3 object id), compressed.
+SELECT s.resource, s.object_id, s.object
 FROM unnest($2::text[], $3::text[]) AS w (resource, object_id)
 JOIN object_snapshots s
   ON s.instance_id = $1 AND s.resource = w.resource AND s.object_id = w.object_id
@@ -27,7 +27,7 @@ WHERE s.object IS NOT NULL
 -- WITH always runs to completion). Events go in in change order. ON CONFLICT DO NOTHING: a
 -- version already in the outbox (an earlier poll that crashed after commit, another replica) is
 -- not inserted again; RETURNING lists only the new rows.
--- $14: the full object a row keeps (`event.poller.changes`), kept only while the instance, as
+-- $14: the full object a row keeps (`event.poller.changes`, zlib), kept only while the instance, as
 -- committed now, still asks for it: a cycle that began before the option was turned off does
 -- not store objects again after they were freed. $15: the events' changes (NULL: no key).
 WITH keeps AS (
@@ -36,9 +36,9 @@ WITH keeps AS (
     INSERT INTO object_snapshots (instance_id, resource, object_id, sync_token, last_updated,
                                   active, deleted, object)
     SELECT $1, s.resource, s.object_id, s.sync_token, s.last_updated, s.active, s.deleted,
-           CASE WHEN keeps.objects THEN s.object::json END
+           CASE WHEN keeps.objects THEN s.object END
     FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::boolean[],
-                $7::boolean[], $14::text[])
+                $7::boolean[], $14::bytea[])
          AS s (resource, object_id, sync_token, last_updated, active, deleted, object)
     CROSS JOIN keeps
     ON CONFLICT (instance_id, resource, object_id) DO UPDATE
