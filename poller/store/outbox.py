@@ -20,11 +20,10 @@ replayed event is not inserted, so it is not returned, so no notification is mad
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
-
-import zlib
 
 import asyncpg
 import orjson
