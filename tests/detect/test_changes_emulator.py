@@ -3,10 +3,14 @@ comparison → outbox. Each edit a QuickBooks user makes gives exactly the expec
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from poller.qbo.parse import loads_verbatim
+from poller.records import SnapshotRow
+from poller.store import outbox
 from tests.detect.harness import Env, add_instance
 
 LINE = "SalesItemLineDetail"
@@ -270,3 +274,22 @@ async def test_created_and_deleted_events_have_no_changes_key(env: Env) -> None:
         inv["Id"],
     )
     assert kept is None  # a deleted object keeps nothing
+
+
+async def test_objects_are_kept_only_while_the_instance_asks_for_them(env: Env) -> None:
+    """The write keeps objects only when the instance row, as committed, has the option: a
+    cycle that began before it was turned off does not store them again after they were
+    freed. What is kept comes back as the same JSON text (literals as written)."""
+    emu = env.emu
+    realm = emu.add_realm(seed=29)
+    iid = await add_instance(env.pool, emu, realm, resources=["customers"], changes=False)
+    obj = loads_verbatim(b'{"Id":"5","SyncToken":"3","Balance":12.50,"Name":"Caf\\u00e9"}')
+    row = SnapshotRow("5", "3", datetime(2026, 11, 24, tzinfo=UTC))
+    write = outbox.PairWrite("customers", [row], [], {"5": obj})  # as an `on` cycle writes
+    async with env.pool.acquire() as conn:
+        await outbox.write(conn, iid, [write], 10)
+        assert await outbox.load_objects(conn, iid, {"customers": ["5"]}) == {"customers": {}}
+        await conn.execute("UPDATE instances SET changes = true WHERE id = $1", iid)
+        await outbox.write(conn, iid, [write], 10)
+        kept = await outbox.load_objects(conn, iid, {"customers": ["5"]})
+    assert kept == {"customers": {"5": '{"Id":"5","SyncToken":"3","Balance":12.50,"Name":"Café"}'}}
