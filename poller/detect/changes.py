@@ -64,10 +64,18 @@ def annotate(events: Sequence[Event], old_objects: Mapping[str, str]) -> list[Ev
         if event.event_type is not EventType.UPDATED:
             out.append(event)
             continue
-        text = old_objects.get(event.object_id)
-        changes = None if text is None else compare(loads_verbatim(text.encode()), event.raw)
-        out.append(replace(event, changes=changes))
+        out.append(replace(event, changes=_compare_stored(old_objects.get(event.object_id), event)))
     return out
+
+
+def _compare_stored(text: str | None, event: Event) -> list[Change] | None:
+    if text is None:
+        return None
+    try:
+        old = loads_verbatim(text.encode())
+    except ValueError:  # a kept copy that cannot be read is as good as none: never a stuck pair
+        return None
+    return compare(old, event.raw) if isinstance(old, dict) else None
 
 
 def kept_objects(

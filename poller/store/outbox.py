@@ -101,7 +101,10 @@ async def load_objects(
     if not ids:
         return found
     for row in await conn.fetch(Q["objects"], instance_id, res, ids):
-        found[row["resource"]][row["object_id"]] = unpack_object(row["object"])
+        try:
+            found[row["resource"]][row["object_id"]] = unpack_object(row["object"])
+        except (zlib.error, UnicodeDecodeError):
+            continue  # unreadable: as if none was kept ("changes": null), never a stuck pair
     return found
 
 

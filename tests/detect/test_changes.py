@@ -140,6 +140,12 @@ def test_annotate_puts_changes_on_updated_events_only() -> None:
     ]
 
 
+def test_an_unreadable_kept_copy_gives_null_not_an_error() -> None:
+    event = Event("1", "2", EventType.UPDATED, T0, {"Id": "1", "SyncToken": "2"})
+    for stored in ('{"Id": "1", trunc', "[1, 2]"):
+        assert annotate([event], {"1": stored})[0].changes is None
+
+
 def test_kept_objects_are_the_live_versions_written() -> None:
     fetched = [
         {"Id": "1", "SyncToken": "1"},

@@ -293,3 +293,6 @@ async def test_objects_are_kept_only_while_the_instance_asks_for_them(env: Env) 
         await outbox.write(conn, iid, [write], 10)
         kept = await outbox.load_objects(conn, iid, {"customers": ["5"]})
     assert kept == {"customers": {"5": '{"Id":"5","SyncToken":"3","Balance":12.50,"Name":"Café"}'}}
+    async with env.pool.acquire() as conn:  # a damaged copy reads as none kept
+        await conn.execute("UPDATE object_snapshots SET object = '\\x0102'::bytea")
+        assert await outbox.load_objects(conn, iid, {"customers": ["5"]}) == {"customers": {}}
