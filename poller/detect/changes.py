@@ -1,6 +1,7 @@
 """Field-level changes of UPDATED events (DESIGN §12): old object + new object → `changes`.
 
-Pure functions, apart from the diff (`poller.detect.diff`), which they only annotate:
+Pure functions beside the diff (`poller.detect.diff`, untouched): the cycle runs them on its
+result for instances with `event.poller.changes`.
 - `compare(old, new)`: the list of `{"path", "old"?, "new"?}`. `path` is an RFC 6901 JSON
   Pointer: the parent's path in the new object, then the key (for a removed array element, its
   index in the old array: the only place it exists). A changed value has both `old` and `new`,
