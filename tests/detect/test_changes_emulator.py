@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from poller.qbo.parse import loads_verbatim
-from poller.records import SnapshotRow
+from poller.records import Event, EventType, SnapshotRow
 from poller.store import outbox
 from tests.detect.harness import Env, add_instance
 
@@ -277,20 +277,30 @@ async def test_created_and_deleted_events_have_no_changes_key(env: Env) -> None:
 
 
 async def test_objects_are_kept_only_while_the_instance_asks_for_them(env: Env) -> None:
-    """The write keeps objects only when the instance row, as committed, has the option: a
-    cycle that began before it was turned off does not store them again after they were
-    freed. What is kept comes back as the same JSON text (literals as written)."""
+    """The write keeps objects and changes only while the instance row, as committed, has the
+    option: a cycle that began before it was turned off neither stores objects again after they
+    were freed nor gives its events `changes`. What is kept comes back as the same JSON text
+    (literals as written)."""
     emu = env.emu
     realm = emu.add_realm(seed=29)
     iid = await add_instance(env.pool, emu, realm, resources=["customers"], changes=False)
     obj = loads_verbatim(b'{"Id":"5","SyncToken":"3","Balance":12.50,"Name":"Caf\\u00e9"}')
-    row = SnapshotRow("5", "3", datetime(2026, 11, 24, tzinfo=UTC))
-    write = outbox.PairWrite("customers", [row], [], {"5": obj})  # as an `on` cycle writes
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+    row = SnapshotRow("5", "3", at)
+    change = [{"path": "/Balance", "old": 0, "new": obj["Balance"]}]
+
+    def write(version: str) -> outbox.PairWrite:  # as a cycle with the option on writes
+        event = Event("5", version, EventType.UPDATED, at, obj, change)
+        return outbox.PairWrite("customers", [row], [event], {"5": obj})
+
+    stored = "SELECT changes::text FROM events WHERE version = $1"
     async with env.pool.acquire() as conn:
-        await outbox.write(conn, iid, [write], 10)
+        await outbox.write(conn, iid, [write("3")], 10)
         assert await outbox.load_objects(conn, iid, {"customers": ["5"]}) == {"customers": {}}
+        assert await conn.fetchval(stored, "3") is None  # the option is off: no `changes`
         await conn.execute("UPDATE instances SET changes = true WHERE id = $1", iid)
-        await outbox.write(conn, iid, [write], 10)
+        await outbox.write(conn, iid, [write("4")], 10)
+        assert await conn.fetchval(stored, "4") == '[{"path":"/Balance","old":0,"new":12.50}]'
         kept = await outbox.load_objects(conn, iid, {"customers": ["5"]})
     assert kept == {"customers": {"5": '{"Id":"5","SyncToken":"3","Balance":12.50,"Name":"Café"}'}}
     async with env.pool.acquire() as conn:  # a damaged copy reads as none kept

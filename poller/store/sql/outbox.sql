@@ -29,7 +29,8 @@ WHERE s.object IS NOT NULL
 -- not inserted again; RETURNING lists only the new rows.
 -- $14: the full object a row keeps (`event.poller.changes`, zlib), kept only while the instance, as
 -- committed now, still asks for it: a cycle that began before the option was turned off does
--- not store objects again after they were freed. $15: the events' changes (NULL: no key).
+-- not store objects again after they were freed. $15: the events' changes (NULL: no key),
+-- likewise kept only while the instance asks for them (that cycle's events have no `changes`).
 WITH keeps AS (
     SELECT coalesce((SELECT changes FROM instances WHERE id = $1), false) AS objects
 ), snapshots AS (
@@ -48,10 +49,11 @@ WITH keeps AS (
 INSERT INTO events (instance_id, resource, object_id, version, event_type, occurred_at, raw,
                     changes)
 SELECT $1, e.resource, e.object_id, e.version, e.event_type, e.occurred_at, e.raw::json,
-       e.changes::json
+       CASE WHEN keeps.objects THEN e.changes::json END
 FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::text[],
             $15::text[])
      WITH ORDINALITY AS e (resource, object_id, version, event_type, occurred_at, raw, changes, n)
+CROSS JOIN keeps
 ORDER BY e.n
 ON CONFLICT ON CONSTRAINT events_object_version_key DO NOTHING
 RETURNING id, resource, object_id, version
