@@ -66,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", help="event.poller.refresh_interval, in minutes")
     parser.add_argument("--signature-key", help="event.notification.signature.key")
     parser.add_argument(
+        "--changes",
+        action="store_true",
+        help="event.poller.changes: UPDATED events say which fields changed",
+    )
+    parser.add_argument(
         "--redirect-uri",
         default=DEFAULT_REDIRECT_URI,
         help=f"where Intuit sends the browser back (default {DEFAULT_REDIRECT_URI})",
@@ -134,6 +139,7 @@ def instance_body(
         "event.poller.urls": args.resources,
         "event.poller.refresh_interval": args.interval,
         "event.notification.signature.key": args.signature_key,
+        "event.poller.changes": True if getattr(args, "changes", False) else None,
     }
     configuration.update({key: value for key, value in optional.items() if value is not None})
     return {

@@ -119,7 +119,8 @@ class Instance:
     timezone: str = "UTC"
     initial: InitialMode = InitialMode.NOW
     deactivated_as_deleted: bool = False
-    changes: bool = False  # `event.poller.changes` (§12)
+    # `event.poller.changes`: UPDATED events carry field-level changes (DESIGN §12).
+    changes: bool = False
     tags: tuple[str, ...] = ()
     element_key: str = "quickbooks"
     # The configuration as given, minus secrets (those live in their own encrypted columns).

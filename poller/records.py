@@ -6,13 +6,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, Final, Literal, TypeAlias
 
 # An object as QuickBooks returned it (parsed JSON; decimal literals kept verbatim).
 QboObject = dict[str, Any]
 
 DELETED_VERSION = "deleted"  # events.version of a tombstone (it has no SyncToken)
+
+
+# One field-level change of an UPDATED event (DESIGN §12): {"path", "old"?, "new"?}.
+Change = dict[str, Any]
+
+
+class _Untracked(Enum):
+    UNTRACKED = "untracked"
+
+
+# `Event.changes` of an event that carries no `changes` key: CREATED and DELETED events, and
+# every event of an instance without `event.poller.changes`.
+UNTRACKED: Final = _Untracked.UNTRACKED
+# A list of changes; None: "changes": null (no full previous object to compare with).
+Changes: TypeAlias = list[Change] | Literal[_Untracked.UNTRACKED] | None
 
 
 class EventType(StrEnum):
@@ -43,3 +58,4 @@ class Event:
     event_type: EventType
     occurred_at: datetime  # LastUpdatedTime (deletion time for a tombstone)
     raw: QboObject  # the object as QBO returned it, or the tombstone
+    changes: Changes = UNTRACKED  # field-level changes (poller.detect.changes)

@@ -482,7 +482,9 @@ class Dispatcher:
         instance = InstanceInfo(
             claim.instance_id, claim.instance_name, claim.tags, claim.realm_id, claim.timezone
         )
-        rows = [EventRow(e.event_type, e.object_id, e.occurred_at, e.raw) for e in events]
+        rows = [
+            EventRow(e.event_type, e.object_id, e.occurred_at, e.raw, e.changes) for e in events
+        ]
         return build_body(instance, claim.resource, claim.event_id, rows)
 
     async def _renew_leases(self) -> None:

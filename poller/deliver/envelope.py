@@ -1,9 +1,10 @@
 """The Open Connectors callback envelope (DESIGN §6), built as bytes.
 
 The QBO objects are spliced in as the exact text stored in `events.raw` (a `json` column keeps
-its input text byte for byte): re-serialising them would reorder keys, change number formats and
-escapes, and the contract promises "the QBO object exactly as QuickBooks returned it". Everything
-else is small and ours, so orjson writes it.
+its input text byte for byte), and so are an event's field-level changes (`events.changes`,
+DESIGN §12: their values are QBO's literals too): re-serialising them would reorder keys,
+change number formats and escapes, and the contract promises "the QBO object exactly as
+QuickBooks returned it". Everything else is small and ours, so orjson writes it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class EventRow:
     object_id: str
     occurred_at: datetime  # the object's LastUpdatedTime
     raw: str  # the QBO object (or tombstone) as stored: valid JSON text
+    # `changes` (DESIGN §12) as stored JSON text (`null` or a list); None: the event has no
+    # `changes` key (CREATED, DELETED, instances without `event.poller.changes`).
+    changes: str | None = None
 
 
 @lru_cache(maxsize=256)
@@ -69,24 +73,29 @@ def _dumps(value: object) -> bytes:
     return orjson.dumps(value)
 
 
+def _event(event: EventRow, resource: str, timezone: str) -> bytes:
+    """One `events` entry; its `changes`, when it has them, spliced in as stored."""
+    entry = _dumps(
+        {
+            "elementKey": ELEMENT_KEY,
+            "eventType": event.event_type,
+            "objectType": resource,
+            "objectId": event.object_id,
+            "date": format_date(event.occurred_at, timezone),
+        }
+    )
+    if event.changes is None:
+        return entry
+    return entry[:-1] + b',"changes":' + event.changes.encode() + b"}"
+
+
 def build_body(
     instance: InstanceInfo, resource: str, event_id: str, events: Sequence[EventRow]
 ) -> bytes:
     """The callback body: one `raw[resource]` record and one `events` entry per event, in order."""
     iid = str(int(instance.id)).encode()
     raw_list = b"[" + b",".join(e.raw.encode() for e in events) + b"]"
-    normalized = _dumps(
-        [
-            {
-                "elementKey": ELEMENT_KEY,
-                "eventType": e.event_type,
-                "objectType": resource,
-                "objectId": e.object_id,
-                "date": format_date(e.occurred_at, instance.timezone),
-            }
-            for e in events
-        ]
-    )
+    normalized = b"[" + b",".join(_event(e, resource, instance.timezone) for e in events) + b"]"
     resource_key = _dumps(resource)
     return b"".join(
         (

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from poller import metrics
+from poller.detect import changes as changes_mod
 from poller.detect import diff as diff_mod
 from poller.detect.failures import CycleFailures, ErrorCounts, Outcome
 from poller.detect.feed import ChangeFeed, FeedClosed, Mode, PairAnswer, PairRequest
@@ -82,6 +84,7 @@ class InstanceConfig:
     events_per_notification: int = 10
     replica_timeout_s: float = 15.0  # POLLER_REPLICA_TIMEOUT: a lease outlives its owner so long
     owner: str = "replica"
+    changes: bool = False  # event.poller.changes: UPDATED events carry field-level changes
 
 
 class InstanceCycles:
@@ -394,6 +397,8 @@ class InstanceCycles:
             async with db.acquire(self.pool) as conn:
                 previous = await self._load(conn, _snapshot_ids(good), failures)
                 writes, settles, good = self._diff(good, previous, failures)
+                if self.cfg.changes:
+                    writes = await self._with_changes(conn, writes)
                 settles += failures.settles([name for name in answered_names if name in failures])
                 sent = time.monotonic()
                 stats, written = await self._write(conn, writes, settles, failures)
@@ -485,10 +490,32 @@ class InstanceCycles:
                 except Exception as exc:  # a bad object fails its pair only
                     failures.add(res.name, exc)
                     continue
-                writes.append(outbox.PairWrite(res.name, result.snapshots, result.events))
+                objects = (
+                    changes_mod.kept_objects(result.snapshots, answer.objects)
+                    if self.cfg.changes
+                    else None
+                )
+                writes.append(outbox.PairWrite(res.name, result.snapshots, result.events, objects))
             kept.append((res, answer))
             settles.append(self._advance(res, cursor, answer))
         return writes, settles, kept
+
+    async def _with_changes(
+        self, conn: db.Conn, writes: list[outbox.PairWrite]
+    ) -> list[outbox.PairWrite]:
+        """`event.poller.changes`: each UPDATED event compared with the object its snapshot
+        row kept (read before this cycle's commit replaces it), DESIGN §12."""
+        wanted = {w.resource: changes_mod.updated_ids(w.events) for w in writes}
+        wanted = {resource: ids for resource, ids in wanted.items() if ids}
+        if not wanted:
+            return writes
+        kept = await outbox.load_objects(conn, self.cfg.instance_id, wanted)
+        return [
+            dataclasses.replace(w, events=changes_mod.annotate(w.events, kept.get(w.resource, {})))
+            if w.resource in wanted
+            else w
+            for w in writes
+        ]
 
     def _advance(self, res: Resource, cursor: Cursor, answer: PairAnswer) -> Settle:
         """A successful poll, as settled: the watermark advanced, due again on the grid."""

@@ -237,6 +237,7 @@ class PollerService:
             settings.events_per_notification,
             settings.replica_timeout_s,
             settings.replica_id,
+            changes=inst.changes,
         )
 
     async def _needs_reconnect(self, inst: PollableInstance, exc: ReconnectRequired) -> None:

@@ -17,6 +17,7 @@ from poller.manage.errors import InvalidRequest, NotFound
 from poller.manage.instances import page_cursor, parse_cursor
 from poller.manage.users import Caller
 from poller.manage.views import iso
+from poller.qbo.parse import loads_verbatim
 from poller.store import api_events, api_instances, db, notifications
 from poller.store.api_events import RecordFilter
 
@@ -222,21 +223,27 @@ class EventManager:
                     "status": record_status(row["status"], row["attempts"]),
                     "instanceId": row["instance_id"],
                     "objectType": resource,
-                    "events": [
-                        {
-                            "elementKey": "quickbooks",
-                            "eventType": event.event_type,
-                            "objectType": resource,
-                            "objectId": event.object_id,
-                            "date": iso(event.occurred_at),
-                        }
-                        for event in stored
-                    ],
+                    "events": [_event(event, resource) for event in stored],
                     "providerData": raw,
                     "notifiedData": attempts.get(row["id"], []),
                 }
             )
         return records
+
+
+def _event(event: notifications.StoredEvent, resource: str) -> dict[str, Any]:
+    """One event of a record: the callback's event, `changes` included when it has them
+    (DESIGN §12), their values decoded so that QBO's decimal literals stay as written."""
+    entry: dict[str, Any] = {
+        "elementKey": "quickbooks",
+        "eventType": event.event_type,
+        "objectType": resource,
+        "objectId": event.object_id,
+        "date": iso(event.occurred_at),
+    }
+    if event.changes is not None:
+        entry["changes"] = loads_verbatim(event.changes.encode())
+    return entry
 
 
 def _connection(conn: db.Conn) -> asyncpg.Connection:

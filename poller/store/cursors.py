@@ -104,6 +104,7 @@ class PollableInstance:
     config_version: int
     resources: tuple[str, ...]
     vendor_type: VendorType = VendorType.POLLING
+    changes: bool = False  # event.poller.changes
 
 
 @store_call
@@ -120,6 +121,7 @@ async def pollable_instances(conn: Conn) -> list[PollableInstance]:
             row["config_version"],
             tuple(row["resources"]),
             VendorType(row["vendor_type"]),
+            row["changes"],
         )
         for row in rows
     ]

@@ -53,6 +53,7 @@ def _row_values(inst: Instance, box: SecretBox) -> dict[str, Any]:
         "timezone": inst.timezone,
         "initial_mode": inst.initial,
         "deactivated_as_deleted": inst.deactivated_as_deleted,
+        "changes": inst.changes,
         "tags": list(inst.tags),
         "configuration": inst.public_configuration(),
         "provider_fingerprint": inst.provider.fingerprint(),
@@ -130,6 +131,7 @@ _SETTINGS_COLUMNS = (
     "configuration",
     "provider_fingerprint",
     "webhook_verifier_enc",
+    "changes",
 )
 
 
@@ -191,6 +193,9 @@ async def _update(
             await conn.execute(Q["drop_all_pairs"], instance_id)
         await _replace_credentials(conn, instance_id, inst, box)
     await _sync_pairs(conn, instance_id, inst)
+    if existing["changes"] and not inst.changes:
+        # `event.poller.changes` turned off: the full objects kept for it go (DESIGN §12).
+        await conn.execute(Q["forget_objects"], instance_id)
     return UpsertResult(instance_id, "updated", replace)
 
 

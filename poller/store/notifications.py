@@ -73,6 +73,7 @@ class StoredEvent:
     object_id: str
     occurred_at: datetime
     raw: str
+    changes: str | None = None  # events.changes as stored JSON text; None: no `changes` key
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ async def events_of(
             row["object_id"],
             row["occurred_at"],
             row["raw"],
+            row["changes"],
         )
         grouped.setdefault(row["notification_id"], []).append(event)
     return grouped

@@ -284,3 +284,53 @@ def hostile_name(stack: Stack, browser: Any) -> None:
     browser.get(stack.root + "/ui/instances")
     assert hostile in browser.find_element(By.ID, "instances").text
     assert browser.execute_script("return window.pwned === undefined;")
+
+
+async def test_field_changes_in_chromium(stack: Stack, browser: Any, tmp_path: Path) -> None:
+    """DESIGN §12 in the browser: the form's Field changes box, then an event's changes."""
+    await asyncio.to_thread(field_changes, stack, browser, tmp_path)
+
+
+def field_changes(stack: Stack, browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    find = browser.find_element
+    browser.get(stack.root + "/ui/signin")
+    find(By.ID, "user_secret").send_keys(stack.user_secret)
+    find(By.ID, "organization_secret").send_keys(ORG_SECRET)
+    find(By.ID, "signin").click()
+    browser.get(stack.root + "/ui/instances/new")
+    find(By.ID, "connect").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "connected"))
+    find(By.ID, "name").send_keys("Diffs")
+    find(By.ID, "callback_url").send_keys(stack.hook.url)
+    interval = find(By.ID, "refresh_interval")
+    interval.clear()
+    interval.send_keys("0.02")
+    find(By.ID, "resources-none").click()
+    find(By.ID, "resource-customers").click()
+    find(By.CSS_SELECTOR, "details summary").click()  # the options beyond Open Connectors'
+    find(By.ID, "changes").click()
+    find(By.ID, "submit").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "instance-name"))
+
+    def polled(driver: Any) -> bool:
+        driver.refresh()
+        return "Last poll</dt><dd>never" not in driver.page_source
+
+    wait_for(browser, polled)
+    realm = next(iter(stack.call(lambda: list(stack.emu.realms))))
+    cid = stack.call(lambda: stack.emu.ids(realm, "Customer", include_inactive=False)[0])
+    find(By.ID, "event-log").click()
+    rows = "#event-rows tr[data-id]"
+    stack.call(lambda: stack.emu.update(realm, "Customer", {"Id": cid, "Notes": "before"}))
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 1, timeout=30)
+    stack.call(lambda: stack.emu.update(realm, "Customer", {"Id": cid, "Notes": "after"}))
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 2, timeout=30)
+    find(By.CSS_SELECTOR, rows).find_element(By.TAG_NAME, "a").click()  # the newest
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table.changes"))
+    cells = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "table.changes tbody td")]
+    assert cells == ["/Notes", '"before"', '"after"']
+    folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(folder / "field-changes.png"))

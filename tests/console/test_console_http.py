@@ -14,7 +14,7 @@ from yarl import URL
 from poller.manage import users
 from tests.api.harness import ORG_SECRET, add_user, receiver, running_daemon
 from tests.console.harness import ConsoleClient, instance_form
-from tests.deliver.helpers import insert_instance, insert_many
+from tests.deliver.helpers import eventually, insert_instance, insert_many
 
 pytestmark = pytest.mark.slow
 
@@ -295,3 +295,69 @@ async def test_control_characters_refused_in_the_form_and_urls_redacted_in_the_l
         assert "s3cr3t-pass" not in listed.text and "tok-abc123" not in listed.text
     finally:
         await admin.close()
+
+
+async def test_field_changes_option_and_event_page_show_changes_escaped(
+    emu: Any, daemon: Any, pool: asyncpg.Pool
+) -> None:
+    """DESIGN §10, §12: the form's "Field changes" box sets `event.poller.changes`, and the
+    event page lists each change (path, before, after), escaped."""
+    client = await signed_in(daemon, pool, "alice")
+    try:
+        await client.post("/ui/connect", {})
+        form = instance_form("Diffs", "http://127.0.0.1:9/hook", ["customers"], changes="on")
+        created = await client.post("/ui/instances/new", form)
+        assert created.status == 200, created.text
+        match = re.search(r"/ui/instances/(\d+)", created.url)
+        assert match is not None
+        instance_id = int(match.group(1))
+        row = await pool.fetchrow(
+            "SELECT realm_id, changes FROM instances WHERE id = $1", instance_id
+        )
+        assert row["changes"] is True
+        edit = await client.get(f"/ui/instances/{instance_id}/edit")
+        assert re.search(r'id="changes" name="changes" checked', edit.text), "kept on edit"
+        realm = row["realm_id"]
+        cid = emu.ids(realm, "Customer", include_inactive=False)[0]
+
+        async def initialized() -> bool:
+            return bool(
+                await pool.fetchval(
+                    "SELECT initialized FROM pair_cursors WHERE instance_id = $1", instance_id
+                )
+            )
+
+        async def event_of(version: str) -> Any:
+            async def there() -> bool:
+                return bool(
+                    await pool.fetchval("SELECT count(*) FROM events WHERE version = $1", version)
+                )
+
+            await eventually(there, timeout=15)
+            return await pool.fetchval(
+                "SELECT n.event_id FROM events e JOIN notifications n ON n.id = e.notification_id"
+                " WHERE e.version = $1",
+                version,
+            )
+
+        await eventually(initialized, timeout=15)
+        first = emu.update(realm, "Customer", {"Id": cid, "Notes": "plain"})
+        unknown_id = await event_of(first["SyncToken"])
+        second = emu.update(realm, "Customer", {"Id": cid, "Notes": "<script>x()</script>"})
+        known_id = await event_of(second["SyncToken"])
+
+        page = await client.get(f"/ui/instances/{instance_id}/events/{known_id}")
+        assert page.status == 200
+        table = re.search(r'<table class="changes"[^>]*>(.*?)</table>', page.text, re.S)
+        assert table is not None, page.text
+        cells = re.findall(r"<td>(.*?)</td>", table.group(1), re.S)
+        assert cells == [
+            "<code>/Notes</code>",
+            "<code>&#34;plain&#34;</code>",
+            "<code>&#34;&lt;script&gt;x()&lt;/script&gt;&#34;</code>",
+        ]
+        assert "<script>x()" not in page.text
+        unknown = await client.get(f"/ui/instances/{instance_id}/events/{unknown_id}")
+        assert 'class="changes-unknown"' in unknown.text
+    finally:
+        await client.close()

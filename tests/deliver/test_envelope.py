@@ -97,6 +97,31 @@ def test_raw_objects_are_spliced_in_byte_for_byte() -> None:
     assert b"100.10" in data  # not 100.1
 
 
+def test_changes_are_spliced_into_their_event_only() -> None:
+    """DESIGN §12: an UPDATED event of an instance with `event.poller.changes` carries its
+    changes as stored (QBO's literals: 100.10 stays 100.10); other events have no key."""
+    changes = '[{"path":"/TotalAmt","old":90.00,"new":100.10},{"path":"/Memo","new":"x"}]'
+    data = build_body(
+        INSTANCE,
+        "invoices",
+        EVENT_ID,
+        [
+            EventRow("UPDATED", "145", T1, INVOICE, changes),
+            EventRow("UPDATED", "147", T1, INVOICE, "null"),
+            EventRow("DELETED", "146", T2, TOMBSTONE),
+        ],
+    )
+    assert b',"changes":' + changes.encode() + b"}" in data
+    events = orjson.loads(data)["message"]["events"]
+    assert events[0]["changes"] == [
+        {"path": "/TotalAmt", "old": 90.0, "new": 100.1},
+        {"path": "/Memo", "new": "x"},
+    ]
+    assert "changes" in events[1] and events[1]["changes"] is None
+    assert "changes" not in events[2]
+    assert b'"changes"' not in body()  # events without changes: no key at all
+
+
 def test_names_with_quotes_are_escaped() -> None:
     weird = InstanceInfo(3, 'Acme "West" \\ Ltd', ('a"b',), "1")
     assert orjson.loads(body(weird))["message"]["instanceName"] == 'Acme "West" \\ Ltd'

@@ -57,6 +57,7 @@ async def add_instance(
     resources: Sequence[str] | None = None,
     initial: str = "now",
     deactivated_as_deleted: bool = False,
+    changes: bool = False,
 ) -> int:
     """Register an instance the way a user would (refresh token from the emulator's OAuth)."""
     tokens = emu.issue_tokens(realm)
@@ -68,6 +69,7 @@ async def add_instance(
         "event.poller.refresh_interval": "1",  # set below: tests poll faster than users may
         "event.poller.initial": initial,
         "event.poller.deactivated_as_deleted": deactivated_as_deleted,
+        "event.poller.changes": changes,
     }
     if resources is not None:
         config["event.poller.urls"] = "|".join(resources)
@@ -108,6 +110,7 @@ def instance_config(row: asyncpg.Record, settings: Settings) -> InstanceConfig:
         settings.events_per_notification,
         settings.replica_timeout_s,
         settings.replica_id,
+        changes=row["changes"],
     )
 
 

@@ -82,7 +82,9 @@ async def finish(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
 async def test_connect_writes_a_body_whose_refresh_token_works(emu: Any, tmp_path: Path) -> None:
     out = tmp_path / "instance.json"
     redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
-    process, consent = await start_connect(connect_env(emu), redirect_uri, "--out", str(out))
+    process, consent = await start_connect(
+        connect_env(emu), redirect_uri, "--out", str(out), "--changes"
+    )
     assert consent.startswith(f"{emu.base_url}/connect/oauth2?")
     async with aiohttp.ClientSession() as session, session.get(consent) as page:
         # The emulator approves at once and sends the browser back to connect's listener.
@@ -99,6 +101,7 @@ async def test_connect_writes_a_body_whose_refresh_token_works(emu: Any, tmp_pat
     instance = parse_instance(body)
     assert instance.resources == ("customers", "invoices")
     assert instance.redirect_uri == redirect_uri
+    assert instance.changes is True  # --changes: event.poller.changes
     # The token is a live one: the emulator rotates it on refresh.
     form = {"grant_type": "refresh_token", "refresh_token": body["providerData"]["refreshToken"]}
     basic = base64.b64encode(f"{emu.client_id}:{emu.client_secret}".encode()).decode()

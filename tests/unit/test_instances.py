@@ -225,6 +225,17 @@ def test_timezone_initial_and_deactivated_as_deleted() -> None:
         parse_instance(body(event__poller__timezone="Mars/Base"))
 
 
+@pytest.mark.parametrize("value,expected", [(True, True), ("true", True), ("False", False)])
+def test_changes_option_is_a_boolean(value: Any, expected: bool) -> None:
+    assert parse_instance(body()).changes is False  # off unless asked
+    assert parse_instance(body(event__poller__changes=value)).changes is expected
+
+
+def test_bad_changes_option_names_key_and_value() -> None:
+    with pytest.raises(ConfigError, match=r"event.poller.changes='fields': expected true or false"):
+        parse_instance(body(event__poller__changes="fields"))
+
+
 def test_code_needs_the_redirect_uri() -> None:
     with pytest.raises(ConfigError, match=r"oauth.callback.url"):
         parse_instance(body(oauth__callback__url=None))

@@ -4,7 +4,7 @@
 -- name: pollable_instances
 -- What the poller should run: active instances with events enabled, and their pairs.
 SELECT i.id, i.name, i.realm_id, i.refresh_interval_s, i.initial_mode,
-       i.deactivated_as_deleted, i.config_version, i.vendor_type,
+       i.deactivated_as_deleted, i.config_version, i.vendor_type, i.changes,
        coalesce(array_agg(p.resource ORDER BY p.resource) FILTER (WHERE p.resource IS NOT NULL),
                 '{}') AS resources
 FROM instances i LEFT JOIN pair_cursors p ON p.instance_id = i.id

@@ -1,13 +1,15 @@
 -- name: lock_by_name
 SELECT id, realm_id, status, provider_fingerprint, client_id, client_secret_enc, redirect_uri,
        events_enabled, vendor_type, callback_url, signature_key_enc, refresh_interval_s, resources,
-       timezone, initial_mode, deactivated_as_deleted, tags, configuration, webhook_verifier_enc
+       timezone, initial_mode, deactivated_as_deleted, tags, configuration, webhook_verifier_enc,
+       changes
 FROM instances WHERE name = $1 FOR UPDATE
 
 -- name: lock_by_id
 SELECT id, realm_id, status, provider_fingerprint, client_id, client_secret_enc, redirect_uri,
        events_enabled, vendor_type, callback_url, signature_key_enc, refresh_interval_s, resources,
-       timezone, initial_mode, deactivated_as_deleted, tags, configuration, webhook_verifier_enc
+       timezone, initial_mode, deactivated_as_deleted, tags, configuration, webhook_verifier_enc,
+       changes
 FROM instances WHERE id = $1 FOR UPDATE
 
 -- name: rename
@@ -19,9 +21,9 @@ RETURNING id
 INSERT INTO instances (name, element_key, realm_id, status, client_id, client_secret_enc,
     redirect_uri, events_enabled, vendor_type, callback_url, signature_key_enc,
     refresh_interval_s, resources, timezone, initial_mode, deactivated_as_deleted, tags,
-    configuration, provider_fingerprint, webhook_verifier_enc)
+    configuration, provider_fingerprint, webhook_verifier_enc, changes)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-        $20)
+        $20, $21)
 RETURNING id
 
 -- name: update
@@ -29,10 +31,14 @@ UPDATE instances SET element_key = $2, realm_id = $3, status = $4, status_reason
     client_id = $6, client_secret_enc = $7, redirect_uri = $8, events_enabled = $9,
     vendor_type = $10, callback_url = $11, signature_key_enc = $12, refresh_interval_s = $13,
     resources = $14, timezone = $15, initial_mode = $16, deactivated_as_deleted = $17, tags = $18,
-    configuration = $19, provider_fingerprint = $20, webhook_verifier_enc = $21,
+    configuration = $19, provider_fingerprint = $20, webhook_verifier_enc = $21, changes = $22,
     config_version = config_version + 1,
     updated_at = now()
 WHERE id = $1
+
+-- name: forget_objects
+-- `event.poller.changes` turned off: free the full objects its snapshot rows kept.
+UPDATE object_snapshots SET object = NULL WHERE instance_id = $1 AND object IS NOT NULL
 
 -- name: upsert_credentials
 INSERT INTO oauth_credentials (instance_id, realm_id, auth_code_enc, refresh_token_enc)

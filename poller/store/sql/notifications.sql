@@ -64,7 +64,8 @@ RETURNING n.id, n.event_id, n.instance_id, n.resource, n.attempts, n.body, n.cre
           i.signature_key_enc, g.url IS NOT NULL AS held
 
 -- name: events_of
-SELECT notification_id, event_type, object_id, occurred_at, raw::text AS raw
+SELECT notification_id, event_type, object_id, occurred_at, raw::text AS raw,
+       changes::text AS changes
 FROM events
 WHERE notification_id = ANY($1::bigint[])
 ORDER BY notification_id, position, id

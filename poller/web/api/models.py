@@ -104,6 +104,34 @@ class DeliveryAttempt(BaseModel):
     durationMs: int | None
 
 
+class FieldChange(BaseModel):
+    """One field-level change of an UPDATED event (DESIGN §12)."""
+
+    path: str = Field(
+        description="RFC 6901 JSON Pointer into the new object (a removed array element: "
+        "its index in the old array)",
+        examples=["/BillAddr/City"],
+    )
+    old: Any = Field(default=None, description="the value before; absent for an added one")
+    new: Any = Field(default=None, description="the value after; absent for a removed one")
+
+
+class CallbackEvent(BaseModel):
+    """One event of a callback message, as the callback carries it."""
+
+    elementKey: str = Field(examples=["quickbooks"])
+    eventType: str = Field(description="CREATED, UPDATED or DELETED")
+    objectType: str
+    objectId: str
+    date: str = Field(description="the object's LastUpdatedTime")
+    changes: list[FieldChange] | None = Field(
+        default=None,
+        description="UPDATED events of instances with event.poller.changes: what changed "
+        "(SyncToken and MetaData.LastUpdatedTime left out); null when no earlier full copy "
+        "of the object was kept; absent on other events",
+    )
+
+
 class EventRecord(BaseModel):
     """One callback message: one eventId, up to POLLER_EVENTS_PER_NOTIFICATION events."""
 
@@ -112,7 +140,7 @@ class EventRecord(BaseModel):
     status: str = Field(description="NEW, DISPATCHED, NOTIFIED, FAILED or HELD")
     instanceId: int
     objectType: str
-    events: list[dict[str, Any]]
+    events: list[CallbackEvent]
     providerData: str = Field(description="the callback's raw, as a JSON string")
     notifiedData: list[DeliveryAttempt]
 

@@ -446,7 +446,8 @@ class Console:
         record = await self.events.get(caller, request.match_info["event"], instance_id)
         payload = orjson.loads(record["providerData"])
         pretty = orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode()
-        context = {"inst": view, "record": record, "payload": pretty}
+        changes = [_change_rows(event) for event in record["events"]]
+        context = {"inst": view, "record": record, "payload": pretty, "changes": changes}
         return self.render("event.html", request, context)
 
     async def redeliver(self, request: web.Request) -> web.StreamResponse:
@@ -475,3 +476,25 @@ class Console:
                 raise InvalidRequest("delivery: expected <instance id>/<event id>")
             await self.events.redeliver(caller, int(instance_text), event_id)
         raise web.HTTPFound("/ui/deliveries?done=redelivered")
+
+
+def _change_rows(event: dict[str, Any]) -> list[dict[str, str | None]] | str | None:
+    """An event's field changes as the page shows them (DESIGN §12): rows of path, old and new
+    (values as JSON text, QBO's literals as written; None: absent), "unknown" for
+    `"changes": null`, None when the event has no `changes`."""
+    if "changes" not in event:
+        return None
+    if event["changes"] is None:
+        return "unknown"
+    return [
+        {
+            "path": change["path"],
+            "old": _json_text(change["old"]) if "old" in change else None,
+            "new": _json_text(change["new"]) if "new" in change else None,
+        }
+        for change in event["changes"]
+    ]
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
