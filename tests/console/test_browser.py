@@ -271,6 +271,9 @@ def hostile_name(stack: Stack, browser: Any) -> None:
     browser.find_element(By.ID, "user_secret").send_keys(stack.user_secret)
     browser.find_element(By.ID, "organization_secret").send_keys(ORG_SECRET)
     browser.find_element(By.ID, "signin").click()
+    # The sign-in POST must land (its cookie set) before the next page is asked for: a `get`
+    # right after the click can cancel it, and the form page then redirects to /ui/signin.
+    wait_for(browser, lambda d: d.current_url.endswith("/ui/instances"))
     browser.get(stack.root + "/ui/instances/new")
     browser.find_element(By.ID, "connect").click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "connected"))
@@ -299,6 +302,7 @@ def field_changes(stack: Stack, browser: Any, tmp_path: Path) -> None:
     find(By.ID, "user_secret").send_keys(stack.user_secret)
     find(By.ID, "organization_secret").send_keys(ORG_SECRET)
     find(By.ID, "signin").click()
+    wait_for(browser, lambda d: d.current_url.endswith("/ui/instances"))  # as in hostile_name
     browser.get(stack.root + "/ui/instances/new")
     find(By.ID, "connect").click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "connected"))
