@@ -48,6 +48,7 @@ from poller.deliver.envelope import EventRow, InstanceInfo, build_body
 from poller.deliver.signing import USER_AGENT, callback_headers
 from poller.deliver.ssrf import CallbackRefused, GuardedResolver, check_url, refused_in
 from poller.errors import DatabaseError, PollerError
+from poller.progress import Progress
 from poller.store import db
 from poller.store import notifications as store
 from poller.store.crypto import SecretBox
@@ -244,8 +245,11 @@ class Dispatcher:
         dsn: str,
         box: SecretBox,
         owner: str | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.settings = settings
+        # Beaten each time the claim loop comes round (the systemd watchdog, poller.progress).
+        self.progress = progress or Progress(self.name)
         self.pool = pool
         self.dsn = dsn
         self.box = box
@@ -370,6 +374,7 @@ class Dispatcher:
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self.progress.beat()
             self._wake.clear()
             free = self.capacity - len(self._tasks)
             if free >= (self.refill_at if self._backlog else 1):

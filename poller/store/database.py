@@ -38,12 +38,14 @@ async def open_database(
     *,
     pool_size: int,
     migrate_first: bool = True,
+    exclusive: bool = False,
 ) -> AsyncIterator[Database]:
-    """The database for a command or the daemon, migrated and checked (see the module doc)."""
+    """The database for a command or the daemon, migrated and checked (see the module doc).
+    `exclusive` (the daemon): an embedded server another process owns is refused, not joined."""
     async with contextlib.AsyncExitStack() as stack:
         dsn = database_url
         if dsn is None:
-            dsn = await stack.enter_async_context(embedded_postgres(data_dir))
+            dsn = await stack.enter_async_context(embedded_postgres(data_dir, exclusive=exclusive))
         pool = await db.create_pool(dsn, max_size=pool_size)
         stack.push_async_callback(close_pool, pool)
         async with db.acquire(pool) as conn:
