@@ -77,10 +77,10 @@ async def watchdog(
     board: ProgressBoard | None = None,
     period_s: float | None = None,
 ) -> None:
-    """Ping WATCHDOG=1 every `interval_s` while the event loop runs and every service on `board`
-    has come round within `period_s` (poller.progress); withhold it while one has not, so that
-    systemd restarts a daemon whose poller or dispatcher is stuck. One line when the pings stop,
-    one when they resume."""
+    """Ping WATCHDOG=1 every `interval_s` while the event loop runs and no service on `board` has
+    been inside one turn of its loop for longer than `period_s` (poller.progress); withhold it
+    while one has, so that systemd restarts a daemon whose poller or dispatcher is stuck. One
+    line when the pings stop, one when they resume."""
     period = period_s if period_s is not None else interval_s * 2
     withheld = False
     while True:

@@ -248,7 +248,7 @@ class Dispatcher:
         progress: Progress | None = None,
     ) -> None:
         self.settings = settings
-        # Beaten each time the claim loop comes round (the systemd watchdog, poller.progress).
+        # Each turn of the claim loop, for the systemd watchdog (poller.progress).
         self.progress = progress or Progress(self.name)
         self.pool = pool
         self.dsn = dsn
@@ -381,11 +381,13 @@ class Dispatcher:
                 want = min(free, MAX_CLAIM_BATCH)
                 got = await self._claim_batch(want)
                 if got < 0:  # database trouble: back off for a poll interval
+                    self.progress.idle()
                     await sleep_unless(stop, self.settings.delivery_poll_interval_s)
                     continue
                 self._backlog = got == want
                 if self._backlog and len(self._tasks) < self.capacity:
                     continue
+            self.progress.idle()
             await self._wait(self._wait_timeout())
 
     def _wait_timeout(self) -> float:

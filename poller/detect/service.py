@@ -84,7 +84,7 @@ class PollerService:
         )
         self.batch_cdc = BatchCdcMemory()
         self.running: dict[int, _Running] = {}
-        # Beaten each time the rescan loop comes round (the systemd watchdog, poller.progress).
+        # Each turn of the rescan loop, for the systemd watchdog (poller.progress).
         self.progress = progress or Progress(self.name)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -96,6 +96,7 @@ class PollerService:
                 while not stop.is_set():
                     self.progress.beat()
                     await self._rescan_logged(group)
+                    self.progress.idle()
                     await sleep_unless(stop, self.options.rescan_s)
                 for run in self.running.values():
                     run.stop.set()

@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -283,3 +284,83 @@ def test_a_closed_terminal_stops_the_daemon_and_its_server(tmp_path: Path) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- the watchdog ------------------------------------------------------------------------------
+
+
+class NotifySocket:
+    """systemd's side of NOTIFY_SOCKET: a unix datagram socket collecting what the daemon says."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.received: list[tuple[float, str]] = []
+
+    def pump(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.received.append((time.monotonic(), self.sock.recv(4096).decode()))
+            except TimeoutError:
+                continue
+
+    def pings_since(self, moment: float) -> list[float]:
+        return [at for at, message in self.received if message == "WATCHDOG=1" and at > moment]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_the_watchdog_stops_pinging_while_the_dispatcher_is_stuck(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    """A dispatcher whose claim query hangs on a table lock (beyond the watchdog period, inside
+    the pool's command timeout) stops the pings: systemd would restart the daemon. Idle is not
+    stuck: the pings flow while there is nothing to deliver, and again once the lock goes."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = base_env(
+        DATABASE_URL=db_dsn,
+        NOTIFY_SOCKET=str(notify.path),
+        WATCHDOG_USEC="1000000",  # a 1 s period: pings every 0.5 s
+        POLLER_HTTP_ADDR="",
+        POLLER_DELIVERY_POLL_INTERVAL="0.2",
+    )
+    daemon = Daemon(env, log_path=tmp_path / "daemon.log")
+    conn = await db.connect(db_dsn)
+    try:
+
+        def healthy() -> bool:
+            notify.pump(0.1)
+            return len(notify.pings_since(0)) >= 4
+
+        await asyncio.to_thread(wait_for, healthy, 60, "healthy pings", daemon)
+        [watching] = log_events(daemon, "watchdog_started")
+        assert watching["watches"] == ["poller", "dispatcher"] and watching["period_s"] == 1.0
+
+        # The dispatcher's next claim waits on this lock for as long as the test holds it.
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE")
+        locked = time.monotonic()
+        await asyncio.to_thread(notify.pump, 1.5)  # one poll interval, one period, one ping
+        pings_stopped = time.monotonic()
+        await asyncio.to_thread(notify.pump, 3.0)  # three periods: systemd would have acted
+        assert notify.pings_since(pings_stopped) == [], daemon.output()[-3000:]
+        assert notify.pings_since(0)[-1] - locked < 1.5
+        [withheld] = log_events(daemon, "watchdog_withheld")
+        assert "dispatcher" in withheld["stuck"] and withheld["period_s"] == 1.0
+
+        await transaction.rollback()  # the lock goes: the claim returns, the loop comes round
+        resumed = time.monotonic()
+        await asyncio.to_thread(notify.pump, 1.5)
+        assert notify.pings_since(resumed), daemon.output()[-3000:]
+        assert log_events(daemon, "watchdog_resumed")
+        code, _ = daemon.terminate(timeout=10)
+        assert code == 0, daemon.output()
+    finally:
+        await conn.close()
+        daemon.close()
+        notify.close()
