@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from poller import __version__, logs
 from poller.config import Settings, load_settings
-from poller.errors import ConfigError, SchemaError
+from poller.errors import ConfigError, EmbeddedError, SchemaError
 from poller.instances import ClientDefaults, Instance, load_file, parse_instance
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"qbo-poller: configuration error: {logs.secrets.mask(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
-    except SchemaError as exc:
+    except (SchemaError, EmbeddedError) as exc:
         print(f"qbo-poller: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import asyncpg
 
-from poller.errors import ConfigError, PollerError
+from poller.errors import ConfigError, EmbeddedError
 from poller.logs import get_logger
 from poller.store.sql import queries
 
@@ -75,10 +75,6 @@ _GUARD = (
 
 class EmbeddedInUse(ConfigError):
     """Another daemon owns this POLLER_DATA_DIR's server: two daemons never share it."""
-
-
-class EmbeddedError(PollerError):
-    """The embedded server could not be started."""
 
 
 def binaries() -> Path:

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
@@ -364,3 +365,22 @@ async def test_the_watchdog_stops_pinging_while_the_dispatcher_is_stuck(
         await conn.close()
         daemon.close()
         notify.close()
+
+
+def test_an_embedded_server_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "pgdata").mkdir(parents=True, mode=0o700)
+    (data_dir / "pgdata" / "PG_VERSION").write_text("12\n")  # another version's data directory
+    env = embedded_env(tmp_path, data_dir, free_port())
+    done = run_once(["run"], env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert [line for line in lines if not line.startswith("{")] == lines[-1:]
+    # The server's own last log line says why (here: no postgresql.conf in a foreign pgdata).
+    assert re.fullmatch(
+        rf"qbo-poller: the embedded PostgreSQL in {re.escape(str(data_dir.resolve()))}/pgdata "
+        r"exited at start-up \(code \d+\): .*postgresql\.conf.*",
+        lines[-1],
+    ), lines[-1]
+    assert postgres_processes(str(data_dir)) == []
