@@ -89,8 +89,13 @@ def binaries() -> Path:
 @contextlib.asynccontextmanager
 async def embedded_postgres(data_dir: Path, *, exclusive: bool = False) -> AsyncIterator[str]:
     """Own (start, and stop on exit) or, unless `exclusive`, join the server; yield its DSN."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = (data_dir / "pgdata").resolve()
+    try:
+        pgdata.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a POLLER_DATA_DIR the daemon cannot use: configuration, exit 2
+        raise ConfigError(
+            f"POLLER_DATA_DIR={str(data_dir)!r}: cannot create {pgdata}: {exc.strerror}"
+        ) from None
     lock = Ownership(data_dir / LOCK_NAME)
     if not await _own(lock, data_dir, exclusive):
         yield await _join(pgdata, lock)
