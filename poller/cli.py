@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -277,7 +278,11 @@ def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
     from poller import supervisor
 
     instances = startup_instances(settings)  # invalid files stop start-up before anything runs
-    return asyncio.run(supervisor.run(settings, instances))
+    # SIGHUP re-reads the same file; nothing to re-read without one.
+    reload = (
+        None if settings.instances_file is None else functools.partial(startup_instances, settings)
+    )
+    return asyncio.run(supervisor.run(settings, instances, reload_instances=reload))
 
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:

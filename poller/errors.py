@@ -18,6 +18,11 @@ class SchemaError(PollerError):
     """The database schema is missing, behind, or newer than this build knows."""
 
 
+class EmbeddedError(PollerError):
+    """The embedded PostgreSQL (poller.store.embedded) could not be started: one line naming
+    its data directory and the server's last log line."""
+
+
 class DatabaseError(PollerError):
     """A database call failed. The store raises it (a subclass) in place of the driver's
     exceptions, so services handle "the database failed us" in one `except` clause."""

@@ -11,6 +11,7 @@ import socket
 
 from poller.aio import sleep_unless
 from poller.logs import get_logger
+from poller.progress import ProgressBoard
 
 log = get_logger(__name__)
 
@@ -51,8 +52,8 @@ class Notifier:
             self._sock = None
 
 
-def watchdog_interval_s(environ: dict[str, str] | None = None) -> float | None:
-    """Half of WATCHDOG_USEC (systemd's advice), if the watchdog is on for this process."""
+def watchdog_usec_s(environ: dict[str, str] | None = None) -> float | None:
+    """The watchdog period (WATCHDOG_USEC) in seconds, if the watchdog is on for this process."""
     env = os.environ if environ is None else environ
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")
@@ -60,12 +61,43 @@ def watchdog_interval_s(environ: dict[str, str] | None = None) -> float | None:
         return None
     if pid and pid.isdigit() and int(pid) != os.getpid():
         return None
-    return int(usec) / 1_000_000 / 2
+    return int(usec) / 1_000_000
 
 
-async def watchdog(notifier: Notifier, interval_s: float, stop: asyncio.Event) -> None:
-    """Ping WATCHDOG=1 while the event loop is responsive."""
+def watchdog_interval_s(environ: dict[str, str] | None = None) -> float | None:
+    """Half of WATCHDOG_USEC (systemd's advice), if the watchdog is on for this process."""
+    period = watchdog_usec_s(environ)
+    return None if period is None else period / 2
+
+
+async def watchdog(
+    notifier: Notifier,
+    interval_s: float,
+    stop: asyncio.Event,
+    board: ProgressBoard | None = None,
+    period_s: float | None = None,
+) -> None:
+    """Ping WATCHDOG=1 every `interval_s` while the event loop runs and no service on `board` has
+    been inside one turn of its loop for longer than `period_s` (poller.progress); withhold it
+    while one has, so that systemd restarts a daemon whose poller or dispatcher is stuck. One
+    line when the pings stop, one when they resume."""
+    period = period_s if period_s is not None else interval_s * 2
+    withheld = False
     while True:
-        notifier.notify("WATCHDOG=1")
+        stale = board.stale(period) if board is not None else []
+        if not stale:
+            notifier.notify("WATCHDOG=1")
+            if withheld:
+                log.info("watchdog_resumed")
+            withheld = False
+        elif not withheld:
+            withheld = True
+            log.error(
+                "watchdog_withheld",
+                stuck=[item.name for item in stale],
+                silent_s=max(item.silent_s for item in stale),
+                period_s=period,
+                action="systemd restarts the daemon once the watchdog period passes",
+            )
         if await sleep_unless(stop, interval_s):
             return

@@ -10,12 +10,20 @@ AsyncExitStack. A signal only sets the stop event; shutdown is ordinary code:
 2. what is left is cancelled (claims it held expire and are retried);
 3. the HTTP server, the client session, the pool and the embedded database close.
 A second signal skips the grace period. A service that dies makes the process exit non-zero.
+
+SIGHUP re-reads POLLER_INSTANCES_FILE (`InstancesReload`): its instances are upserted as at
+start-up and the poller's rescan picks them up; an invalid file logs one line and changes nothing.
+A SIGHUP whose terminal has gone (a closed terminal, a dropped ssh session) is a graceful stop.
+
+The systemd watchdog (sdnotify.watchdog) pings only while the poller's and the dispatcher's loops
+keep coming round (poller.progress): each gets its `Progress` here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,12 +38,13 @@ from poller.deliver.dispatcher import Dispatcher
 from poller.deliver.upkeep import OutboxGauges, Pruner
 from poller.detect.heartbeat import Heartbeat
 from poller.detect.service import PollerService
-from poller.errors import StartupStopped
+from poller.errors import ConfigError, DatabaseError, StartupStopped
 from poller.instances import Instance
 from poller.manage.instances import CodeExchanger
+from poller.progress import ProgressBoard
 from poller.qbo.auth import OAuthClient, TokenSet
 from poller.qbo.client import QboClient
-from poller.sdnotify import Notifier, watchdog, watchdog_interval_s
+from poller.sdnotify import Notifier, watchdog, watchdog_interval_s, watchdog_usec_s
 from poller.store import db, instance_rows, sealed, webhooks
 from poller.store.crypto import SecretBox
 from poller.store.database import open_database
@@ -71,6 +80,7 @@ class Runtime:
     box: SecretBox
     notifier: Notifier
     qbo: QboClient
+    progress: ProgressBoard  # services the watchdog vouches for (poller.progress)
 
 
 ServiceFactory = Callable[[Runtime], Sequence[Service]]
@@ -81,7 +91,12 @@ def detection_services(runtime: Runtime) -> list[Service]:
     settings = runtime.settings
     heartbeat = Heartbeat(runtime.pool, settings.replica_id, settings.replica_timeout_s)
     poller = PollerService(
-        runtime.pool, settings, runtime.qbo.realm, dsn=runtime.dsn, liveness=heartbeat.liveness
+        runtime.pool,
+        settings,
+        runtime.qbo.realm,
+        dsn=runtime.dsn,
+        liveness=heartbeat.liveness,
+        progress=runtime.progress.track("poller"),
     )
     return [heartbeat, poller]
 
@@ -89,7 +104,13 @@ def detection_services(runtime: Runtime) -> list[Service]:
 def delivery_services(runtime: Runtime) -> list[Service]:
     settings = runtime.settings
     return [
-        Dispatcher(settings, runtime.pool, runtime.dsn, runtime.box),
+        Dispatcher(
+            settings,
+            runtime.pool,
+            runtime.dsn,
+            runtime.box,
+            progress=runtime.progress.track("dispatcher"),
+        ),
         Pruner(runtime.pool, settings.delivery_retention_s),
         OutboxGauges(runtime.pool),
     ]
@@ -213,32 +234,126 @@ def register_instance_secrets(instances: Sequence[Instance]) -> None:
         )
 
 
-class _Signals:
-    """First SIGTERM/SIGINT sets `stop`; a second one cancels the main task (no grace)."""
+InstancesLoader = Callable[[], Sequence[Instance]]
 
-    def __init__(self, stop: asyncio.Event) -> None:
+
+class InstancesReload:
+    """SIGHUP → re-read POLLER_INSTANCES_FILE and upsert it, as at start-up (DESIGN §7).
+
+    The poller's rescan then starts new instances and restarts changed ones within seconds;
+    instances no longer in the file stay (as at start-up: `qbo-poller instances remove` removes).
+    An invalid file, or a database failure, logs one line and keeps the running set."""
+
+    name = "instances-reload"
+
+    def __init__(
+        self, requested: asyncio.Event, load: InstancesLoader | None, pool: db.Pool, box: SecretBox
+    ) -> None:
+        self.requested = requested
+        self.load = load
+        self.pool = pool
+        self.box = box
+
+    async def run(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.create_task(stop.wait(), name="instances-reload:stop")
+        try:
+            while not stop.is_set():
+                requested = asyncio.create_task(self.requested.wait(), name="instances-reload")
+                await asyncio.wait({stopping, requested}, return_when=asyncio.FIRST_COMPLETED)
+                requested.cancel()
+                await asyncio.gather(requested, return_exceptions=True)
+                if self.requested.is_set() and not stop.is_set():
+                    self.requested.clear()
+                    await self.reload()
+        finally:
+            stopping.cancel()
+            await asyncio.gather(stopping, return_exceptions=True)
+
+    async def reload(self) -> None:
+        if self.load is None:
+            log.warning("instances_reload_skipped", reason="POLLER_INSTANCES_FILE is not set")
+            return
+        try:
+            instances = await asyncio.to_thread(self.load)
+        except (ConfigError, OSError, ValueError, RecursionError) as exc:
+            # ConfigError is the loader's own one line; the others are what a hostile file can
+            # still raise from below it: none may end the daemon.
+            error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            log.error(
+                "instances_reload_failed",
+                error=logs.secrets.mask(error),
+                action="kept the running instances; fix the file and send SIGHUP again",
+            )
+            return
+        register_instance_secrets(instances)
+        try:
+            await load_instances(self.pool, self.box, instances)
+        except DatabaseError as exc:
+            log.error(
+                "instances_reload_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                action="kept the running instances; send SIGHUP again",
+            )
+            return
+        log.info("instances_reloaded", instances=len(instances))
+
+
+def _terminal_fds() -> list[int]:
+    return [fd for fd in (0, 1, 2) if os.isatty(fd)]
+
+
+class _Signals:
+    """First SIGTERM/SIGINT sets `stop`; a second one cancels the main task (no grace).
+
+    SIGHUP asks for a reload (`reload`), unless the daemon was started on a terminal that has
+    since hung up: the kernel sends SIGHUP when a terminal closes, and a hung-up terminal no
+    longer answers isatty(). Then it is a graceful stop (the daemon's owner has gone; its output
+    now goes to /dev/null, where writes cannot fail). Under systemd or `nohup` there is no
+    terminal, and SIGHUP always reloads."""
+
+    HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self, stop: asyncio.Event, reload: asyncio.Event) -> None:
         self.stop = stop
+        self.reload = reload
         self.loop = asyncio.get_running_loop()
         self.main = asyncio.current_task()
         self.count = 0
+        self.terminal = _terminal_fds()
 
     def __enter__(self) -> _Signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.HANDLED:
             self.loop.add_signal_handler(sig, self._received, sig)
         return self
 
     def __exit__(self, *_: object) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.HANDLED:
             self.loop.remove_signal_handler(sig)
 
     def _received(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGHUP and not self._terminal_gone():
+            log.info("signal_received", signal=sig.name, action="reload instances file")
+            self.reload.set()
+            return
         self.count += 1
         if self.count == 1:
-            log.info("signal_received", signal=sig.name, action="graceful shutdown")
+            reason = "terminal closed" if sig == signal.SIGHUP else None
+            log.info("signal_received", signal=sig.name, action="graceful shutdown", reason=reason)
             self.stop.set()
         elif self.main is not None:
             log.warning("signal_received", signal=sig.name, action="immediate exit")
             self.main.cancel()
+
+    def _terminal_gone(self) -> bool:
+        gone = [fd for fd in self.terminal if not os.isatty(fd)]
+        if not gone:
+            return False
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in gone:
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        self.terminal = []
+        return True
 
 
 async def run(
@@ -246,15 +361,20 @@ async def run(
     instances: Sequence[Instance] = (),
     service_factory: ServiceFactory = default_services,
     stop: asyncio.Event | None = None,
+    reload_instances: InstancesLoader | None = None,
 ) -> int:
-    """The daemon. Returns the process exit code."""
+    """The daemon. Returns the process exit code. `reload_instances` re-reads the instances file
+    on SIGHUP (None: nothing to re-read)."""
     stop = stop or asyncio.Event()
+    reload = asyncio.Event()
     notifier = Notifier()
     logs.register_secrets(settings.secret_values())
     register_instance_secrets(instances)
     try:
-        with _Signals(stop):
-            return await _run(settings, instances, service_factory, stop, notifier)
+        with _Signals(stop, reload):
+            return await _run(
+                settings, instances, service_factory, stop, notifier, (reload, reload_instances)
+            )
     except StartupStopped as exc:
         log.info("daemon_stopped", exit_code=EXIT_OK, reason=str(exc))
         return EXIT_OK
@@ -271,6 +391,7 @@ async def _run(
     service_factory: ServiceFactory,
     stop: asyncio.Event,
     notifier: Notifier,
+    reload: tuple[asyncio.Event, InstancesLoader | None],
 ) -> int:
     box = SecretBox(settings.secret_key, settings.secret_key_previous)
     if not box.encrypts:
@@ -290,6 +411,7 @@ async def _run(
                 migrate_first=settings.auto_migrate,
                 startup_timeout_s=settings.startup_timeout_s,
                 stop=stop,
+                exclusive=True,
             )
         )
         log.info("schema_ready", version=database.schema_version)
@@ -303,13 +425,15 @@ async def _run(
         )
         stack.push_async_callback(http.close)
         qbo = QboClient(http, settings, PgTokenStore(database.pool, box))
-        runtime = Runtime(settings, database.dsn, database.pool, http, box, notifier, qbo)
+        board = ProgressBoard()
+        runtime = Runtime(settings, database.dsn, database.pool, http, box, notifier, qbo, board)
         services = list(service_factory(runtime))
         if settings.http_addr is not None:
             app = build_app(web_parts(runtime, services))
             port = await stack.enter_async_context(serve(app, sockets))
             log.info("http_listening", address=f"{settings.http_addr.host}:{port}")
-        code = await _supervise(services, stop, notifier, settings)
+        services.append(InstancesReload(reload[0], reload[1], database.pool, box))
+        code = await _supervise(services, stop, notifier, settings, board)
         notifier.stopping()
         log.info("daemon_stopping", exit_code=code)
     log.info("daemon_stopped", exit_code=code)
@@ -317,15 +441,21 @@ async def _run(
 
 
 async def _supervise(
-    services: Sequence[Service], stop: asyncio.Event, notifier: Notifier, settings: Settings
+    services: Sequence[Service],
+    stop: asyncio.Event,
+    notifier: Notifier,
+    settings: Settings,
+    board: ProgressBoard,
 ) -> int:
     tasks: list[asyncio.Task[None]] = [
         asyncio.create_task(service.run(stop), name=f"service:{service.name}")
         for service in services
     ]
-    interval = watchdog_interval_s()
+    interval, period = watchdog_interval_s(), watchdog_usec_s()
     if interval is not None and notifier.enabled:
-        tasks.append(asyncio.create_task(watchdog(notifier, interval, stop), name="watchdog"))
+        pings = watchdog(notifier, interval, stop, board, period)
+        tasks.append(asyncio.create_task(pings, name="watchdog"))
+        log.info("watchdog_started", period_s=period, watches=board.names)
     notifier.ready(f"running {len(services)} services")
     log.info("daemon_ready", services=[service.name for service in services])
     stop_wait = asyncio.create_task(_wait_for(stop), name="stop-wait")

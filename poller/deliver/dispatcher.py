@@ -48,6 +48,7 @@ from poller.deliver.envelope import EventRow, InstanceInfo, build_body
 from poller.deliver.signing import USER_AGENT, callback_headers
 from poller.deliver.ssrf import CallbackRefused, GuardedResolver, check_url, refused_in
 from poller.errors import DatabaseError, PollerError
+from poller.progress import Progress
 from poller.store import db
 from poller.store import notifications as store
 from poller.store.crypto import SecretBox
@@ -246,8 +247,11 @@ class Dispatcher:
         dsn: str,
         box: SecretBox,
         owner: str | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.settings = settings
+        # Each turn of the claim loop, for the systemd watchdog (poller.progress).
+        self.progress = progress or Progress(self.name)
         self.pool = pool
         self.dsn = dsn
         self.box = box
@@ -372,17 +376,20 @@ class Dispatcher:
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self.progress.beat()
             self._wake.clear()
             free = self.capacity - len(self._tasks)
             if free >= (self.refill_at if self._backlog else 1):
                 want = min(free, MAX_CLAIM_BATCH)
                 got = await self._claim_batch(want)
                 if got < 0:  # database trouble: back off for a poll interval
+                    self.progress.idle()
                     await sleep_unless(stop, self.settings.delivery_poll_interval_s)
                     continue
                 self._backlog = got == want
                 if self._backlog and len(self._tasks) < self.capacity:
                     continue
+            self.progress.idle()
             await self._wait(self._wait_timeout())
 
     def _wait_timeout(self) -> float:

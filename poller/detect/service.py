@@ -26,6 +26,7 @@ from poller.detect.wakeups import Target, Wakeups
 from poller.errors import DatabaseError
 from poller.instances import VendorType
 from poller.logs import get_logger
+from poller.progress import Progress
 from poller.qbo.types import RealmApi, ReconnectRequired
 from poller.store import cursors, db, instance_rows
 from poller.store.cursors import PollableInstance
@@ -69,6 +70,7 @@ class PollerService:
         options: PollerOptions | None = None,
         dsn: str | None = None,
         liveness: Liveness | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
@@ -82,6 +84,8 @@ class PollerService:
         )
         self.batch_cdc = BatchCdcMemory()
         self.running: dict[int, _Running] = {}
+        # Each turn of the rescan loop, for the systemd watchdog (poller.progress).
+        self.progress = progress or Progress(self.name)
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("poller_started", replica=self.settings.replica_id)
@@ -90,7 +94,9 @@ class PollerService:
                 if self.wakeups is not None:
                     group.create_task(self.wakeups.run(stop), name="poller:wakeups")
                 while not stop.is_set():
+                    self.progress.beat()
                     await self._rescan_logged(group)
+                    self.progress.idle()
                     await sleep_unless(stop, self.options.rescan_s)
                 for run in self.running.values():
                     run.stop.set()

@@ -41,14 +41,16 @@ async def open_database(
     migrate_first: bool = True,
     startup_timeout_s: float = 0.0,
     stop: asyncio.Event | None = None,
+    exclusive: bool = False,
 ) -> AsyncIterator[Database]:
     """The database for a command or the daemon, migrated and checked (see the module doc).
     An unreachable DATABASE_URL server is retried for `startup_timeout_s` (0: one attempt), or
-    until `stop` is set (`StartupStopped`)."""
+    until `stop` is set (`StartupStopped`). `exclusive` (the daemon): an embedded server another
+    process owns is refused, not joined."""
     async with contextlib.AsyncExitStack() as stack:
         dsn = database_url
         if dsn is None:
-            dsn = await stack.enter_async_context(embedded_postgres(data_dir))
+            dsn = await stack.enter_async_context(embedded_postgres(data_dir, exclusive=exclusive))
         else:
             await probe.wait_until_reachable(dsn, startup_timeout_s, stop)
         with db.translated():  # a server gone between the probe and the pool: one line

@@ -12,6 +12,7 @@ import asyncpg
 from poller import metrics
 from poller.deliver.dispatcher import Dispatcher
 from poller.deliver.upkeep import OutboxGauges, Pruner, prune_interval
+from poller.progress import ProgressBoard
 from poller.store import webhooks
 from poller.supervisor import delivery_services
 from tests.deliver.helpers import BOX, eventually, insert_instance, insert_many, settings, statuses
@@ -20,8 +21,10 @@ URL = "http://127.0.0.1:9/hook"
 
 
 async def test_services_factory(pool: asyncpg.Pool, db_dsn: str) -> None:
-    runtime = SimpleNamespace(settings=settings(), pool=pool, dsn=db_dsn, box=BOX)
+    board = ProgressBoard()
+    runtime = SimpleNamespace(settings=settings(), pool=pool, dsn=db_dsn, box=BOX, progress=board)
     made = delivery_services(runtime)  # type: ignore[arg-type]
+    assert board.names == ["dispatcher"]  # the watchdog vouches for its claim loop
     assert [s.name for s in made] == ["deliver.dispatcher", "deliver.pruner", "deliver.gauges"]
     assert isinstance(made[0], Dispatcher)
     # Each returns promptly once stop is set, even with nothing to do.

@@ -22,6 +22,7 @@ import pytest
 
 from poller.config import load_settings
 from poller.store.database import POOL_CLOSE_TIMEOUT_S
+from poller.store.db import POOL_COMMAND_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "qbo-poller.service"
@@ -88,6 +89,11 @@ def test_unit_declares_the_process_contract() -> None:
     assert "2" in single["RestartPreventExitStatus"].split()
     # Pings every WatchdogSec/2, so the loop may stall for a whole half period unnoticed.
     assert seconds(single["WatchdogSec"]) >= 10
+    # A service is stuck when one turn of its loop outlasts the watchdog period (poller.progress):
+    # one database call within the pool's command timeout must not count as stuck.
+    assert seconds(single["WatchdogSec"]) > POOL_COMMAND_TIMEOUT_S
+    # systemctl reload: SIGHUP re-reads POLLER_INSTANCES_FILE (DESIGN §7).
+    assert single["ExecReload"] == "/bin/kill -HUP $MAINPID"
     # systemd must not SIGKILL a daemon that is still inside its own graceful shutdown.
     default_grace = load_settings(env={}).shutdown_grace_s
     assert seconds(single["TimeoutStopSec"]) > default_grace + POOL_CLOSE_TIMEOUT_S
@@ -111,6 +117,10 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     console_script = Path(sys.executable).parent / "qbo-poller"
     assert console_script.is_file(), "the project is not installed in this interpreter's venv"
     shutil.copy2(console_script, binary)
+    # ExecReload's kill, as every system has it (procps / util-linux).
+    reload_binary = root / directives()["ExecReload"][-1].split()[0].lstrip("/")
+    reload_binary.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(shutil.which("kill") or "/bin/kill", reload_binary)
 
     done = subprocess.run(
         [analyze, "verify", "--man=no", f"--root={root}", UNIT.name],
