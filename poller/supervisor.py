@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 import aiohttp
@@ -29,14 +31,16 @@ from poller.deliver.upkeep import OutboxGauges, Pruner
 from poller.detect.heartbeat import Heartbeat
 from poller.detect.service import PollerService
 from poller.instances import Instance
+from poller.loop_health import GcTimer, GcTuner, LoopLagProbe, tune_gc
 from poller.manage.instances import CodeExchanger
 from poller.qbo.auth import OAuthClient, TokenSet
 from poller.qbo.client import QboClient
 from poller.sdnotify import Notifier, watchdog, watchdog_interval_s
 from poller.store import db, instance_rows, webhooks
 from poller.store.crypto import SecretBox
-from poller.store.database import open_database
+from poller.store.database import close_pool, open_database
 from poller.store.tokens import PgTokenStore
+from poller.threads import ThreadedService
 from poller.web.api import ApiPart
 from poller.web.app import WebPart, build_app, serve
 from poller.web.console import ConsolePart
@@ -68,28 +72,57 @@ class Runtime:
     box: SecretBox
     notifier: Notifier
     qbo: QboClient
+    gc: GcTuner
 
 
 ServiceFactory = Callable[[Runtime], Sequence[Service]]
 
 
 def detection_services(runtime: Runtime) -> list[Service]:
-    """The replica's heartbeat, and the poller whose instance leases it keeps live."""
+    """The replica's heartbeat, and the poller whose instance leases it keeps live. Each time
+    the poller has settled a new set of running instances (start-up, instances added or
+    removed), the long-lived state is frozen out of the garbage collector's way."""
     settings = runtime.settings
     heartbeat = Heartbeat(runtime.pool, settings.replica_id, settings.replica_timeout_s)
     poller = PollerService(
-        runtime.pool, settings, runtime.qbo.realm, dsn=runtime.dsn, liveness=heartbeat.liveness
+        runtime.pool,
+        settings,
+        runtime.qbo.realm,
+        dsn=runtime.dsn,
+        liveness=heartbeat.liveness,
+        on_settled=runtime.gc.freeze,
     )
     return [heartbeat, poller]
 
 
 def delivery_services(runtime: Runtime) -> list[Service]:
+    """The dispatcher on an event loop and a thread of its own, with a pool of its own
+    (`poller.threads`: a detection burst cannot hold deliveries off), and its upkeep."""
     settings = runtime.settings
     return [
-        Dispatcher(settings, runtime.pool, runtime.dsn, runtime.box),
+        ThreadedService(
+            "deliver.dispatcher",
+            partial(own_dispatcher, runtime),
+            companions=lambda: [LoopLagProbe("deliver")],
+        ),
         Pruner(runtime.pool, settings.delivery_retention_s),
         OutboxGauges(runtime.pool),
     ]
+
+
+@contextlib.asynccontextmanager
+async def own_dispatcher(runtime: Runtime) -> AsyncIterator[Dispatcher]:
+    """The dispatcher with its own pool, on the loop that enters this (a pool is bound to the
+    loop it was made on): half of POLLER_DB_POOL_SIZE, at least 2."""
+    pool = await db.create_pool(runtime.dsn, max_size=dispatcher_pool_size(runtime.settings))
+    try:
+        yield Dispatcher(runtime.settings, pool, runtime.dsn, runtime.box)
+    finally:
+        await close_pool(pool)
+
+
+def dispatcher_pool_size(settings: Settings) -> int:
+    return max(2, settings.db_pool_size // 2)
 
 
 def webhook_services(runtime: Runtime) -> list[Service]:
@@ -104,8 +137,13 @@ def webhook_services(runtime: Runtime) -> list[Service]:
 
 def default_services(runtime: Runtime) -> list[Service]:
     """The pipeline's services: only the supervisor knows them all (detect and deliver never
-    import each other)."""
-    return [*detection_services(runtime), *delivery_services(runtime), *webhook_services(runtime)]
+    import each other); and the event-loop lag probe."""
+    return [
+        *detection_services(runtime),
+        *delivery_services(runtime),
+        *webhook_services(runtime),
+        LoopLagProbe(),
+    ]
 
 
 def code_exchanger(runtime: Runtime) -> CodeExchanger:
@@ -218,13 +256,16 @@ async def run(
     notifier = Notifier()
     logs.register_secrets(settings.secret_values())
     register_instance_secrets(instances)
+    previous_gc = tune_gc()
     try:
-        with _Signals(stop):
+        with _Signals(stop), GcTimer():
             return await _run(settings, instances, service_factory, stop, notifier)
     except asyncio.CancelledError:
         log.warning("daemon_stopped", reason="second signal")
         return EXIT_FAILED
     finally:
+        gc.unfreeze()  # in-process callers (tests) get an ordinary collector back
+        gc.set_threshold(*previous_gc)
         notifier.close()
 
 
@@ -258,7 +299,9 @@ async def _run(
         )
         stack.push_async_callback(http.close)
         qbo = QboClient(http, settings, PgTokenStore(database.pool, box))
-        runtime = Runtime(settings, database.dsn, database.pool, http, box, notifier, qbo)
+        runtime = Runtime(
+            settings, database.dsn, database.pool, http, box, notifier, qbo, GcTuner()
+        )
         services = list(service_factory(runtime))
         if settings.http_addr is not None:
             app = build_app(web_parts(runtime, services))

@@ -106,9 +106,21 @@ class PollableInstance:
     vendor_type: VendorType = VendorType.POLLING
 
 
+# NOTIFYed with an instance's id whenever its polling may have to start, stop or restart
+# (migration 0010's triggers: the instance or its pairs added or removed, its config_version,
+# status or events switch changed).
+INSTANCES_CHANNEL = "qbo_poller_instances"
+
+
 @store_call
-async def pollable_instances(conn: Conn) -> list[PollableInstance]:
-    rows = await conn.fetch(Q["pollable_instances"])
+async def pollable_instances(
+    conn: Conn, ids: Sequence[int] | None = None
+) -> list[PollableInstance]:
+    """The instances to poll: all of them, or those of `ids` (the others of `ids` are not)."""
+    if ids is None:
+        rows = await conn.fetch(Q["pollable_instances"])
+    else:
+        rows = await conn.fetch(Q["pollable_instances_by_id"], list(ids))
     return [
         PollableInstance(
             row["id"],
@@ -186,5 +198,6 @@ async def release(conn: Conn, instance_id: int, owner: str) -> bool:
 
 @store_call
 async def schedule(conn: Conn, instance_id: int) -> dict[str, datetime]:
-    """Every pair's stored next due time (to resume the schedule after a restart)."""
+    """The stored next due time of every pair a poll has settled (to resume the schedule after
+    a restart); a pair never polled has none."""
     return {r["resource"]: r["next_due_at"] for r in await conn.fetch(Q["schedule"], instance_id)}
