@@ -171,6 +171,23 @@ def metric_value(body: bytes, name: str, labels: str = "") -> float | None:
     return total if seen else None
 
 
+def lag_counts(body: bytes, loop: str) -> tuple[float, float, float]:
+    """The loop's lag probes so far: all, those over 100 ms, those over 1 s."""
+    label = f'loop="{loop}"'
+    total = metric_value(body, "qbo_poller_event_loop_lag_seconds_count", label) or 0.0
+    upto_100ms = _labelled(body, "qbo_poller_event_loop_lag_seconds_bucket", label, "0.1")
+    upto_1s = _labelled(body, "qbo_poller_event_loop_lag_seconds_bucket", label, "1.0")
+    return total, total - upto_100ms, total - upto_1s
+
+
+def _labelled(body: bytes, name: str, label: str, le: str) -> float:
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and label in line and f'le="{le}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def loop_pauses(body: bytes) -> dict[str, float]:
     """The longest recent pause of each event loop (the main one, the dispatcher's)."""
     found = {}
@@ -313,6 +330,7 @@ async def bench(args: argparse.Namespace) -> None:
                 q0 = proxy.counts.queries
                 body0, _ = await scrape(port)
                 gc0 = metric_value(body0, "qbo_poller_gc_seconds_total") or 0.0
+                lags0 = {loop: lag_counts(body0, loop) for loop in ("main", "deliver")}
                 t0 = time.monotonic()
                 rss: list[int] = []
                 pauses: dict[str, float] = {}
@@ -326,6 +344,7 @@ async def bench(args: argparse.Namespace) -> None:
                 req1, rt1, q1 = api_requests(emu), proxy.counts.total, proxy.counts.queries
                 scrapes = [await scrape(port) for _ in range(3)]
                 gc1 = metric_value(scrapes[-1][0], "qbo_poller_gc_seconds_total") or 0.0
+                lags1 = {loop: lag_counts(scrapes[-1][0], loop) for loop in ("main", "deliver")}
                 burst = await run_burst(args, emu, realms[0], receiver, port, direct_dsn)
             finally:
                 proc.terminate()
@@ -378,6 +397,13 @@ async def bench(args: argparse.Namespace) -> None:
             )
         else:
             print("  event loop: no lag metric exposed")
+        for loop in ("main", "deliver"):
+            n, over_100ms, over_1s = (b - a for a, b in zip(lags0[loop], lags1[loop], strict=True))
+            if n:
+                print(
+                    f"  {loop} loop in the window: {n:.0f} lag probes (every 250 ms), "
+                    f"{over_100ms:.0f} late by over 100 ms, {over_1s:.0f} by over 1 s"
+                )
         print(
             f"  /metrics: {size / 1024:.1f} KiB, {lines} lines, scrape "
             f"{1000 * statistics.median(s for _, s in scrapes):.0f} ms (median of 3)"

@@ -27,7 +27,7 @@ from poller.detect.cycle import DEFAULT_WINDOW_S, BeforeCommit, InstanceConfig, 
 from poller.detect.feed import BatchCdcMemory, ChangeFeed
 from poller.detect.heartbeat import Liveness
 from poller.detect.pairs import InstancePairs
-from poller.detect.schedule import InstanceSchedule
+from poller.detect.schedule import INITIAL_SPREAD_CAP_S, InstanceSchedule
 from poller.detect.wakeups import Target, Wakeups
 from poller.errors import DatabaseError
 from poller.instances import VendorType
@@ -43,6 +43,10 @@ FULL_RESCAN_S = 600.0  # with one: a backstop (the instances' tasks re-read them
 CHANGES_WINDOW_S = 0.1  # notifications arriving within this window become one read
 SETTLE_S = 5.0  # instances started or stopped, then no change for this long: settled
 RESTART_BACKOFF_S = 5.0
+# Instances started together (a daemon's start-up) take their first polls, each with a token
+# refresh, at most about this many per second: 4,500 within 30 s made the token saves time
+# out waiting for the pool, and their in-flight state set the process's high-water RSS.
+START_RATE = 50.0
 RealmFactory = Callable[[int, str], RealmApi]
 
 
@@ -56,7 +60,8 @@ class PollerOptions:
     window_s: float = DEFAULT_WINDOW_S  # coalescing window of a cycle (capped by interval/4)
     cdc_cap: int = 1000
     page_size: int = 1000
-    initial_spread_s: float | None = None  # None: min(interval, 30 s)
+    # None: min(interval, 30 s, or longer when many instances start at once: START_RATE)
+    initial_spread_s: float | None = None
     before_commit: BeforeCommit | None = None  # test hook: runs between QBO's answer and commit
 
 
@@ -64,6 +69,7 @@ class PollerOptions:
 class _Running:
     instance: PollableInstance
     stop: asyncio.Event
+    spread_s: float | None = None  # the first poll within this long (None: the schedule's)
     task: asyncio.Task[None] | None = None
     cycles: InstanceCycles | None = None
     pairs: InstancePairs | None = None
@@ -230,22 +236,35 @@ class PollerService:
                 )
                 run.stop.set()
                 changed = True
+        starting: list[tuple[PollableInstance, asyncio.Task[None] | None]] = []
         for instance_id, inst in wanted.items():
             current = self.running.get(instance_id)
             if current is None or current.task is None or current.task.done():
-                self._start(group, inst, None)
-                changed = True
+                starting.append((inst, None))
             elif current.stop.is_set() and current.instance.config_version != inst.config_version:
                 # Restart after the old tasks are gone: two pollers of one pair in one replica
                 # would share the lease owner and both believe they hold it.
-                self._start(group, inst, current.task)
-                changed = True
+                starting.append((inst, current.task))
+        spread_s = self._spread_s(len(starting))
+        for inst, previous in starting:
+            self._start(group, inst, previous, spread_s)
+        changed |= bool(starting)
         return changed
 
+    def _spread_s(self, starting: int) -> float | None:
+        """How long the first polls of `starting` instances started together spread over."""
+        if self.options.initial_spread_s is not None:
+            return self.options.initial_spread_s
+        return max(INITIAL_SPREAD_CAP_S, starting / START_RATE)
+
     def _start(
-        self, group: asyncio.TaskGroup, inst: PollableInstance, previous: asyncio.Task[None] | None
+        self,
+        group: asyncio.TaskGroup,
+        inst: PollableInstance,
+        previous: asyncio.Task[None] | None,
+        spread_s: float | None = None,
     ) -> None:
-        run = _Running(inst, asyncio.Event())
+        run = _Running(inst, asyncio.Event(), spread_s)
         run.task = group.create_task(self._instance(run, previous), name=f"instance:{inst.id}")
         self.running[inst.id] = run
 
@@ -291,7 +310,7 @@ class PollerService:
             self._instance_config(inst),
             InstanceSchedule(
                 interval,
-                self.options.initial_spread_s,
+                None if run.spread_s is None else min(interval, run.spread_s),
                 baseline_now=inst.vendor_type == VendorType.WEBHOOK,
             ),
             window_s=min(self.options.window_s, interval / 4),

@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from poller.detect.schedule import INITIAL_SPREAD_CAP_S
+from poller.detect.service import START_RATE, PollerOptions, PollerService
 from poller.store import instance_rows
 from tests.detect.harness import Env, add_instance, qbo_client, running_service, wait_until
 
@@ -120,3 +122,18 @@ async def test_a_change_missed_while_the_listener_was_away_is_found_by_one_full_
         await wait_until(holds(lambda: listener.connections == 2 and svc.full_scans == 2))
         await asyncio.sleep(0.3)
         assert svc.full_scans == 2
+
+
+def test_many_instances_started_together_spread_their_first_polls_further(env: Env) -> None:
+    settings = env.settings()
+    service = PollerService(env.pool, settings, lambda *_: None)  # type: ignore[arg-type,return-value]
+    assert service._spread_s(1) == INITIAL_SPREAD_CAP_S  # one new instance: within 30 s
+    # A fleet at start-up: no more than START_RATE first polls (and token refreshes) a second.
+    assert service._spread_s(4500) == 4500 / START_RATE > INITIAL_SPREAD_CAP_S
+    fixed = PollerService(
+        env.pool,
+        settings,
+        lambda *_: None,  # type: ignore[arg-type,return-value]
+        PollerOptions(initial_spread_s=0.0),
+    )
+    assert fixed._spread_s(4500) == 0.0
