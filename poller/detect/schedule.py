@@ -12,7 +12,10 @@ from poller.backoff import Backoff, spread
 BACKOFF_CAP_S = 600.0  # a failing pair is retried at least every 10 minutes
 BACKOFF_MIN_S = 0.05
 PAIR_JITTER = spread(0.2)  # pairs that failed together (an outage) come back spread out
-INITIAL_SPREAD_CAP_S = 30.0  # first polls of instances spread over up to this long
+# First polls of instances spread over up to this long; many instances started together
+# spread further (poller.detect.service.START_RATE), up to the whole interval: the phase of
+# each instance's grid is its first poll, so instances keep polling spread as they started.
+INITIAL_SPREAD_CAP_S = 30.0
 
 
 class InstanceSchedule:
@@ -21,11 +24,6 @@ class InstanceSchedule:
     Pairs polled in the same cycle get the same next due time, and a pair that fell off (an
     error, a lease held elsewhere) snaps back onto the grid, so the instance keeps being
     served with one request per cycle.
-
-    The anchor is a random phase over the WHOLE interval, so the instances of a process poll
-    evenly through each interval (not all in its first 30 s: CPU and requests in waves). Only
-    the first poll after start-up comes sooner, within `spread_s` (default min(interval,
-    30 s)), so a new instance takes its baseline at once; its next poll is on the grid.
     """
 
     def __init__(
@@ -37,22 +35,18 @@ class InstanceSchedule:
         # then keeps to its backstop grid.
         self.baseline_now = baseline_now
         spread = min(interval_s, INITIAL_SPREAD_CAP_S) if spread_s is None else spread_s
-        now = time.time()
-        self.first = now + random.uniform(0, spread)
         # A random phase per instance spreads instances over the interval.
-        self.anchor = now + random.uniform(0, interval_s)
+        self.anchor = time.time() + random.uniform(0, spread)
 
     def first_due(self, stored: datetime | None) -> float:
-        """When to poll first, from the pair's stored due time (None: a pair never polled).
-        Ahead: resume on it (after a restart, or a takeover from a crashed replica, on time:
-        those due times are spread already), and it anchors the grid. Passed (the process was
-        down): catch up soon (the start-up spread), then keep the stored phase. None: soon,
-        then on the random phase."""
-        if stored is not None:
-            self.anchor = stored.timestamp()
-            if self.anchor > time.time():
-                return self.anchor
-        return time.time() if self.baseline_now else self.first
+        """When to poll first: the stored schedule when it is still ahead (resume after a
+        restart, or a takeover from a crashed replica, on time: those due times are spread
+        already), which then anchors the grid; else the anchor (the start-up spread)."""
+        stored_at = stored.timestamp() if stored is not None else 0.0
+        if stored_at <= time.time():
+            return time.time() if self.baseline_now else self.anchor
+        self.anchor = stored_at
+        return stored_at
 
     def next_due(self, after: float) -> float:
         """The first grid point strictly after `after`."""

@@ -198,6 +198,5 @@ async def release(conn: Conn, instance_id: int, owner: str) -> bool:
 
 @store_call
 async def schedule(conn: Conn, instance_id: int) -> dict[str, datetime]:
-    """The stored next due time of every pair a poll has settled (to resume the schedule after
-    a restart); a pair never polled has none."""
+    """Every pair's stored next due time (to resume the schedule after a restart)."""
     return {r["resource"]: r["next_due_at"] for r in await conn.fetch(Q["schedule"], instance_id)}

@@ -96,11 +96,8 @@ UPDATE instance_leases SET owner = NULL, renewed_at = now()
 WHERE instance_id = $1 AND owner = $2
 
 -- name: schedule
--- Where every pair of an instance stands, for resuming its schedule after a restart: the pairs
--- a poll has settled before, successfully or not (a new pair's next_due_at is only its creation
--- time, not a phase of the grid).
-SELECT resource, next_due_at FROM pair_cursors
-WHERE instance_id = $1 AND (initialized OR consecutive_errors > 0)
+-- Where every pair of an instance stands, for resuming its schedule after a restart.
+SELECT resource, next_due_at FROM pair_cursors WHERE instance_id = $1
 
 -- name: pollable_instances_by_id
 -- The same, for the instances $1 only (those a notification of qbo_poller_instances named):
