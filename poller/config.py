@@ -332,6 +332,7 @@ class Settings:
     )
     callback_deny_private: bool = variable("POLLER_CALLBACK_DENY_PRIVATE", parse_bool, False)
     auto_migrate: bool = variable("POLLER_AUTO_MIGRATE", parse_bool, True)
+    metrics_per_instance: bool = variable("POLLER_METRICS_PER_INSTANCE", parse_bool, False)
     shutdown_grace_s: float = variable("POLLER_SHUTDOWN_GRACE_SECONDS", _positive_seconds, 5.0)
     db_pool_size: int = variable("POLLER_DB_POOL_SIZE", _int_at_least(2), 10)
     # How long `run` retries a DATABASE_URL server that cannot be reached (DESIGN §7).

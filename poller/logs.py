@@ -93,48 +93,91 @@ def _is_url_key(key: str) -> bool:
 
 
 class SecretRegistry:
-    """Secret values to mask in logs. Slots let a rotating token replace its predecessor."""
+    """Secret values to mask in logs. Slots let a rotating token replace its predecessor.
+
+    The values are indexed by their first `_MIN_SECRET_LEN` characters, so registering one
+    (every token refresh of every instance) costs O(1) and masking a string costs one dictionary
+    lookup per character, whatever the number of secrets. (One regular expression of all of them
+    had to be recompiled at every rotation: with thousands of instances refreshing at start-up,
+    each log line compiled an alternation of thousands of values and the event loop stood still
+    for minutes.) At each position the longest registered value found there is masked, leftmost
+    first, as an alternation sorted longest first did.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._static: set[str] = set()
         self._slots: dict[str, tuple[str, ...]] = {}
-        self._pattern: re.Pattern[str] | None = None
+        self._counts: dict[str, int] = {}  # value → static and slot entries holding it
+        self._by_prefix: dict[str, tuple[str, ...]] = {}  # longest first
 
     def add(self, value: str | None, slot: str | None = None) -> None:
         if not value or len(value) < _MIN_SECRET_LEN:
             return
         with self._lock:
             if slot is None:
-                self._static.add(value)
-            else:
-                # Keep the previous value too: it may still be in flight in a log line.
-                previous = self._slots.get(slot, ())
-                kept = tuple(old for old in previous[:1] if old != value)
-                self._slots[slot] = (value, *kept)
-            self._pattern = None
+                if value not in self._static:
+                    self._static.add(value)
+                    self._hold(value)
+                return
+            # Keep the previous value too: it may still be in flight in a log line.
+            previous = self._slots.get(slot, ())
+            kept = tuple(old for old in previous[:1] if old != value)
+            self._slots[slot] = (value, *kept)
+            for old in previous:
+                self._drop(old)
+            for new in self._slots[slot]:
+                self._hold(new)
 
     def clear(self) -> None:
         with self._lock:
             self._static.clear()
             self._slots.clear()
-            self._pattern = None
+            self._counts.clear()
+            self._by_prefix = {}
 
-    def _compiled(self) -> re.Pattern[str] | None:
-        with self._lock:
-            if self._pattern is None:
-                values = set(self._static)
-                for slot_values in self._slots.values():
-                    values.update(slot_values)
-                if not values:
-                    return None
-                ordered = sorted(values, key=len, reverse=True)
-                self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
-            return self._pattern
+    def _hold(self, value: str) -> None:
+        count = self._counts.get(value, 0)
+        self._counts[value] = count + 1
+        if count == 0:
+            prefix = value[:_MIN_SECRET_LEN]
+            values = (*self._by_prefix.get(prefix, ()), value)
+            self._by_prefix[prefix] = tuple(sorted(values, key=len, reverse=True))
+
+    def _drop(self, value: str) -> None:
+        count = self._counts.get(value, 0) - 1
+        if count > 0:
+            self._counts[value] = count
+            return
+        self._counts.pop(value, None)
+        prefix = value[:_MIN_SECRET_LEN]
+        values = tuple(v for v in self._by_prefix.get(prefix, ()) if v != value)
+        if values:
+            self._by_prefix[prefix] = values
+        else:
+            self._by_prefix.pop(prefix, None)
 
     def mask(self, text: str) -> str:
-        pattern = self._compiled()
-        return pattern.sub(REDACTED, text) if pattern is not None else text
+        index = self._by_prefix  # one lookup at a time: atomic under the GIL, no lock needed
+        if not index or len(text) < _MIN_SECRET_LEN:
+            return text
+        parts: list[str] = []
+        start = i = 0
+        last = len(text) - _MIN_SECRET_LEN
+        while i <= last:
+            candidates = index.get(text[i : i + _MIN_SECRET_LEN])
+            found = None
+            if candidates is not None:
+                found = next((v for v in candidates if text.startswith(v, i)), None)
+            if found is None:
+                i += 1
+                continue
+            parts += (text[start:i], REDACTED)
+            i = start = i + len(found)
+        if not parts:
+            return text
+        parts.append(text[start:])
+        return "".join(parts)
 
 
 secrets = SecretRegistry()

@@ -1,8 +1,10 @@
 """Prometheus metrics (prometheus-client), one registry for the process.
 
-Cardinality stays bounded: labels are endpoint names, HTTP status classes, event types,
-outcomes and resource names (fixed sets); only `instance` grows, with the number of configured
-instances (never with objects, URLs or realms' data).
+Cardinality is bounded by configuration, not by the number of instances: labels are endpoint
+names, HTTP status classes, event types, outcomes, GC generations and resource names (fixed
+sets). The one per-instance family, `qbo_poller_instance_watermark_lag_seconds` (22 series per
+instance), is exported only with `POLLER_METRICS_PER_INSTANCE=true`; the watermark lag of every
+pair is always in the `qbo_poller_watermark_lag_seconds` histogram, by resource.
 """
 
 from __future__ import annotations
@@ -71,10 +73,18 @@ HELD_NOTIFICATIONS = Gauge(
 DEAD_LETTERS = Gauge(
     "qbo_poller_dead_letters", "Notifications that exhausted their retries.", registry=REGISTRY
 )
-WATERMARK_LAG = Gauge(
+WATERMARK_LAG = Histogram(
     "qbo_poller_watermark_lag_seconds",
-    "QuickBooks' clock (as trusted) minus the pair's watermark; negative when the watermark is "
-    "ahead of it (within the clock tolerance).",
+    "At each successful poll, QuickBooks' clock (as trusted) minus the pair's new watermark, by "
+    "resource; at or below 0 when the watermark is ahead of it (within the clock tolerance).",
+    ["resource"],
+    buckets=(0, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),
+    registry=REGISTRY,
+)
+INSTANCE_WATERMARK_LAG = Gauge(
+    "qbo_poller_instance_watermark_lag_seconds",
+    "The latest watermark lag of each pair (POLLER_METRICS_PER_INSTANCE=true only); negative "
+    "when the watermark is ahead of QuickBooks' clock (within the clock tolerance).",
     ["instance", "resource"],
     registry=REGISTRY,
 )
@@ -118,7 +128,7 @@ def forget_instance(name: str, resource_names: list[str]) -> None:
     """Drop an instance's series when it is removed, so the label set stays current."""
     for resource in resource_names:
         with contextlib.suppress(KeyError):  # never polled: no series
-            WATERMARK_LAG.remove(name, resource)
+            INSTANCE_WATERMARK_LAG.remove(name, resource)
 
 
 API_AUTH_FAILURES = Counter(
@@ -132,5 +142,28 @@ API_REQUESTS = Counter(
     "qbo_poller_api_requests",
     "HTTP API responses, by HTTP status class (2xx, 4xx, 5xx).",
     ["status"],
+    registry=REGISTRY,
+)
+
+EVENT_LOOP_LAG = Histogram(
+    "qbo_poller_event_loop_lag_seconds",
+    "How late an event loop woke a task sleeping a quarter of a second: the longest any task "
+    "(a delivery, a poll, a health check) waited for its loop; by loop (main: detection, "
+    "HTTP, upkeep; deliver: the dispatcher's own).",
+    ["loop"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+EVENT_LOOP_LAG_MAX = Gauge(
+    "qbo_poller_event_loop_lag_max_seconds",
+    "The longest event-loop lag of the last one to two minutes, by loop.",
+    ["loop"],
+    registry=REGISTRY,
+)
+GC_SECONDS = Counter(
+    "qbo_poller_gc_seconds",
+    "Time spent in Python's cyclic garbage collector (the event loop stands still meanwhile), "
+    "by generation (0, 1, 2).",
+    ["generation"],
     registry=REGISTRY,
 )

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 import aiohttp
@@ -40,15 +42,17 @@ from poller.detect.heartbeat import Heartbeat
 from poller.detect.service import PollerService
 from poller.errors import ConfigError, DatabaseError, StartupStopped
 from poller.instances import Instance
+from poller.loop_health import GcTimer, GcTuner, LoopLagProbe, tune_gc
 from poller.manage.instances import CodeExchanger
-from poller.progress import ProgressBoard
+from poller.progress import Progress, ProgressBoard
 from poller.qbo.auth import OAuthClient, TokenSet
 from poller.qbo.client import QboClient
 from poller.sdnotify import Notifier, watchdog, watchdog_interval_s, watchdog_usec_s
 from poller.store import db, instance_rows, sealed, webhooks
 from poller.store.crypto import SecretBox
-from poller.store.database import open_database
+from poller.store.database import close_pool, open_database
 from poller.store.tokens import PgTokenStore
+from poller.threads import ThreadedService
 from poller.web.api import ApiPart
 from poller.web.app import WebPart, bind, build_app, serve
 from poller.web.console import ConsolePart
@@ -81,13 +85,16 @@ class Runtime:
     notifier: Notifier
     qbo: QboClient
     progress: ProgressBoard  # services the watchdog vouches for (poller.progress)
+    gc: GcTuner
 
 
 ServiceFactory = Callable[[Runtime], Sequence[Service]]
 
 
 def detection_services(runtime: Runtime) -> list[Service]:
-    """The replica's heartbeat, and the poller whose instance leases it keeps live."""
+    """The replica's heartbeat, and the poller whose instance leases it keeps live. Each time
+    the poller has settled a new set of running instances (start-up, instances added or
+    removed), the long-lived state is frozen out of the garbage collector's way."""
     settings = runtime.settings
     heartbeat = Heartbeat(runtime.pool, settings.replica_id, settings.replica_timeout_s)
     poller = PollerService(
@@ -97,23 +104,40 @@ def detection_services(runtime: Runtime) -> list[Service]:
         dsn=runtime.dsn,
         liveness=heartbeat.liveness,
         progress=runtime.progress.track("poller"),
+        on_settled=runtime.gc.freeze,
     )
     return [heartbeat, poller]
 
 
 def delivery_services(runtime: Runtime) -> list[Service]:
+    """The dispatcher on an event loop and a thread of its own, with a pool of its own
+    (`poller.threads`: a detection burst cannot hold deliveries off), and its upkeep."""
     settings = runtime.settings
     return [
-        Dispatcher(
-            settings,
-            runtime.pool,
-            runtime.dsn,
-            runtime.box,
-            progress=runtime.progress.track("dispatcher"),
+        ThreadedService(
+            "deliver.dispatcher",
+            partial(own_dispatcher, runtime, runtime.progress.track("dispatcher")),
+            companions=lambda: [LoopLagProbe("deliver")],
         ),
         Pruner(runtime.pool, settings.delivery_retention_s),
         OutboxGauges(runtime.pool),
     ]
+
+
+@contextlib.asynccontextmanager
+async def own_dispatcher(runtime: Runtime, progress: Progress) -> AsyncIterator[Dispatcher]:
+    """The dispatcher with its own pool, on the loop that enters this (a pool is bound to the
+    loop it was made on): half of POLLER_DB_POOL_SIZE, at least 2. Its `progress` is read by
+    the watchdog from the main thread (plain attribute writes: safe under the GIL)."""
+    pool = await db.create_pool(runtime.dsn, max_size=dispatcher_pool_size(runtime.settings))
+    try:
+        yield Dispatcher(runtime.settings, pool, runtime.dsn, runtime.box, progress=progress)
+    finally:
+        await close_pool(pool)
+
+
+def dispatcher_pool_size(settings: Settings) -> int:
+    return max(2, settings.db_pool_size // 2)
 
 
 def webhook_services(runtime: Runtime) -> list[Service]:
@@ -128,8 +152,13 @@ def webhook_services(runtime: Runtime) -> list[Service]:
 
 def default_services(runtime: Runtime) -> list[Service]:
     """The pipeline's services: only the supervisor knows them all (detect and deliver never
-    import each other)."""
-    return [*detection_services(runtime), *delivery_services(runtime), *webhook_services(runtime)]
+    import each other); and the event-loop lag probe."""
+    return [
+        *detection_services(runtime),
+        *delivery_services(runtime),
+        *webhook_services(runtime),
+        LoopLagProbe(),
+    ]
 
 
 def code_exchanger(runtime: Runtime) -> CodeExchanger:
@@ -370,8 +399,9 @@ async def run(
     notifier = Notifier()
     logs.register_secrets(settings.secret_values())
     register_instance_secrets(instances)
+    previous_gc = tune_gc()
     try:
-        with _Signals(stop, reload):
+        with _Signals(stop, reload), GcTimer():
             return await _run(
                 settings, instances, service_factory, stop, notifier, (reload, reload_instances)
             )
@@ -382,6 +412,8 @@ async def run(
         log.warning("daemon_stopped", reason="second signal")
         return EXIT_FAILED
     finally:
+        gc.unfreeze()  # in-process callers (tests) get an ordinary collector back
+        gc.set_threshold(*previous_gc)
         notifier.close()
 
 
@@ -426,7 +458,9 @@ async def _run(
         stack.push_async_callback(http.close)
         qbo = QboClient(http, settings, PgTokenStore(database.pool, box))
         board = ProgressBoard()
-        runtime = Runtime(settings, database.dsn, database.pool, http, box, notifier, qbo, board)
+        runtime = Runtime(
+            settings, database.dsn, database.pool, http, box, notifier, qbo, board, GcTuner()
+        )
         services = list(service_factory(runtime))
         if settings.http_addr is not None:
             app = build_app(web_parts(runtime, services))

@@ -1,9 +1,9 @@
 """An instance's poll cycles (DESIGN §2, §5, §8): lease, one QBO request, one commit.
 
-Pair tasks (`poller.detect.pairs`) sleep until their pair is due and then hand it to their
-instance's `InstanceCycles` with `poll`. Pairs of one instance share a schedule grid, so they
-come due together; after a short coalescing window the instance serves every pair that
-arrived as ONE cycle:
+The instance's pair schedule (`poller.detect.pairs.InstancePairs`, one task per instance)
+hands every pair due to the instance's `InstanceCycles` with `submit` (`poll` for one pair).
+Pairs of one instance share a schedule grid, so they come due together; after a short
+coalescing window the instance serves every pair that arrived as ONE cycle:
 1. the lease. An instance's pairs are polled by one replica, under one lease with a fencing
    token. The lease is live while the replica heartbeats (`poller.detect.heartbeat`), so a
    replica that keeps polling an instance holds it without another statement, however long
@@ -23,7 +23,7 @@ Steps 3-4 use one pooled connection; none is held while QBO answers.
 
 A pair whose request failed, or whose diff failed, is settled with its error (error count,
 backoff schedule) in the same statement, and retried after a bounded exponential backoff.
-`ReconnectRequired` is handed to the pair tasks, which stop the instance. Pairs that failed
+`ReconnectRequired` is handed to the pair schedule, which stops the instance. Pairs that failed
 because the database could not be reached retry as soon as the heartbeat reaches it again.
 """
 
@@ -84,11 +84,12 @@ class InstanceConfig:
     events_per_notification: int = 10
     replica_timeout_s: float = 15.0  # POLLER_REPLICA_TIMEOUT: a lease outlives its owner so long
     owner: str = "replica"
+    per_instance_metrics: bool = False  # POLLER_METRICS_PER_INSTANCE: a lag gauge per pair
     changes: bool = False  # event.poller.changes: UPDATED events carry field-level changes
 
 
 class InstanceCycles:
-    """One per instance: `run` serves the cycles; pair tasks call `poll`."""
+    """One per instance: `run` serves the cycles; the pair schedule calls `submit`."""
 
     def __init__(
         self,
@@ -110,9 +111,7 @@ class InstanceCycles:
         self.cycles = 0
         self._queue: list[tuple[Resource, asyncio.Future[Outcome]]] = []
         self._wake: asyncio.Future[None] | None = None  # set by the first `poll` of a cycle
-        self._sleepers: dict[float, tuple[asyncio.Future[bool], asyncio.TimerHandle]] = {}
-        self._early: dict[str, asyncio.Future[bool]] = {}  # sleeping pairs `wake` can reach
-        self._woken: set[str] = set()  # woken while not asleep: their next sleep is skipped
+        self._waker: Callable[[Iterable[str]], None] | None = None  # the pair schedule's wake
         self._closed = False
         self._token: int | None = None  # our lease token, while we believe we hold it
         # monotonic: the lease certainly lasts until then (taken or committed), or until the
@@ -124,7 +123,6 @@ class InstanceCycles:
         self._error_counts = ErrorCounts(cfg.refresh_interval_s)
         self._stored: dict[str, datetime] | None = None
         self._stored_lock = asyncio.Lock()
-        self._lag_gauges: dict[str, Any] = {}
 
     def key(self, resource: str) -> PairKey:
         return PairKey(self.cfg.instance_id, resource)
@@ -142,57 +140,26 @@ class InstanceCycles:
                     self._stored = {}
         return self._stored.get(resource)
 
-    async def sleep_until(self, due: float, resource: str | None = None) -> bool:
-        """Sleep until wall time `due`; False when polling stopped first. Pairs due at the same
-        moment (the instance's grid) share one timer. The pair `resource` sleeps less when
-        `wake` names it."""
-        if self._closed:
-            return False
-        if resource in self._woken:
-            self._woken.discard(resource)
-            return True
-        delay = due - time.time()
-        if delay <= 0:
-            return True
-        sleeper = self._sleepers.get(due)
-        if sleeper is None:
-            loop = asyncio.get_running_loop()
-            sleeper = self._sleepers[due] = (
-                loop.create_future(),
-                loop.call_later(delay, self._wake_sleepers, due),
-            )
-        if resource is None:
-            return await asyncio.shield(sleeper[0])
-        early = self._early[resource] = asyncio.get_running_loop().create_future()
-        try:
-            # asyncio.wait never cancels what it waits for: the shared timer stays intact.
-            await asyncio.wait((sleeper[0], early), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if self._early.get(resource) is early:
-                del self._early[resource]
-        return early.result() if early.done() else sleeper[0].result()
+    @property
+    def closed(self) -> bool:
+        """The cycle loop has ended: every poll from now on ends with `FeedClosed`."""
+        return self._closed
+
+    def attach(self, waker: Callable[[Iterable[str]], None]) -> None:
+        """The instance's pair schedule (`poller.detect.pairs.InstancePairs.wake`): told of poll
+        requests, and woken (with no names) when the cycle loop closes."""
+        self._waker = waker
 
     def wake(self, resources: Iterable[str]) -> None:
         """Make the named pairs poll in the next cycle, as if they were due now (a poll request,
-        DESIGN §2). Sleeping pairs wake at once, and pairs woken together share that one cycle;
-        a pair already waiting for a cycle just stays; a pair in the cycle in progress (its
-        request may predate the change) or about to sleep polls again at once. Afterwards each
-        keeps the instance's grid. Names of pairs this instance does not have are ignored."""
-        if self._closed:
-            return
-        waiting = {res.name for res, future in self._queue if not future.done()}
-        for name in resources:
-            early = self._early.get(name)
-            if early is not None:
-                if not early.done():
-                    early.set_result(True)
-            elif name not in waiting:
-                self._woken.add(name)
+        DESIGN §2); the pair schedule decides what that means for each pair. Names of pairs
+        this instance does not have are ignored."""
+        if not self._closed and self._waker is not None:
+            self._waker(resources)
 
-    def _wake_sleepers(self, due: float) -> None:
-        sleeper = self._sleepers.pop(due, None)
-        if sleeper is not None and not sleeper[0].done():
-            sleeper[0].set_result(True)
+    def queued(self) -> set[str]:
+        """The pairs waiting for the next cycle (it has not taken them yet)."""
+        return {res.name for res, future in self._queue if not future.done()}
 
     async def poll(self, resource: Resource) -> Outcome:
         """Poll the pair in the next cycle; returns when that cycle has committed."""
@@ -203,6 +170,20 @@ class InstanceCycles:
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         return await future
+
+    def submit(self, resources: Sequence[Resource]) -> list[asyncio.Future[Outcome]]:
+        """Poll the pairs together in the next cycle: a future of each one's outcome, resolved
+        when that cycle has committed."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Outcome]] = [loop.create_future() for _ in resources]
+        if self._closed:
+            for future in futures:
+                future.set_result(Outcome(None, FeedClosed(self.feed.name)))
+            return futures
+        self._queue.extend(zip(resources, futures, strict=True))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        return futures
 
     async def release(self) -> None:
         """Graceful stop: free the instance so another replica need not wait for expiry."""
@@ -239,11 +220,8 @@ class InstanceCycles:
             self._closed = True
             queue, self._queue = self._queue, []
             _resolve(queue, {}, Outcome(None, FeedClosed(self.feed.name)))
-            sleepers, self._sleepers = self._sleepers, {}
-            for future, timer in sleepers.values():
-                timer.cancel()
-                if not future.done():
-                    future.set_result(False)
+            if self._waker is not None:
+                self._waker(())  # a sleeping pair schedule sees the loop closed
 
     async def _cycle(
         self, stopped: asyncio.Future[Any], batch: list[tuple[Resource, asyncio.Future[Outcome]]]
@@ -586,12 +564,10 @@ class InstanceCycles:
         self._error_counts.reset(res.name)
         for kind, n in stats.by_type.items():
             metrics.EVENTS.labels(kind).inc(n)
-        gauge = self._lag_gauges.get(res.name)
-        if gauge is None:
-            gauge = self._lag_gauges[res.name] = metrics.WATERMARK_LAG.labels(
-                self.cfg.instance_name, res.name
-            )
-        gauge.set((qbo_now - answer.time).total_seconds())  # negative: shown, never hidden
+        lag = (qbo_now - answer.time).total_seconds()  # negative: shown, never hidden
+        metrics.WATERMARK_LAG.labels(res.name).observe(lag)
+        if self.cfg.per_instance_metrics:
+            metrics.INSTANCE_WATERMARK_LAG.labels(self.cfg.instance_name, res.name).set(lag)
         if stats.events or answer.mode is not Mode.INCREMENTAL:
             log.info(
                 "pair_polled",

@@ -12,7 +12,10 @@ from poller.backoff import Backoff, spread
 BACKOFF_CAP_S = 600.0  # a failing pair is retried at least every 10 minutes
 BACKOFF_MIN_S = 0.05
 PAIR_JITTER = spread(0.2)  # pairs that failed together (an outage) come back spread out
-INITIAL_SPREAD_CAP_S = 30.0  # first polls of instances spread over up to this long
+# First polls of instances spread over up to this long; many instances started together
+# spread further (poller.detect.service.START_RATE), up to the whole interval: the phase of
+# each instance's grid is its first poll, so instances keep polling spread as they started.
+INITIAL_SPREAD_CAP_S = 30.0
 
 
 class InstanceSchedule:

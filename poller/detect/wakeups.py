@@ -23,7 +23,7 @@ from poller.errors import DatabaseError
 from poller.logs import get_logger
 from poller.store import db, polls
 from poller.store.db import Pool
-from poller.store.listener import Connect, Listener
+from poller.store.listener import Connect, Handler, Listener, OnListening
 
 log = get_logger(__name__)
 
@@ -42,11 +42,25 @@ Targets = Callable[[], Mapping[int, Target]]  # instance id → target, as of no
 class Wakeups:
     """`run(stop)` listens until stop; `targets()` says which instances run here."""
 
-    def __init__(self, pool: Pool, connect: Connect, targets: Targets) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        connect: Connect,
+        targets: Targets,
+        *,
+        channels: Mapping[str, Handler] | None = None,
+        on_listening: OnListening | None = None,
+    ) -> None:
+        """`channels` and `on_listening`: the owner's own channels on the same connection (the
+        poller's instance changes), so that one replica holds one LISTEN connection."""
         self.pool = pool
         self.targets = targets
+        self.also_listening = on_listening
         self.listener = Listener(
-            connect, {polls.CHANNEL: self.notified}, name="poll", on_listening=self._listening
+            connect,
+            {polls.CHANNEL: self.notified, **(channels or {})},
+            name="poll",
+            on_listening=self._listening,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -75,6 +89,8 @@ class Wakeups:
     async def _listening(self, missed: bool) -> None:
         """After a reconnect: the requests that came while nobody listened, from their due
         times (pairs simply due by now are woken too, which changes nothing)."""
+        if self.also_listening is not None:
+            await self.also_listening(missed)
         if not missed:
             return
         targets = self.targets()

@@ -107,9 +107,21 @@ class PollableInstance:
     changes: bool = False  # event.poller.changes
 
 
+# NOTIFYed with an instance's id whenever its polling may have to start, stop or restart
+# (migration 0010's triggers: the instance or its pairs added or removed, its config_version,
+# status or events switch changed).
+INSTANCES_CHANNEL = "qbo_poller_instances"
+
+
 @store_call
-async def pollable_instances(conn: Conn) -> list[PollableInstance]:
-    rows = await conn.fetch(Q["pollable_instances"])
+async def pollable_instances(
+    conn: Conn, ids: Sequence[int] | None = None
+) -> list[PollableInstance]:
+    """The instances to poll: all of them, or those of `ids` (the others of `ids` are not)."""
+    if ids is None:
+        rows = await conn.fetch(Q["pollable_instances"])
+    else:
+        rows = await conn.fetch(Q["pollable_instances_by_id"], list(ids))
     return [
         PollableInstance(
             row["id"],

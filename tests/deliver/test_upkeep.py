@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from poller.deliver.upkeep import OutboxGauges, Pruner, prune_interval
 from poller.progress import ProgressBoard
 from poller.store import webhooks
 from poller.supervisor import delivery_services
+from poller.threads import ThreadedService
 from tests.deliver.helpers import BOX, eventually, insert_instance, insert_many, settings, statuses
 
 URL = "http://127.0.0.1:9/hook"
@@ -26,11 +28,19 @@ async def test_services_factory(pool: asyncpg.Pool, db_dsn: str) -> None:
     made = delivery_services(runtime)  # type: ignore[arg-type]
     assert board.names == ["dispatcher"]  # the watchdog vouches for its claim loop
     assert [s.name for s in made] == ["deliver.dispatcher", "deliver.pruner", "deliver.gauges"]
-    assert isinstance(made[0], Dispatcher)
+    threaded = made[0]
+    assert isinstance(threaded, ThreadedService)
     # Each returns promptly once stop is set, even with nothing to do.
     stop = asyncio.Event()
     tasks = [asyncio.create_task(s.run(stop)) for s in made]
-    await asyncio.wait_for(made[0].listening.wait(), 5)  # type: ignore[attr-defined]
+
+    async def listening() -> bool:  # the dispatcher's LISTEN, from its own thread and loop
+        inner = threaded.inner
+        return isinstance(inner, Dispatcher) and inner.listening.is_set()
+
+    await eventually(listening, timeout=5)
+    assert threaded.thread is not None and threaded.thread is not threading.main_thread()
+    assert threaded.thread.is_alive()
     t0 = time.monotonic()
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 3)

@@ -110,6 +110,7 @@ def instance_config(row: asyncpg.Record, settings: Settings) -> InstanceConfig:
         settings.events_per_notification,
         settings.replica_timeout_s,
         settings.replica_id,
+        per_instance_metrics=settings.metrics_per_instance,
         changes=row["changes"],
     )
 
@@ -176,11 +177,18 @@ async def running_service(
 ) -> AsyncIterator[PollerService]:
     """The PollerService in a task, stopped (and awaited) on exit."""
     dsn = options.pop("dsn", None)  # given: the service listens for poll requests
+    on_settled = options.pop("on_settled", None)
     opts = PollerOptions(rescan_s=options.pop("rescan_s", 0.1), **options)
     # The replica's heartbeat beside it, as the supervisor runs them.
     heartbeat = Heartbeat(pool, settings.replica_id, settings.replica_timeout_s)
     service = PollerService(
-        pool, settings, client.realm, opts, dsn=dsn, liveness=heartbeat.liveness
+        pool,
+        settings,
+        client.realm,
+        opts,
+        dsn=dsn,
+        liveness=heartbeat.liveness,
+        on_settled=on_settled,
     )
     stop = asyncio.Event()
     beating = asyncio.create_task(heartbeat.run(stop))

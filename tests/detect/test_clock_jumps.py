@@ -22,7 +22,16 @@ def jumps_counted() -> float:
 
 def lag_seconds() -> float | None:
     return metrics.REGISTRY.get_sample_value(
-        "qbo_poller_watermark_lag_seconds", {"instance": "inst", "resource": "customers"}
+        "qbo_poller_instance_watermark_lag_seconds", {"instance": "inst", "resource": "customers"}
+    )
+
+
+def lags_at_or_below_zero() -> float:
+    return (
+        metrics.REGISTRY.get_sample_value(
+            "qbo_poller_watermark_lag_seconds_bucket", {"resource": "customers", "le": "0.0"}
+        )
+        or 0.0
     )
 
 
@@ -30,10 +39,11 @@ async def test_one_answer_an_hour_ahead_skips_nothing_and_is_reported(env: Env) 
     emu = env.emu
     realm = emu.add_realm(seed=31, per_entity=2)
     iid = await add_instance(env.pool, emu, realm, resources=["customers", "invoices"])
-    async with env.driver(iid) as d:
+    async with env.driver(iid, env.settings(metrics_per_instance=True)) as d:
         await d.cycle()  # the baseline
         await d.cycle()
         counted = jumps_counted()
+        at_or_below_zero = lags_at_or_below_zero()
         emu.clock.advance(hours=JUMP_H)  # QBO's clock an hour ahead, for one answer
         with capture_logs() as logged:
             await d.cycle()
@@ -56,3 +66,4 @@ async def test_one_answer_an_hour_ahead_skips_nothing_and_is_reported(env: Env) 
     assert jumps_counted() == counted + 1
     # The watermark is (a tolerance) ahead of the QBO clock we trust: a negative lag, shown.
     assert lag_after_jump is not None and lag_after_jump < 0
+    assert lags_at_or_below_zero() > at_or_below_zero  # and in the histogram

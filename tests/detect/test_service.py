@@ -42,7 +42,7 @@ async def test_instances_added_changed_paused_and_removed_while_running(env: Env
             pool, emu, realm, name="a", interval_s=0.1, resources=["customers", "vendors"]
         )
         await wait_until(lambda: _gt(polls(pool, a, "vendors"), 1))
-        assert set(p.resource.name for p in svc.running[a].pairs) == {"customers", "vendors"}
+        assert set(svc.running[a].pairs.names()) == {"customers", "vendors"}
         # Paused → its tasks stop.
         async with pool.acquire() as conn:
             await instance_rows.set_status(conn, a, "paused", "test")

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from poller.detect.pairs import InstancePairs
 from poller.store import polls
 from tests.detect.harness import Driver, Env, add_instance, events, qbo_client, running_service
 from tests.detect.harness import wait_until as wait_for
@@ -21,15 +22,16 @@ LONG_S = 900.0  # 15 minutes: nothing polls on its schedule during a test
 
 @asynccontextmanager
 async def running_pairs(driver: Driver) -> AsyncIterator[None]:
-    """The driver's pair tasks, running as in the service (each sleeps until due)."""
+    """The driver's pairs, scheduled as in the service (one task sleeps until one is due)."""
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(pair.run(stop)) for pair in driver.pairs]
+    pairs = InstancePairs(driver.cycles, [pair.resource for pair in driver.pairs])
+    task = asyncio.create_task(pairs.run(stop))
     try:
         yield
     finally:
         stop.set()
         driver._stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        await asyncio.wait_for(task, 10)
 
 
 async def poll_counts(pool: asyncpg.Pool, instance_id: int) -> dict[str, int]:

@@ -29,7 +29,9 @@ async def test_metrics_endpoint_serves_the_process_registry(pool: asyncpg.Pool) 
     metrics.EVENTS.labels(type="CREATED").inc()
     metrics.DELIVERY_LATENCY.observe(0.2)
     metrics.OUTBOX_DEPTH.set(7)
-    metrics.WATERMARK_LAG.labels(instance="metrics-test", resource="customers").set(42.5)
+    metrics.INSTANCE_WATERMARK_LAG.labels(instance="metrics-test", resource="customers").set(42.5)
+    lag_count = _sample("qbo_poller_watermark_lag_seconds_count", resource="customers")
+    metrics.WATERMARK_LAG.labels(resource="customers").observe(3.0)
     try:
         async with (
             serve(build_app([Health(pool), Metrics()]), HttpAddr("127.0.0.1", 0)) as port,
@@ -52,7 +54,11 @@ async def test_metrics_endpoint_serves_the_process_registry(pool: asyncpg.Pool) 
         ("qbo_poller_delivery_latency_seconds", "histogram"),
         ("qbo_poller_outbox_depth", "gauge"),
         ("qbo_poller_dead_letters", "gauge"),
-        ("qbo_poller_watermark_lag_seconds", "gauge"),
+        ("qbo_poller_watermark_lag_seconds", "histogram"),
+        ("qbo_poller_instance_watermark_lag_seconds", "gauge"),
+        ("qbo_poller_event_loop_lag_seconds", "histogram"),
+        ("qbo_poller_event_loop_lag_max_seconds", "gauge"),
+        ("qbo_poller_gc_seconds", "counter"),
     ]:
         assert families[name].type == kind, name
 
@@ -72,12 +78,20 @@ async def test_metrics_endpoint_serves_the_process_registry(pool: asyncpg.Pool) 
     assert value("qbo_poller_outbox_depth", "qbo_poller_outbox_depth") == 7
     assert (
         value(
-            "qbo_poller_watermark_lag_seconds",
-            "qbo_poller_watermark_lag_seconds",
+            "qbo_poller_instance_watermark_lag_seconds",
+            "qbo_poller_instance_watermark_lag_seconds",
             instance="metrics-test",
             resource="customers",
         )
         == 42.5
+    )
+    assert (
+        value(
+            "qbo_poller_watermark_lag_seconds",
+            "qbo_poller_watermark_lag_seconds_count",
+            resource="customers",
+        )
+        == lag_count + 1
     )
     # Nothing from prometheus_client's global default registry (process/platform collectors).
     assert not any(name.startswith(("python_", "process_")) for name in families)

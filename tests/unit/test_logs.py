@@ -74,3 +74,18 @@ def test_exceptions_and_stdlib_records_are_masked() -> None:
 def test_short_values_are_not_registered() -> None:
     logs.register_secret("abc")
     assert logs.secrets.mask("abc abc") == "abc abc"
+
+
+def test_many_rotating_secrets_are_all_masked_longest_first() -> None:
+    registry = logs.SecretRegistry()
+    for n in range(3000):  # thousands of instances, each rotating its token twice
+        registry.add(f"token-{n:05d}-old", slot=f"rt:{n}")
+        registry.add(f"token-{n:05d}-new", slot=f"rt:{n}")
+        registry.add(f"token-{n:05d}-newest", slot=f"rt:{n}")
+    registry.add("static-secret")
+    registry.add("static-secret-longer")
+    text = "a token-00042-newest b token-02999-new c token-00001-old d static-secret-longer!"
+    assert registry.mask(text) == "a *** b *** c token-00001-old d ***!"
+    assert registry.mask("token-00042-ne") == "token-00042-ne"  # a prefix is no secret
+    registry.clear()
+    assert registry.mask(text) == text

@@ -98,3 +98,15 @@ WHERE instance_id = $1 AND owner = $2
 -- name: schedule
 -- Where every pair of an instance stands, for resuming its schedule after a restart.
 SELECT resource, next_due_at FROM pair_cursors WHERE instance_id = $1
+
+-- name: pollable_instances_by_id
+-- The same, for the instances $1 only (those a notification of qbo_poller_instances named):
+-- an instance not returned is gone, paused or switched off.
+SELECT i.id, i.name, i.realm_id, i.refresh_interval_s, i.initial_mode,
+       i.deactivated_as_deleted, i.config_version, i.vendor_type,
+       coalesce(array_agg(p.resource ORDER BY p.resource) FILTER (WHERE p.resource IS NOT NULL),
+                '{}') AS resources
+FROM instances i LEFT JOIN pair_cursors p ON p.instance_id = i.id
+WHERE i.id = ANY($1::bigint[]) AND i.status = 'active' AND i.events_enabled
+GROUP BY i.id
+ORDER BY i.id
