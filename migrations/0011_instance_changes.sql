@@ -1,12 +1,12 @@
--- qbo-poller schema: instance changes are announced (issue 17; the lead's number for this
--- migration is 0011, renumber at merge).
+-- qbo-poller schema: instance changes are announced (issue 17).
 --
 -- Every replica's poller used to re-read all active instances with all their pairs every 2 s
 -- to notice edits (122 ms of PostgreSQL per scan at 4,500 instances, whatever changed). Now
 -- any change that can start, stop or restart an instance's polling NOTIFYs
 -- qbo_poller_instances with the instance's id, at COMMIT, from whichever path made it (the
 -- instances file, the API, the console, the CLI, a hand-written UPDATE): its row inserted or
--- deleted, its config_version, status or events switch changed, a pair added or dropped.
+-- deleted, its config_version, status, events switch or field-changes option (0010) changed, a
+-- pair added or dropped.
 -- Pollers LISTEN and re-read only the named instances; a full scan remains for start-up and
 -- after the LISTEN connection was lost (notifications sent meanwhile are gone).
 -- Identical notifications of one transaction are folded into one by PostgreSQL.
@@ -34,7 +34,8 @@ CREATE TRIGGER instances_changed
     FOR EACH ROW
     WHEN (OLD.config_version IS DISTINCT FROM NEW.config_version
           OR OLD.status IS DISTINCT FROM NEW.status
-          OR OLD.events_enabled IS DISTINCT FROM NEW.events_enabled)
+          OR OLD.events_enabled IS DISTINCT FROM NEW.events_enabled
+          OR OLD.changes IS DISTINCT FROM NEW.changes)
     EXECUTE FUNCTION qbo_poller_instance_changed();
 
 CREATE TRIGGER pairs_added_or_removed

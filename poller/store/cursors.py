@@ -108,7 +108,7 @@ class PollableInstance:
 
 
 # NOTIFYed with an instance's id whenever its polling may have to start, stop or restart
-# (migration 0010's triggers: the instance or its pairs added or removed, its config_version,
+# (migration 0011's triggers: the instance or its pairs added or removed, its config_version,
 # status or events switch changed).
 INSTANCES_CHANNEL = "qbo_poller_instances"
 

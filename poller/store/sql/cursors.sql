@@ -103,7 +103,7 @@ SELECT resource, next_due_at FROM pair_cursors WHERE instance_id = $1
 -- The same, for the instances $1 only (those a notification of qbo_poller_instances named):
 -- an instance not returned is gone, paused or switched off.
 SELECT i.id, i.name, i.realm_id, i.refresh_interval_s, i.initial_mode,
-       i.deactivated_as_deleted, i.config_version, i.vendor_type,
+       i.deactivated_as_deleted, i.config_version, i.vendor_type, i.changes,
        coalesce(array_agg(p.resource ORDER BY p.resource) FILTER (WHERE p.resource IS NOT NULL),
                 '{}') AS resources
 FROM instances i LEFT JOIN pair_cursors p ON p.instance_id = i.id
