@@ -30,11 +30,19 @@ next round. Special cases (DESIGN §5):
   (`snapshot_complete` False: no full listing ever) lists once, merged with that cycle's CDC
   answer (whose tombstones a listing cannot show). Steady state costs nothing more: one CDC.
 - 1000-object cap: a CDC answer with ≥ `cdc_cap` objects may be truncated; it is not used. With
-  several entities each is asked alone; an entity still at the cap falls back to query paging
-  by LastUpdatedTime (name lists: they have no tombstones, so paging is complete) or, for
-  entities with hard deletes, to a full listing merged with the objects the cut answer held,
-  diffed against the snapshot: every id it knows and the listing lacks was deleted (DELETED,
-  dated with the listing's time). The watermark is the listing's time (complete as of then).
+  several entities each is asked alone; an entity still at the cap is paged by LastUpdatedTime
+  from its window (one query per 1000 changed objects; name lists have no tombstones, so that
+  is complete). For entities with hard deletes the pages are merged with the objects the cut
+  answer held and checked with one `count(*)` beside the first page (`_check_deletes`): when
+  the snapshot accounts for every object QBO counts, no delete was missed; otherwise (and
+  for a snapshot not yet complete) a full listing, merged the same way, diffed against the
+  snapshot: every id it knows and the listing lacks was deleted (DELETED, dated with the
+  listing's time). The watermark is the earliest answer's time (complete as of then).
+- Overlap (README "Overlap"): most cycles ask from `watermark − min(5 s, overlap)`; every
+  `overlap / 2` a long pass asks from `overlap` before the watermark the last committed long
+  pass reached (`committed`), so every stretch is re-read with the whole overlap once and a
+  change QBO exposes up to `overlap` late is still found. Versions the cycle committed are
+  remembered (`poller.detect.seen`) and dropped from incremental answers before the diff.
 - 30-day limit: a watermark older than `CDC_MAX_AGE` (29 days by QBO's clock as trusted) is
   served by a full listing, diffed the same way. If QBO still refuses the window ("older than
   fixed days"), QBO's clock is at least `since + 30 d`; the clock is raised and the pairs
@@ -389,6 +397,11 @@ class ChangeFeed:
         # Set by the instance's cycles: the cap path's delete check needs the snapshot.
         self.snapshots: SnapshotCounter | None = None
         self._checks: list[_QueryJob] = []
+        # CDC objects answered this cycle, and whether the next one asks per entity from the
+        # start: after a cycle whose CDC reached the cap (a burst inside the window), a
+        # combined CDC would only be cut again, decoded and thrown away.
+        self._cdc_objects = 0
+        self._split_next = False
 
     async def answer(self, requests: Sequence[PairRequest]) -> list[PairAnswer | BaseException]:
         """One cycle for these pairs: each gets its answer, or the QboError that concerns it.
@@ -431,10 +444,12 @@ class ChangeFeed:
         """One cycle: plan, then rounds of requests until every pair has its answer."""
         self.cycles += 1
         started = time.time()
+        self._cdc_objects = 0
         try:
             jobs = self._plan(batch)
             while jobs:
                 jobs = await self._round(jobs, started)
+            self._split_next = self._cdc_objects >= self.cdc_cap
         except BaseException as exc:  # never leave a pair waiting, whatever happened
             for pending in batch:
                 pending.fail(exc if isinstance(exc, Exception) else FeedClosed(self.name))
@@ -475,7 +490,10 @@ class ChangeFeed:
                 entries.append(planned)
             else:
                 jobs.append(planned)
-        if entries:
+        if len(entries) > 1 and self._split_next and self.batch_cdc.allowed(self.realm.realm_id):
+            # Still a burst in the window: one CDCQuery item per entity, in one /batch.
+            jobs[:0] = [_CdcJob([entry]) for entry in entries]
+        elif entries:
             jobs.insert(0, _CdcJob(entries))
         return jobs
 
@@ -670,6 +688,7 @@ class ChangeFeed:
         error = _as_error(answer, CdcResult)
         if error is not None:
             return self._cdc_failed(job, error, via_batch)
+        self._cdc_objects += answer.count
         if answer.count < self.cdc_cap:
             return self._deliver_cdc(job.entries, answer, started)
         return self._split_truncated(job, answer, started)

@@ -383,3 +383,24 @@ async def test_an_overlap_shorter_than_the_short_one_is_used_whole() -> None:
     feed.committed("customers", first)
     await feed.answer([req("customers", first.time)])
     assert _cdc_since(realm) == first.time - timedelta(seconds=3)
+
+
+async def test_after_a_cut_answer_the_next_cycles_ask_per_entity_until_the_burst_is_past() -> None:
+    at = NOW - timedelta(seconds=1)
+    realm = FakeRealm(
+        {"Customer": [obj("1", at), obj("2", at)], "Vendor": [obj("3", at), obj("4", at)]}, cap=3
+    )
+    feed = ChangeFeed(realm, overlap_s=120, cdc_cap=3)
+    requests = [req("customers", NOW), req("vendors", NOW)]
+    first = await feed.answer(requests)
+    assert all(isinstance(a, PairAnswer) and len(a.objects) == 2 for a in first)
+    assert realm.kinds() == ["cdc", "batch"]  # combined (cut), then one item per entity
+    realm.calls.clear()
+    await feed.answer(requests)
+    assert realm.kinds() == ["batch"]  # per entity at once: no cut answer to throw away
+    assert [len(i.entities) for i in realm.calls[0][1]] == [1, 1]
+    realm.data = {"Customer": [], "Vendor": []}  # the burst is out of the window
+    await feed.answer(requests)
+    realm.calls.clear()
+    await feed.answer(requests)
+    assert realm.kinds() == ["cdc"]  # combined again
