@@ -123,6 +123,7 @@ class InstanceCycles:
         self._error_counts = ErrorCounts(cfg.refresh_interval_s)
         self._stored: dict[str, datetime] | None = None
         self._stored_lock = asyncio.Lock()
+        feed.snapshots = self._count_live_before  # the feed's cap path checks deletes with it
 
     def key(self, resource: str) -> PairKey:
         return PairKey(self.cfg.instance_id, resource)
@@ -351,6 +352,14 @@ class InstanceCycles:
             raise FeedClosed(self.feed.name)
         return task.result()
 
+    async def _count_live_before(
+        self, resource: str, before: datetime, excluding: list[str]
+    ) -> tuple[int, int]:
+        async with db.acquire(self.pool) as conn:
+            return await outbox.count_live_before(
+                conn, self.cfg.instance_id, resource, before, excluding
+            )
+
     # -- 3, 4. diff and commit --
 
     async def _commit(
@@ -395,6 +404,7 @@ class InstanceCycles:
         succeeded = [(res, answer) for res, answer in good if res.name not in failures]
         qbo_now = self.feed.qbo_now()
         for res, answer in succeeded:
+            self.feed.committed(res.name, answer)  # re-reading these versions costs nothing now
             pair_stats = stats.get(res.name, outbox.NO_WRITES)
             outcomes[res.name] = self._succeeded(res, answer, pair_stats, qbo_now)
         if succeeded:

@@ -30,11 +30,19 @@ next round. Special cases (DESIGN §5):
   (`snapshot_complete` False: no full listing ever) lists once, merged with that cycle's CDC
   answer (whose tombstones a listing cannot show). Steady state costs nothing more: one CDC.
 - 1000-object cap: a CDC answer with ≥ `cdc_cap` objects may be truncated; it is not used. With
-  several entities each is asked alone; an entity still at the cap falls back to query paging
-  by LastUpdatedTime (name lists: they have no tombstones, so paging is complete) or, for
-  entities with hard deletes, to a full listing merged with the objects the cut answer held,
-  diffed against the snapshot: every id it knows and the listing lacks was deleted (DELETED,
-  dated with the listing's time). The watermark is the listing's time (complete as of then).
+  several entities each is asked alone; an entity still at the cap is paged by LastUpdatedTime
+  from its window (one query per 1000 changed objects; name lists have no tombstones, so that
+  is complete). For entities with hard deletes the pages are merged with the objects the cut
+  answer held and checked with one `count(*)` beside the first page (`_check_deletes`): when
+  the snapshot accounts for every object QBO counts, no delete was missed; otherwise (and
+  for a snapshot not yet complete) a full listing, merged the same way, diffed against the
+  snapshot: every id it knows and the listing lacks was deleted (DELETED, dated with the
+  listing's time). The watermark is the earliest answer's time (complete as of then).
+- Overlap (README "Overlap"): most cycles ask from `watermark − min(5 s, overlap)`; every
+  `overlap / 2` a long pass asks from `overlap` before the watermark the last committed long
+  pass reached (`committed`), so every stretch is re-read with the whole overlap once and a
+  change QBO exposes up to `overlap` late is still found. Versions the cycle committed are
+  remembered (`poller.detect.seen`) and dropped from incremental answers before the diff.
 - 30-day limit: a watermark older than `CDC_MAX_AGE` (29 days by QBO's clock as trusted) is
   served by a full listing, diffed the same way. If QBO still refuses the window ("older than
   fixed days"), QBO's clock is at least `since + 30 d`; the clock is raised and the pairs
@@ -61,6 +69,7 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from poller.detect.qbo_clock import QboClock
+from poller.detect.seen import SeenVersions
 from poller.logs import get_logger
 from poller.qbo import faults, times
 from poller.qbo.types import (
@@ -88,6 +97,11 @@ PAGE_SIZE = 1000  # MAXRESULTS limit (reference §2.3)
 BATCH_MAX_ITEMS = 30
 BATCH_CDC_RETRY_S = 3600.0  # re-probe a realm that refused CDCQuery after this
 MAX_PAGES = 100_000  # a runaway guard, never reached by a sane company
+# The overlap policy (README "Overlap"): most cycles reach back SHORT_OVERLAP before the
+# watermark; every LONG_EVERY (a share of POLLER_OVERLAP_SECONDS) one long pass reaches back the
+# whole POLLER_OVERLAP_SECONDS before the watermark the previous long pass committed.
+SHORT_OVERLAP = timedelta(seconds=5)
+LONG_EVERY_SHARE = 0.5
 
 
 class Mode(StrEnum):
@@ -115,6 +129,17 @@ class PairAnswer:
     time: datetime  # QBO's clock, as far as the evidence allows: the pair's new watermark
     complete: bool  # `objects` are every live object: missing ones were deleted
     cycle_started: float  # wall clock (time.time()) when the cycle began
+    long_pass: bool = False  # reached back the whole overlap (see ChangeFeed.committed)
+
+
+class SnapshotCounter(Protocol):
+    """Live snapshot rows of a pair, leaving out `excluding`: (those last changed before
+    `before`, the others). When no delete was missed, the first is what QBO's `count(*) ...
+    LastUpdatedTime < before` says and the second is 0."""
+
+    async def __call__(
+        self, resource: str, before: datetime, excluding: list[str]
+    ) -> tuple[int, int]: ...
 
 
 class FeedClosed(Exception):
@@ -174,6 +199,14 @@ def query_statement(
     return statement + f" MAXRESULTS {page_size}"
 
 
+def count_statement(resource: Resource, before: datetime) -> str:
+    """`select count(*) from E where LastUpdatedTime < 'T'`: the live objects unchanged since
+    `before` (the cap path's check that no delete went unseen)."""
+    where = ["Active IN (true,false)"] if resource.is_list else []
+    where.append(f"MetaData.LastUpdatedTime < '{times.format_qbo_time(before, times.PACIFIC)}'")
+    return f"select count(*) from {resource.entity} where {' and '.join(where)}"
+
+
 # --- jobs: one piece of a cycle's work, answered by one batch item or request --------------
 
 
@@ -206,6 +239,7 @@ class _CdcEntry:
     mode: Mode  # INCREMENTAL or INITIAL
     since: datetime
     then_list: bool = False  # also list the entity once, merged: the snapshot learns its ids
+    long_pass: bool = False
 
     @property
     def resource(self) -> Resource:
@@ -247,6 +281,11 @@ class _QueryJob(_Job):
     # listing cannot show, and the watermark is the earlier of the two times.
     carried: list[QboObject] = field(default_factory=list)
     carried_time: datetime | None = None
+    long_pass: bool = False
+    # The cap path of an entity with hard deletes: paged, then checked against a count (see
+    # ChangeFeed._check_deletes) before it is trusted; `qbo_count` is QBO's answer to it.
+    check_deletes: bool = False
+    qbo_count: int | None = None
 
     def __post_init__(self) -> None:
         self.cursor = self.since
@@ -277,15 +316,19 @@ class _QueryJob(_Job):
         self._next_page(result.rows)
         return False
 
-    def answer(self, started: float) -> PairAnswer:
+    @property
+    def watermark(self) -> datetime:
         assert self.first_time is not None
-        watermark = self.first_time
         if self.carried_time is not None:
-            watermark = min(watermark, self.carried_time)
+            return min(self.first_time, self.carried_time)
+        return self.first_time
+
+    def answer(self, started: float) -> PairAnswer:
         # What the CDC answer adds to the listing: tombstones, and versions since replaced.
         extra = [obj for obj in self.carried if (str(obj.get("Id")), _token(obj)) not in self.seen]
         objects = self.objects + extra
-        return PairAnswer(self.mode, objects, watermark, self.complete, started)
+        long_pass = self.long_pass or self.complete  # a listing sees everything visible
+        return PairAnswer(self.mode, objects, self.watermark, self.complete, started, long_pass)
 
     def _next_page(self, rows: list[QboObject]) -> None:
         # Re-read from the last timestamp seen (versions already seen are dropped) instead of
@@ -296,6 +339,23 @@ class _QueryJob(_Job):
             self.cursor, self.start = last, 1
         else:
             self.start += len(rows)
+
+
+@dataclass(eq=False)
+class _CountJob(_Job):
+    """QBO's count of the objects unchanged since a cap-path job's window began."""
+
+    owner: _QueryJob
+
+    def item(self, bid: str) -> QueryItem:
+        return QueryItem(bid, count_statement(self.owner.resource, self._before))
+
+    @property
+    def _before(self) -> datetime:
+        return times.floor_to_second(self.owner.since)
+
+    def pendings(self) -> list[_Pending]:
+        return []  # a failed count fails no pair: the owner falls back to a listing
 
 
 def _token(obj: QboObject) -> str | None:
@@ -327,6 +387,21 @@ class ChangeFeed:
         self.name = name or realm.realm_id
         self.clock = QboClock(self.overlap, name=self.name)
         self.cycles = 0
+        # The overlap policy: short passes, and a long one every `long_every` (module constants).
+        self.short_overlap = min(self.overlap, SHORT_OVERLAP)
+        self.long_every = self.overlap * LONG_EVERY_SHARE
+        # pair → QBO time of the last long pass committed (the long pass reaches back from it)
+        self._long_marks: dict[str, datetime] = {}
+        # How far back any later poll can reach: versions older than that are never re-read.
+        self.seen = SeenVersions(2 * self.overlap + self.short_overlap)
+        # Set by the instance's cycles: the cap path's delete check needs the snapshot.
+        self.snapshots: SnapshotCounter | None = None
+        self._checks: list[_QueryJob] = []
+        # CDC objects answered this cycle, and whether the next one asks per entity from the
+        # start: after a cycle whose CDC reached the cap (a burst inside the window), a
+        # combined CDC would only be cut again, decoded and thrown away.
+        self._cdc_objects = 0
+        self._split_next = False
 
     async def answer(self, requests: Sequence[PairRequest]) -> list[PairAnswer | BaseException]:
         """One cycle for these pairs: each gets its answer, or the QboError that concerns it.
@@ -348,6 +423,19 @@ class ChangeFeed:
             outcomes = [_settled(p.future, self.name) for p in batch]
         return outcomes
 
+    def committed(self, resource: str, answer: PairAnswer) -> None:
+        """The cycle committed this answer of the pair: its snapshot now holds at least the
+        versions it carried (they need no snapshot read when re-read), and a long pass moves
+        the point the next long pass reaches back from."""
+        if answer.long_pass:
+            self._long_marks[resource] = answer.time
+        self.seen.remember(resource, answer.objects, answer.time)
+
+    def forget(self, resource: str) -> None:
+        """The pair's snapshot changed outside this feed's view (tests, manual repair)."""
+        self._long_marks.pop(resource, None)
+        self.seen.forget(resource)
+
     def qbo_now(self) -> datetime:
         """QBO's clock as trusted, moved on by the time elapsed since (local clock if none)."""
         return self.clock.now()
@@ -356,10 +444,12 @@ class ChangeFeed:
         """One cycle: plan, then rounds of requests until every pair has its answer."""
         self.cycles += 1
         started = time.time()
+        self._cdc_objects = 0
         try:
             jobs = self._plan(batch)
             while jobs:
                 jobs = await self._round(jobs, started)
+            self._split_next = self._cdc_objects >= self.cdc_cap
         except BaseException as exc:  # never leave a pair waiting, whatever happened
             for pending in batch:
                 pending.fail(exc if isinstance(exc, Exception) else FeedClosed(self.name))
@@ -367,20 +457,49 @@ class ChangeFeed:
 
     # -- planning --
 
+    def _long_due(self, batch: Sequence[_Pending]) -> bool:
+        """A long pass this cycle: some pair's last long pass is `long_every` old (or none in
+        this process). All pairs then go long: they share the CDC request anyway."""
+        now = self.qbo_now()
+        for pending in batch:
+            mark = self._long_marks.get(pending.request.resource.name)
+            if pending.request.watermark is not None and (
+                mark is None or now - mark >= self.long_every
+            ):
+                return True
+        return False
+
+    def _since(self, req: PairRequest, watermark: datetime, long_pass: bool) -> datetime:
+        """Where an incremental poll starts (README "Overlap"): a short pass reaches back the
+        short overlap; a long one the whole overlap before the last long pass committed (so
+        every span between long passes is re-read with the full overlap). With no long pass in
+        this process yet, the last one (by a previous process) may be `long_every` older."""
+        if not long_pass:
+            return watermark - self.short_overlap
+        mark = self._long_marks.get(req.resource.name)
+        start = watermark - self.long_every if mark is None else min(mark, watermark)
+        return start - self.overlap
+
     def _plan(self, batch: Sequence[_Pending]) -> list[_Job]:
         entries: list[_CdcEntry] = []
         jobs: list[_Job] = []
+        long_pass = self._long_due(batch)
         for pending in batch:
-            planned = self._plan_one(pending)
+            planned = self._plan_one(pending, long_pass=long_pass)
             if isinstance(planned, _CdcEntry):
                 entries.append(planned)
             else:
                 jobs.append(planned)
-        if entries:
+        if len(entries) > 1 and self._split_next and self.batch_cdc.allowed(self.realm.realm_id):
+            # Still a burst in the window: one CDCQuery item per entity, in one /batch.
+            jobs[:0] = [_CdcJob([entry]) for entry in entries]
+        elif entries:
             jobs.insert(0, _CdcJob(entries))
         return jobs
 
-    def _plan_one(self, pending: _Pending, *, force_listing: bool = False) -> _CdcEntry | _Job:
+    def _plan_one(
+        self, pending: _Pending, *, force_listing: bool = False, long_pass: bool = True
+    ) -> _CdcEntry | _Job:
         req = pending.request
         res = req.resource
         now = self.qbo_now()
@@ -393,7 +512,7 @@ class ChangeFeed:
             return self._incremental(pending, Mode.INITIAL, now - self.overlap)
         # A watermark ahead of QBO's clock as trusted (stored from a jumped answer by an older
         # version, or a skew this process has not learned yet) is not trusted either.
-        since = min(req.watermark, now) - self.overlap
+        since = self._since(req, min(req.watermark, now), long_pass)
         if force_listing:
             return self._listing(pending)
         # Judged by QBO's clock only: before the first answer, CDC is tried and QBO's own
@@ -410,13 +529,17 @@ class ChangeFeed:
         if not res.cdc and req.reconcile_due and res.delete == DeleteMode.HARD:
             return self._listing(pending)
         if res.cdc and res.delete == DeleteMode.HARD and not req.snapshot_complete:
-            return _CdcEntry(pending, Mode.INCREMENTAL, since, then_list=True)
-        return self._incremental(pending, Mode.INCREMENTAL, since)
+            return _CdcEntry(pending, Mode.INCREMENTAL, since, then_list=True, long_pass=long_pass)
+        return self._incremental(pending, Mode.INCREMENTAL, since, long_pass)
 
-    def _incremental(self, pending: _Pending, mode: Mode, since: datetime) -> _CdcEntry | _Job:
+    def _incremental(
+        self, pending: _Pending, mode: Mode, since: datetime, long_pass: bool = False
+    ) -> _CdcEntry | _Job:
         if pending.request.resource.cdc:
-            return _CdcEntry(pending, mode, since)
-        return _QueryJob(pending, mode, since, complete=False, page_size=self.page_size)
+            return _CdcEntry(pending, mode, since, long_pass=long_pass)
+        return _QueryJob(
+            pending, mode, since, complete=False, page_size=self.page_size, long_pass=long_pass
+        )
 
     def _listing(
         self, pending: _Pending, carried: Sequence[QboObject] = (), at: datetime | None = None
@@ -451,8 +574,12 @@ class ChangeFeed:
             calls.append(self._send_batch(batched[chunk_start : chunk_start + BATCH_MAX_ITEMS]))
         answered = [one for group in await asyncio.gather(*calls) for one in group]
         follow: list[_Job] = []
+        self._checks = []
         for one in answered:
             follow.extend(self._handle(one.job, one.answer, one.via_batch, started))
+        checks, self._checks = self._checks, []
+        for job in checks:  # after the whole round: a job's count may come after its last page
+            follow.extend(await self._check_deletes(job, started))
         return follow
 
     async def _send_cdc(self, job: _Job) -> list[_Answered]:
@@ -493,6 +620,10 @@ class ChangeFeed:
     def _handle(self, job: _Job, answer: Any, via_batch: bool, started: float) -> list[_Job]:
         if isinstance(job, _CdcJob):
             return self._handle_cdc(job, answer, via_batch, started)
+        if isinstance(job, _CountJob):
+            error = _as_error(answer, QueryResult)
+            job.owner.qbo_count = None if error is not None else answer.total_count
+            return []
         assert isinstance(job, _QueryJob)
         return self._handle_query(job, answer, started)
 
@@ -503,13 +634,61 @@ class ChangeFeed:
             return []
         if not job.accept(answer):
             return [job]
-        job.pending.resolve(job.answer(started))
+        if job.check_deletes:
+            self._checks.append(job)
+        else:
+            self._resolve(job.pending, job.answer(started))
         return []
+
+    def _resolve(self, pending: _Pending, answer: PairAnswer) -> None:
+        """Hand a pair its answer, without the versions its snapshot is known to hold (an
+        incremental answer only: a complete listing's set difference needs every object)."""
+        if answer.mode is Mode.INCREMENTAL and not answer.complete:
+            unseen = self.seen.unseen(pending.request.resource.name, answer.objects)
+            if len(unseen) != len(answer.objects):
+                answer = replace(answer, objects=unseen)
+        pending.resolve(answer)
+
+    async def _check_deletes(self, job: _QueryJob, started: float) -> list[_Job]:
+        """The cap path of an entity with hard deletes, paged by LastUpdatedTime: trusted when
+        no delete can have gone unseen, else a full listing (as before issue 17).
+
+        Paging shows every live object changed since `since`; the cut CDC answer some of the
+        tombstones. The snapshot (complete: it knows every id) accounts for every other object:
+        a live row last changed at or after `since` that this answer lacks was deleted (a live
+        one would be in the pages); and every live row last changed before `since` must still
+        exist unchanged, so QBO's count of the objects with LastUpdatedTime < since (asked in
+        the first page's round, after the CDC answer) must equal the snapshot's live rows older
+        than `since`, less the ids this answer holds. A delete the cut answer lacked breaks one
+        of the two; an object changed between the count and a later page breaks them too (a
+        listing then, the safe side)."""
+        before = times.floor_to_second(job.since)
+        ids = sorted({str(obj["Id"]) for obj in job.objects + job.carried if "Id" in obj})
+        counted: tuple[int, int] | None = None
+        if job.qbo_count is not None and self.snapshots is not None:
+            try:
+                counted = await self.snapshots(job.resource.name, before, ids)
+            except Exception as exc:  # the database is not needed to be right: list instead
+                log.warning("cdc_cap_check_failed", feed=self.name, error=f"{exc!r}")
+        if counted is not None and counted == (job.qbo_count, 0):
+            self._resolve(job.pending, job.answer(started))
+            return []
+        log.info(
+            "cdc_cap_check_mismatch",
+            feed=self.name,
+            resource=job.resource.name,
+            qbo_count=job.qbo_count,
+            snapshot_unchanged=counted[0] if counted else None,
+            snapshot_unaccounted=counted[1] if counted else None,
+            action="full listing",
+        )
+        return [self._listing(job.pending, job.objects + job.carried, job.watermark)]
 
     def _handle_cdc(self, job: _CdcJob, answer: Any, via_batch: bool, started: float) -> list[_Job]:
         error = _as_error(answer, CdcResult)
         if error is not None:
             return self._cdc_failed(job, error, via_batch)
+        self._cdc_objects += answer.count
         if answer.count < self.cdc_cap:
             return self._deliver_cdc(job.entries, answer, started)
         return self._split_truncated(job, answer, started)
@@ -568,18 +747,32 @@ class ChangeFeed:
         )
         if len(rest) > 1:
             return [_CdcJob([e], direct=job.direct) for e in rest]
-        return [self._cap_fallback(e, answer) for e in rest]
+        return [job for e in rest for job in self._cap_fallback(e, answer)]
 
-    def _cap_fallback(self, entry: _CdcEntry, answer: CdcResult) -> _Job:
-        """One entity still at the cap: page it by query, or, if it hard-deletes, a full
-        listing diffed against the snapshot (which knows every id since the baseline), merged
-        with the tombstones the cut answer did hold."""
+    def _cap_fallback(self, entry: _CdcEntry, answer: CdcResult) -> list[_Job]:
+        """One entity still at the cap: page it by LastUpdatedTime (one query per 1000 changed
+        objects, not per 1000 objects of the company). An entity with hard deletes is paged
+        too, merged with the tombstones the cut answer held, and checked against a count
+        (`_check_deletes`); a full listing diffed against the snapshot (which knows every id
+        since the baseline) only when the check fails, or the snapshot is not complete yet."""
         res = entry.resource
-        if res.delete == DeleteMode.HARD:
-            return self._listing(entry.pending, _entity_objects(entry, answer), answer.time)
-        return _QueryJob(
-            entry.pending, Mode.INCREMENTAL, entry.since, complete=False, page_size=self.page_size
+        objects = _entity_objects(entry, answer)
+        if res.delete == DeleteMode.HARD and (
+            entry.then_list or not entry.pending.request.snapshot_complete or not self.snapshots
+        ):
+            return [self._listing(entry.pending, objects, answer.time)]
+        paged = _QueryJob(
+            entry.pending,
+            Mode.INCREMENTAL,
+            entry.since,
+            complete=False,
+            page_size=self.page_size,
+            long_pass=entry.long_pass,
         )
+        if res.delete != DeleteMode.HARD:
+            return [paged]
+        paged.carried, paged.carried_time, paged.check_deletes = objects, answer.time, True
+        return [paged, _CountJob(paged)]
 
     def _deliver_cdc(
         self, entries: Sequence[_CdcEntry], answer: CdcResult, started: float
@@ -590,7 +783,8 @@ class ChangeFeed:
             if entry.then_list:
                 follow.append(self._listing(entry.pending, objects, answer.time))
                 continue
-            entry.pending.resolve(PairAnswer(entry.mode, objects, answer.time, False, started))
+            found = PairAnswer(entry.mode, objects, answer.time, False, started, entry.long_pass)
+            self._resolve(entry.pending, found)
         return follow
 
 
@@ -663,6 +857,8 @@ __all__ = [
     "Mode",
     "PairAnswer",
     "PairRequest",
+    "SnapshotCounter",
+    "count_statement",
     "is_window_error",
     "query_statement",
 ]

@@ -31,7 +31,7 @@ from poller.http_headers import retry_after_seconds
 from poller.logs import get_logger
 from poller.qbo import parse
 from poller.qbo.auth import AccessTokens, TokenManager, TokenStore
-from poller.qbo.faults import error_class, error_for, is_throttle, parse_fault
+from poller.qbo.faults import NOT_JSON, error_class, error_for, is_throttle, read_body
 from poller.qbo.limiter import LimiterConfig, RealmLimiter
 from poller.qbo.times import format_qbo_time
 from poller.qbo.types import (
@@ -255,7 +255,8 @@ class QboClient:
     ) -> T:
         """Classify one HTTP answer: return the parsed result or raise a control exception."""
         status = answer.status
-        fault = parse_fault(answer.body, status, answer.intuit_tid)
+        # ONE decode per answer: the document the Fault is looked for in is the one parsed.
+        doc, fault = read_body(answer.body, status, answer.intuit_tid, parse.decode)
         if is_throttle(status, fault):
             raise _Throttled(answer, fault)
         if status == 401 or (fault is not None and error_class(None, fault) is AuthenticationError):
@@ -273,8 +274,10 @@ class QboClient:
         if status != 200:
             raise _Retry(MalformedResponse(f"unexpected HTTP {status}", _bare_fault(answer)))
         try:
-            return parse_body(parse.loads_verbatim(answer.body), answer.intuit_tid)
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            if doc is NOT_JSON:
+                raise ValueError("not JSON")
+            return parse_body(doc, answer.intuit_tid)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise _Retry(
                 MalformedResponse(
                     f"unreadable QBO answer: {type(exc).__name__}", _bare_fault(answer)

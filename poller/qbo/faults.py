@@ -11,9 +11,10 @@ QuickBooks answers errors in three shapes (reference §5.2, samples/responses/fa
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Any
 
-import orjson
+import msgspec
 
 from poller.qbo.types import (
     AuthenticationError,
@@ -123,23 +124,42 @@ def looks_like_xml(body: bytes) -> bool:
     return body.lstrip()[:1] == b"<"
 
 
+_NOT_JSON = object()
+_DECODER = msgspec.json.Decoder()  # faults hold no amounts: plain floats are fine here
+
+
+def read_body(
+    body: bytes,
+    status: int | None = None,
+    intuit_tid: str | None = None,
+    decode: Callable[[bytes], Any] | None = None,
+) -> tuple[Any, Fault | None]:
+    """Any QBO body → (its JSON document, or `NOT_JSON`; its Fault, or None), decoding it once.
+
+    Decides by the body, not by Content-Type: throttle answers are XML whatever was asked for
+    and their Content-Type is not always right. `decode` is the JSON decoder to use (the
+    client passes `parse.decode`, which keeps QBO's literals, so the same document serves both
+    the Fault check and the answer).
+    """
+    if not body:
+        return _NOT_JSON, None
+    if looks_like_xml(body):
+        return _NOT_JSON, fault_from_xml(body, status, intuit_tid)
+    try:
+        doc = (decode or _DECODER.decode)(body)
+    except msgspec.DecodeError:
+        return _NOT_JSON, None
+    return doc, fault_from_json(doc, status, intuit_tid)
+
+
+NOT_JSON = _NOT_JSON
+
+
 def parse_fault(
     body: bytes, status: int | None = None, intuit_tid: str | None = None
 ) -> Fault | None:
-    """Any QBO body (JSON upper/lower case, or XML) → its Fault, or None.
-
-    Decides by the body, not by Content-Type: throttle answers are XML whatever was asked for
-    and their Content-Type is not always right.
-    """
-    if not body:
-        return None
-    if looks_like_xml(body):
-        return fault_from_xml(body, status, intuit_tid)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return fault_from_json(doc, status, intuit_tid)
+    """Any QBO body (JSON upper/lower case, or XML) → its Fault, or None."""
+    return read_body(body, status, intuit_tid)[1]
 
 
 def is_throttle(status: int | None, fault: Fault | None) -> bool:

@@ -7,10 +7,10 @@ them exactly as QuickBooks wrote them.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+import msgspec
 import orjson
 
 from poller.qbo.faults import fault_from_object
@@ -32,18 +32,26 @@ _META_KEYS = frozenset({"startPosition", "maxResults", "totalCount"})
 _FROM = re.compile(r"\bfrom\s+([A-Za-z][A-Za-z0-9_]*)", re.IGNORECASE)
 
 
-def _verbatim_number(literal: str) -> orjson.Fragment:
-    return orjson.Fragment(literal.encode())
+# msgspec hands each decimal literal to the hook as the text QBO wrote; `orjson.Fragment` is a
+# C type, so no Python code runs per number. bench/decode.py: 5.1 ms per 1000-object answer,
+# against 9.1 ms for the standard library with the same hook and 15.5 ms for the two decodes
+# this replaced (orjson for the Fault, then `json` with a Python callback).
+_DECODER = msgspec.json.Decoder(float_hook=orjson.Fragment)
+DecodeError = msgspec.DecodeError
 
 
-def loads_verbatim(body: bytes) -> Any:
-    """JSON → Python, keeping every decimal literal exactly as QBO wrote it.
+def decode(body: bytes) -> Any:
+    """JSON → Python in ONE decode, keeping every decimal literal exactly as QBO wrote it.
 
     Decimals become `orjson.Fragment`s, so an object re-serialized with orjson into a callback
     keeps `337.50` as `337.50` (a float would print `337.5`): "the QBO object exactly as
-    QuickBooks returned it". Nothing in detection computes with amounts.
+    QuickBooks returned it". Nothing in detection computes with amounts. The client looks for a
+    Fault in this same document (`faults.fault_from_json`). Raises `DecodeError`.
     """
-    return json.loads(body, parse_float=_verbatim_number)
+    return _DECODER.decode(body)
+
+
+loads_verbatim = decode  # the older name
 
 
 def entity_of(statement: str) -> str:

@@ -13,6 +13,7 @@ Pacific, not UTC (reference §1.1, §8.4): a naive datetime is refused before it
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +34,13 @@ def parse_qbo_time(value: object) -> datetime:
         return datetime.fromtimestamp(value / 1000.0, UTC)  # gateway faults: epoch ms
     if not isinstance(value, str) or not value:
         raise ValueError("not a timestamp")
+    return _parse_text(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(value: str) -> datetime:
+    # Cached: an answer's objects share a few seconds' stamps, and each is read several times
+    # (window filter, clock evidence, diff, seen versions); a datetime is immutable.
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

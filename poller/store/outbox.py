@@ -23,6 +23,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -106,6 +107,18 @@ async def load_objects(
         except (zlib.error, UnicodeDecodeError):
             continue  # unreadable: as if none was kept ("changes": null), never a stuck pair
     return found
+
+
+@store_call
+async def count_live_before(
+    conn: Conn, instance_id: int, resource: str, before: datetime, excluding: Sequence[str]
+) -> tuple[int, int]:
+    """Live snapshot rows of a pair except `excluding`: (last changed before `before`, since)."""
+    row = await conn.fetchrow(
+        Q["count_live_before"], instance_id, resource, before, list(excluding)
+    )
+    assert row is not None  # an aggregate always answers one row
+    return int(row["before"]), int(row["since"])
 
 
 @store_call

@@ -194,7 +194,9 @@ async def test_combined_cdc_asks_from_earliest_and_each_pair_keeps_its_window() 
     )
     a_cust, a_vend = await serve(realm, [req("customers", old_wm), req("vendors", new_wm)])
     ((_, (_entities, since)),) = realm.calls
-    assert since == old_wm - timedelta(seconds=120)
+    # A fresh feed's first pass is long and, not knowing when the last process made its last
+    # long pass, reaches back the overlap (120 s) plus the long-pass period (60 s).
+    assert since == old_wm - timedelta(seconds=120 + 60)
     assert [o["Id"] for o in a_cust.objects] == ["1"]
     assert [o["Id"] for o in a_vend.objects] == ["3"]  # "2" is before its own window
     assert a_cust.time == a_vend.time == NOW  # QBO's clock, not ours
@@ -326,3 +328,79 @@ async def test_a_cancelled_cycle_cancels_its_requests_and_leaves_nothing_unretri
 
 
 _ = Callable
+
+
+# --- the overlap policy (issue 17) --------------------------------------------------------
+
+
+def _cdc_since(realm: FakeRealm) -> datetime:
+    kind, (_entities, since) = realm.calls[-1]
+    assert kind == "cdc"
+    return since
+
+
+async def test_short_passes_and_a_long_one_every_half_overlap() -> None:
+    realm = FakeRealm({"Customer": []})
+    feed = ChangeFeed(realm, overlap_s=120)
+    wm = NOW - timedelta(seconds=2)
+    (first,) = await feed.answer([req("customers", wm)])
+    assert isinstance(first, PairAnswer) and first.long_pass
+    assert _cdc_since(realm) == wm - timedelta(seconds=180)  # fresh feed: 120 s + 60 s
+    feed.committed("customers", first)
+    (second,) = await feed.answer([req("customers", first.time)])
+    assert isinstance(second, PairAnswer) and not second.long_pass
+    assert _cdc_since(realm) == first.time - timedelta(seconds=5)
+    feed.committed("customers", second)
+    # QBO's clock moves on 61 s (with evidence: an object stamped then).
+    later = NOW + timedelta(seconds=61)
+    realm.now = later
+    realm.data["Customer"].append(obj("9", later))
+    (third,) = await feed.answer([req("customers", second.time)])
+    assert isinstance(third, PairAnswer) and not third.long_pass  # planned before it knew
+    feed.committed("customers", third)
+    (fourth,) = await feed.answer([req("customers", third.time)])
+    assert isinstance(fourth, PairAnswer) and fourth.long_pass
+    # The whole overlap before the watermark the last long pass committed, not before today's.
+    assert _cdc_since(realm) == first.time - timedelta(seconds=120)
+    assert [o["Id"] for o in fourth.objects] == []  # "9" was committed: skipped when re-read
+
+
+async def test_an_uncommitted_long_pass_stays_due() -> None:
+    realm = FakeRealm({"Customer": []})
+    feed = ChangeFeed(realm, overlap_s=120)
+    (first,) = await feed.answer([req("customers", NOW)])
+    assert isinstance(first, PairAnswer) and first.long_pass
+    (again,) = await feed.answer([req("customers", NOW)])  # the commit failed: not committed
+    assert isinstance(again, PairAnswer) and again.long_pass
+    assert _cdc_since(realm) == NOW - timedelta(seconds=180)
+
+
+async def test_an_overlap_shorter_than_the_short_one_is_used_whole() -> None:
+    realm = FakeRealm({"Customer": []})
+    feed = ChangeFeed(realm, overlap_s=3)
+    (first,) = await feed.answer([req("customers", NOW)])
+    assert isinstance(first, PairAnswer)
+    feed.committed("customers", first)
+    await feed.answer([req("customers", first.time)])
+    assert _cdc_since(realm) == first.time - timedelta(seconds=3)
+
+
+async def test_after_a_cut_answer_the_next_cycles_ask_per_entity_until_the_burst_is_past() -> None:
+    at = NOW - timedelta(seconds=1)
+    realm = FakeRealm(
+        {"Customer": [obj("1", at), obj("2", at)], "Vendor": [obj("3", at), obj("4", at)]}, cap=3
+    )
+    feed = ChangeFeed(realm, overlap_s=120, cdc_cap=3)
+    requests = [req("customers", NOW), req("vendors", NOW)]
+    first = await feed.answer(requests)
+    assert all(isinstance(a, PairAnswer) and len(a.objects) == 2 for a in first)
+    assert realm.kinds() == ["cdc", "batch"]  # combined (cut), then one item per entity
+    realm.calls.clear()
+    await feed.answer(requests)
+    assert realm.kinds() == ["batch"]  # per entity at once: no cut answer to throw away
+    assert [len(i.entities) for i in realm.calls[0][1]] == [1, 1]
+    realm.data = {"Customer": [], "Vendor": []}  # the burst is out of the window
+    await feed.answer(requests)
+    realm.calls.clear()
+    await feed.answer(requests)
+    assert realm.kinds() == ["cdc"]  # combined again

@@ -4,10 +4,13 @@ aiohttp servers): reads, retries, 401 → refresh, throttling, faults."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
@@ -15,6 +18,7 @@ from structlog.testing import capture_logs
 from poller import metrics
 from poller.config import Settings
 from poller.http_headers import retry_after_seconds
+from poller.qbo import faults, parse
 from poller.qbo.client import QboClient
 from poller.qbo.limiter import LimiterConfig
 from poller.qbo.types import (
@@ -403,3 +407,73 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert retry_after_seconds("Thu, 01 Jan 2026 00:00:30 GMT", now) == 30
+
+
+# --- one decode per answer (issue 17) ----------------------------------------------------------
+
+
+class _CountingDecoder:
+    def __init__(self, real: Any) -> None:
+        self.real, self.calls = real, 0
+
+    def decode(self, body: bytes) -> Any:
+        self.calls += 1
+        return self.real.decode(body)
+
+
+async def test_each_answer_is_decoded_once_and_keeps_qbos_literals(
+    seeded: Emulator, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Fault check and the parse share one decode (no orjson/json pass besides it), and
+    the objects re-serialize to the very bytes QuickBooks wrote (12.50 stays 12.50)."""
+    line = {"Amount": 12.5, "DetailType": "SalesItemLineDetail"}
+    line["SalesItemLineDetail"] = {"ItemRef": {"value": "1"}}
+    since = seeded.clock.now()
+    seeded.clock.advance(1)
+    priced = seeded.create(REALM, "Invoice", {"CustomerRef": {"value": "1"}, "Line": [line]})
+    wire = seeded.realm(REALM).get("Invoice", priced["Id"]).json()
+    assert b'"Amount":12.50,' in wire
+
+    counting = _CountingDecoder(parse._DECODER)
+    monkeypatch.setattr(parse, "_DECODER", counting)
+
+    def forbidden(*_: object, **__: object) -> None:
+        raise AssertionError("a second decoder ran")
+
+    monkeypatch.setattr(faults, "_DECODER", _CountingDecoder(None))  # must stay unused
+    monkeypatch.setattr(json, "loads", forbidden)
+    api = memory_client(seeded, session).realm(1, REALM)
+    cdc = await api.cdc(("Invoice",), since)
+    assert counting.calls == 1
+    assert [orjson.dumps(obj) for obj in cdc.objects["Invoice"]] == [wire]
+    batch = await api.batch(
+        [CdcItem("c", ("Invoice",), since), QueryItem("q", "select * from Item")]
+    )
+    assert counting.calls == 2
+    batch_cdc = batch.answers["c"]
+    assert isinstance(batch_cdc, CdcResult)
+    assert orjson.dumps(batch_cdc.objects["Invoice"][0]) == wire
+    assert faults._DECODER.calls == 0
+
+
+async def test_a_fault_in_a_200_is_found_in_the_single_decode(
+    fake_qbo: Callable[[Handler], Awaitable[str]],
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            status=200,
+            content_type="application/json",
+            body=b'{"Fault":{"Error":[{"Message":"Invalid query","Detail":"x","code":"4001"}],'
+            b'"type":"ValidationFault"},"time":"2020-09-29T06:52:56.527-07:00"}',
+        )
+
+    counting = _CountingDecoder(parse._DECODER)
+    monkeypatch.setattr(parse, "_DECODER", counting)
+    base = await fake_qbo(handler)
+    client = QboClient(session, Settings(qbo_api_base_url=base), _StaticTokens(), retry=FAST_RETRY)
+    with pytest.raises(ValidationError) as raised:
+        await client.realm(1, REALM).query("select * from Customer")
+    assert raised.value.fault is not None and raised.value.fault.code == "4001"
+    assert counting.calls == 1

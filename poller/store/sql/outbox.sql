@@ -78,3 +78,11 @@ WITH made AS (
 SELECT (SELECT count(*) FROM made) AS notifications,
        (SELECT count(*) FROM attached) AS attached,
        pg_notify('qbo_poller_outbox', '')::text AS woke
+
+-- name: count_live_before
+-- The cap path's delete check (poller.detect.feed): live snapshot rows of a pair not among the
+-- objects of the answer being checked ($4): those last changed before $3, and the others.
+SELECT count(*) FILTER (WHERE last_updated < $3) AS before,
+       count(*) FILTER (WHERE last_updated >= $3) AS since
+FROM object_snapshots
+WHERE instance_id = $1 AND resource = $2 AND NOT deleted AND object_id <> ALL($4::text[])
