@@ -38,36 +38,20 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scratch import drop_database, scratch_database  # noqa: E402  (bench/scratch.py)
+
 from poller import logs  # noqa: E402
 from poller.detect import changes  # noqa: E402
 from poller.instances import parse_instance  # noqa: E402
 from poller.qbo.parse import loads_verbatim  # noqa: E402
 from poller.records import Event, EventType, SnapshotRow  # noqa: E402
-from poller.store import db, instance_rows, migrate, outbox  # noqa: E402
+from poller.store import db, instance_rows, outbox  # noqa: E402
 from poller.store.crypto import SecretBox  # noqa: E402
 from qbo_emulator.core import Emulator  # noqa: E402
 
 ENTITIES = {"Customer": "customers", "Invoice": "invoices", "Item": "products", "Bill": "bills"}
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
 BATCH = 1000
-
-
-async def scratch_database(server: str) -> str:
-    name = f"qbo_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(server)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = server.rsplit("/", 1)[0] + "/" + name
-    conn = await db.connect(dsn)
-    await migrate.migrate(conn)
-    await conn.close()
-    return dsn
-
-
-async def drop_database(server: str, dsn: str) -> None:
-    conn = await asyncpg.connect(server)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
-    await conn.close()
 
 
 async def add_instance(conn: Any, name: str, realm: str, keep: bool) -> int:

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,8 @@ import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from scratch import drop_database, scratch_database  # noqa: E402  (bench/scratch.py)
 
 from poller import logs  # noqa: E402
 from poller.config import Settings  # noqa: E402
@@ -42,7 +43,6 @@ from poller.resources import DEFAULT_NAMES, get  # noqa: E402
 from poller.store import (  # noqa: E402
     db,
     instance_rows,
-    migrate,
 )
 from poller.store.crypto import SecretBox  # noqa: E402
 from poller.store.tokens import PgTokenStore  # noqa: E402
@@ -123,24 +123,6 @@ class Emulator:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(5)
-
-
-async def scratch_database(server: str) -> str:
-    name = f"qbo_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(server)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = server.rsplit("/", 1)[0] + "/" + name
-    conn = await db.connect(dsn)
-    await migrate.migrate(conn)
-    await conn.close()
-    return dsn
-
-
-async def drop_database(server: str, dsn: str) -> None:
-    conn = await asyncpg.connect(server)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
-    await conn.close()
 
 
 async def add_instances(

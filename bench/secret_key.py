@@ -18,7 +18,6 @@ import copy
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -26,9 +25,11 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scratch import drop_database, scratch_database  # noqa: E402  (bench/scratch.py)
+
 from poller import logs, secret_keys  # noqa: E402
 from poller.instances import parse_instance  # noqa: E402
-from poller.store import db, instance_rows, migrate, sealed  # noqa: E402
+from poller.store import db, instance_rows, sealed  # noqa: E402
 from poller.store.crypto import SecretBox  # noqa: E402
 
 BODY = {
@@ -44,24 +45,6 @@ BODY = {
         "event.poller.urls": "customers|invoices",
     },
 }
-
-
-async def scratch_database(server: str) -> str:
-    name = f"qbo_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(server)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    dsn = server.rsplit("/", 1)[0] + "/" + name
-    conn = await db.connect(dsn)
-    await migrate.migrate(conn)
-    await conn.close()
-    return dsn
-
-
-async def drop_database(server: str, dsn: str) -> None:
-    conn = await asyncpg.connect(server)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
-    await conn.close()
 
 
 async def seed(conn: asyncpg.Connection, box: SecretBox, n: int) -> None:
