@@ -352,6 +352,9 @@ async def test_full_then_incremental_sync_of_every_stream(tap: Tap, tmp_path: Pa
     async with run_emulator() as emu:  # default limits
         # 20 days of history: every object is newer than start_date
         emu.add_realm(REALM, seed=11, per_entity=PER_ENTITY, history_days=20)
+        # At QBO's pace: on an idle machine the tap's calls in a row (report days, pages) came
+        # faster than 10/s against an answer-at-once emulator, and one got a 429.
+        emu.inject_fault("latency", endpoint="api", seconds=QBO_SERVICE_SECONDS)
         session = Session(tap, emu, tmp_path, start)
         removed = _phase_one(emu)
         discovered = await session.run("--discover")
