@@ -6,7 +6,10 @@ nothing written), its schema version compared with this build's, and POLLER_SECR
 against the secrets stored there (`check_secret_key`, the check `run` makes at start-up). Each
 problem raises `ConfigError` (exit 2); a server that cannot be reached raises
 `DatabaseUnavailable` (exit 1): the configuration may be right.
-The embedded database is not started: only its directory is checked.
+Embedded: the directory is checked; when it already holds a database, the same two checks run
+on it (through the running daemon's server when there is one, else a server started for the
+check and stopped after it: poller.store.embedded). A directory with no database yet has
+nothing stored to check.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from poller.config import Settings, masked_dsn
 from poller.errors import ConfigError
 from poller.store import db, migrate, probe, sealed
 from poller.store.crypto import SecretBox
+from poller.store.embedded import embedded_postgres
 from poller.store.sealed import Inventory
 
 
@@ -34,24 +38,42 @@ class DatabaseReport:
 async def check_database(settings: Settings) -> DatabaseReport:
     """The database as `run` would find it; `ConfigError` for what would stop `run`."""
     if settings.database_url is None:
-        return DatabaseReport(check_data_dir(settings.data_dir), None)
+        return await check_embedded(settings)
     dsn = settings.database_url
     await probe.wait_until_reachable(dsn, 0.0)
-    with db.translated():
-        conn = await db.connect(dsn)
-    try:
-        schema = await check_schema(conn, settings)
-        secrets = await check_secret_key(conn, settings)
-    finally:
-        await conn.close()
+    where = f"DATABASE_URL={masked_dsn(dsn)}"
+    schema, secrets = await check_stored(dsn, settings, where)
     return DatabaseReport(f"{masked_dsn(dsn)} ({schema})", secrets)
 
 
-async def check_schema(conn: db.Conn, settings: Settings) -> str:
-    """The schema's state, or `ConfigError` when `run` would refuse it."""
+async def check_embedded(settings: Settings) -> DatabaseReport:
+    """The embedded database's directory, and what it stores if it holds a database yet."""
+    data_dir = settings.data_dir
+    described = check_data_dir(data_dir)
+    if not (data_dir / "pgdata" / "PG_VERSION").exists():
+        return DatabaseReport(f"{described}, no database yet", None)
+    where = f"POLLER_DATA_DIR={str(data_dir)!r}"
+    async with embedded_postgres(data_dir) as dsn:
+        schema, secrets = await check_stored(dsn, settings, where)
+    return DatabaseReport(f"{described} ({schema})", secrets)
+
+
+async def check_stored(dsn: str, settings: Settings, where: str) -> tuple[str, Inventory | None]:
+    """One connection: the schema's state and the secret key check."""
+    with db.translated():
+        conn = await db.connect(dsn)
+    try:
+        schema = await check_schema(conn, settings, where)
+        secrets = await check_secret_key(conn, settings)
+    finally:
+        await conn.close()
+    return schema, secrets
+
+
+async def check_schema(conn: db.Conn, settings: Settings, where: str) -> str:
+    """The schema's state, or `ConfigError` (naming `where`) when `run` would refuse it."""
     version = await migrate.current_version(conn)
     latest = migrate.latest_version()
-    where = f"DATABASE_URL={masked_dsn(settings.database_url or '')}"
     if version > latest:
         raise ConfigError(
             f"{where}: database schema is at version {version}, newer than this build knows "
@@ -87,4 +109,4 @@ def check_data_dir(data_dir: Path) -> str:
         raise ConfigError(f"POLLER_DATA_DIR={str(data_dir)!r}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"POLLER_DATA_DIR={str(data_dir)!r}: {existing} is not writable")
-    return f"embedded in {data_dir} (not started by check-config)"
+    return f"embedded in {data_dir}"

@@ -4,6 +4,7 @@ wrong or missing key for stored secrets (exit 2, one line, before /readyz can an
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -269,3 +270,27 @@ def test_instances_add_refuses_to_mix_keys(tmp_path: Path, db_dsn: str) -> None:
     result = run_once(["instances", "add", str(path)], env_for(db_dsn, POLLER_SECRET_KEY=B))
     assert_one_line(result, [WRONG])
     assert len(stored(db_dsn)) == 3  # the first instance's secrets only
+
+
+def test_check_config_checks_the_key_of_an_embedded_database_and_stops_its_server(
+    tmp_path: Path,
+) -> None:
+    """Embedded mode too: check-config opens the stored secrets of POLLER_DATA_DIR's database
+    (a server started for the check, stopped after it), exit 2 for a wrong key, 0 for the
+    right one; a directory with no database yet has nothing to check."""
+    data_dir = tmp_path / "data"
+    env = base_env(POLLER_DATA_DIR=str(data_dir), POLLER_HTTP_ADDR="")
+    fresh = run_once(["check-config"], {**env, "POLLER_SECRET_KEY": A})
+    assert fresh.returncode == 0, fresh.stderr
+    assert "no database yet" in fresh.stdout.splitlines()[0]
+    instances = write_instances(tmp_path / "one.json", BODY)
+    added = run_once(["instances", "add", str(instances)], {**env, "POLLER_SECRET_KEY": A})
+    assert added.returncode == 0, added.stderr
+    wrong = run_once(["check-config"], {**env, "POLLER_SECRET_KEY": B})
+    assert_one_line(wrong, [WRONG])
+    right = run_once(["check-config"], {**env, "POLLER_SECRET_KEY": A})
+    assert right.returncode == 0, right.stderr
+    assert "  secret key: opens the 3 stored secret(s)" in right.stdout.splitlines()[-1]
+    no_secret_in(wrong.stderr + wrong.stdout + right.stderr + right.stdout)
+    left = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True)
+    assert left.stdout == "", "a postgres of the data directory outlived check-config"
