@@ -12,12 +12,13 @@ use the same function, so a URL reads the same wherever the daemon writes it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import threading
 from collections.abc import Iterable, MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 import structlog
@@ -234,9 +235,32 @@ def _json_dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+class _Unfailing:
+    """A log stream whose failed writes are dropped, not raised: a log line that cannot be
+    written (its terminal hung up, a closed pipe) is lost, never the service that logged it.
+    The window matters: between a terminal's hang-up and the SIGHUP handler pointing the
+    daemon's output at /dev/null (supervisor._Signals), any thread may log."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # EIO, EPIPE; ValueError: a closed file
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog (and route stdlib logging through the same pipeline)."""
-    stream = stream or sys.stderr
+    stream = cast(TextIO, _Unfailing(stream or sys.stderr))
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())

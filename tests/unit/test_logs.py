@@ -89,3 +89,21 @@ def test_many_rotating_secrets_are_all_masked_longest_first() -> None:
     assert registry.mask("token-00042-ne") == "token-00042-ne"  # a prefix is no secret
     registry.clear()
     assert registry.mask(text) == text
+
+
+class _HungUpTerminal(io.StringIO):
+    """A stream whose writes fail as a hung-up terminal's do (EIO)."""
+
+    def write(self, text: str) -> int:
+        raise OSError(5, "Input/output error")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_a_log_line_that_cannot_be_written_is_dropped_not_raised() -> None:
+    """Between a terminal's hang-up and the SIGHUP handler's redirect, any thread may log: a
+    failed write must not become that service's failure (exit 1 instead of 0, seen in CI)."""
+    logs.configure("info", "json", _HungUpTerminal())
+    logs.get_logger("test").info("after_the_hang_up", n=1)
+    logging.getLogger("aiohttp.test").warning("stdlib too")
