@@ -36,7 +36,16 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.pipeline import ADMIN_DSN, api_requests, dsn_for, free_port, instance_body, wait_ready
+from bench.pipeline import (
+    ADMIN_DSN,
+    api_requests,
+    daemon_env,
+    dsn_for,
+    free_port,
+    instance_body,
+    start_daemon,
+    wait_ready,
+)
 from poller.demo.receiver import Received, Receiver, run_receiver
 from qbo_emulator import run_emulator
 
@@ -147,28 +156,14 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                 body["configuration"]["event.poller.urls"] = "customers|invoices"  # type: ignore[index]
             (workdir / "instances.json").write_text(json.dumps(bodies))
             port = free_port()
-            env = {
-                **os.environ,
-                "DATABASE_URL": dsn_for(name),
-                "QBO_API_BASE_URL": emu.base_url,
-                "QBO_OAUTH_TOKEN_URL": emu.token_url,
-                "POLLER_INSTANCES_FILE": str(workdir / "instances.json"),
-                "POLLER_HTTP_ADDR": f"127.0.0.1:{port}",
-                "POLLER_LOG_LEVEL": "warning",
-                "POLLER_LOG_FORMAT": "json",
-                "POLLER_DB_POOL_SIZE": "20",
-            }
+            env = daemon_env(
+                dsn_for(name), emu, workdir / "instances.json", port, POLLER_DB_POOL_SIZE="20"
+            )
             env.pop("POLLER_OVERLAP_SECONDS", None)  # the default, 120 s
             if args.overlap is not None:
                 env["POLLER_OVERLAP_SECONDS"] = str(args.overlap)
             env.update(dict(item.split("=", 1) for item in args.env))
-            log = open(workdir / "daemon.log", "wb")  # noqa: SIM115
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "poller", "run"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            proc = start_daemon(env, workdir / "daemon.log")
             ps = psutil.Process(proc.pid)
             db = None
             try:
@@ -210,7 +205,6 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                     await db.close()
                 proc.terminate()
                 proc.wait(timeout=30)
-                log.close()
             # The emulator serves nothing while the burst is written (same event loop): the
             # burst appears to the daemon at once, when writing ends; time counts from then.
             elapsed = t_end - t_written

@@ -23,6 +23,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
@@ -116,19 +117,49 @@ def api_requests(emu: object) -> int:
     return sum(int(c.get(e, 0)) for c in per_realm.values() for e in API_ENDPOINTS)
 
 
+def _ready(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+        return bool(r.status == 200)
+
+
 async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until the daemon's /readyz is 200. Asked in a thread: this process's loop may carry the
+    emulator (and a proxy) that the daemon needs to answer at all."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"daemon exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
+            if await asyncio.to_thread(_ready, port):
+                return
         except OSError:
             pass
         await asyncio.sleep(0.2)
     raise SystemExit("daemon not ready")
+
+
+def daemon_env(dsn: str, emu: Any, instances: Path, port: int, **extra: str) -> dict[str, str]:
+    """A bench daemon's environment: the emulator, the instances file, its listener, quiet
+    JSON logs; `extra` adds or overrides variables."""
+    return {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "QBO_API_BASE_URL": emu.base_url,
+        "QBO_OAUTH_TOKEN_URL": emu.token_url,
+        "POLLER_INSTANCES_FILE": str(instances),
+        "POLLER_HTTP_ADDR": f"127.0.0.1:{port}",
+        "POLLER_LOG_LEVEL": "warning",
+        "POLLER_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def start_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`qbo-poller run` with its output in `log_path`."""
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "poller", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -149,26 +180,16 @@ async def bench(args: argparse.Namespace) -> None:
             bodies = [instance_body(emu, r, url, n, args.interval) for n, r in enumerate(realms)]
             (workdir / "instances.json").write_text(json.dumps(bodies))
             port = free_port()
-            env = {
-                **os.environ,
-                "DATABASE_URL": dsn_for(name),
-                "QBO_API_BASE_URL": emu.base_url,
-                "QBO_OAUTH_TOKEN_URL": emu.token_url,
-                "POLLER_INSTANCES_FILE": str(workdir / "instances.json"),
-                "POLLER_HTTP_ADDR": f"127.0.0.1:{port}",
-                "POLLER_LOG_LEVEL": "warning",
-                "POLLER_LOG_FORMAT": "json",
-                "POLLER_OVERLAP_SECONDS": "5",
-                "POLLER_DELIVERY_POLL_INTERVAL": "0.5s",
-                "POLLER_DB_POOL_SIZE": "20",
-            }
-            log = open(workdir / "daemon.log", "wb")  # noqa: SIM115
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "poller", "run"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            env = daemon_env(
+                dsn_for(name),
+                emu,
+                workdir / "instances.json",
+                port,
+                POLLER_OVERLAP_SECONDS="5",
+                POLLER_DELIVERY_POLL_INTERVAL="0.5s",
+                POLLER_DB_POOL_SIZE="20",
             )
+            proc = start_daemon(env, workdir / "daemon.log")
             ps = psutil.Process(proc.pid)
             try:
                 await wait_ready(port, proc)
@@ -190,7 +211,6 @@ async def bench(args: argparse.Namespace) -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
-                log.close()
         elapsed = t1 - t0
         cycles = elapsed / args.interval
         cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)

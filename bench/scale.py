@@ -39,7 +39,16 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.pipeline import ADMIN_DSN, api_requests, dsn_for, free_port, instance_body
+from bench.pipeline import (
+    ADMIN_DSN,
+    api_requests,
+    daemon_env,
+    dsn_for,
+    free_port,
+    instance_body,
+    start_daemon,
+    wait_ready,
+)
 from poller.demo.receiver import Receiver, run_receiver
 from qbo_emulator import run_emulator
 
@@ -141,21 +150,6 @@ async def scrape(port: int) -> tuple[bytes, float]:
     the daemon needs to answer at all."""
     _, body, took = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics", 30)
     return body, took
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"daemon exited with {proc.returncode}")
-        try:
-            status, _, _ = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz", 2)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.2)
-    raise SystemExit("daemon not ready")
 
 
 def metric_value(body: bytes, name: str, labels: str = "") -> float | None:
@@ -297,26 +291,16 @@ async def bench(args: argparse.Namespace) -> None:
             (workdir / "instances.json").write_text(json.dumps(bodies))
             print(f"emulator: {args.instances} realms in {time.monotonic() - t_setup:.1f} s")
             port = free_port()
-            env = {
-                **os.environ,
-                "DATABASE_URL": proxied_dsn,
-                "QBO_API_BASE_URL": emu.base_url,
-                "QBO_OAUTH_TOKEN_URL": emu.token_url,
-                "POLLER_INSTANCES_FILE": str(workdir / "instances.json"),
-                "POLLER_HTTP_ADDR": f"127.0.0.1:{port}",
-                "POLLER_LOG_LEVEL": "warning",
-                "POLLER_LOG_FORMAT": "json",
-                "POLLER_DB_POOL_SIZE": str(args.pool_size),
-            }
-            env.update(kv.split("=", 1) for kv in args.env)
-            log = open(workdir / "daemon.log", "wb")  # noqa: SIM115
-            t_start = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "poller", "run"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            env = daemon_env(
+                proxied_dsn,
+                emu,
+                workdir / "instances.json",
+                port,
+                POLLER_DB_POOL_SIZE=str(args.pool_size),
             )
+            env.update(kv.split("=", 1) for kv in args.env)
+            t_start = time.monotonic()
+            proc = start_daemon(env, workdir / "daemon.log")
             ps = psutil.Process(proc.pid)
             try:
                 await wait_ready(port, proc, timeout=600)
@@ -355,7 +339,6 @@ async def bench(args: argparse.Namespace) -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     await asyncio.to_thread(proc.wait, 10)
-                log.close()
         load_after = os.getloadavg()
         elapsed = t1 - t0
         instance_cycles = args.instances * elapsed / args.interval
