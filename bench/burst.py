@@ -121,6 +121,30 @@ async def event_rows(conn: asyncpg.Connection) -> int:
         return 0
 
 
+DELIVERY_FIGURES = """
+SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY a.duration_ms) AS post_ms,
+       percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (
+           ORDER BY extract(epoch FROM a.started_at - n.created_at)) AS wait_s,
+       sum(a.duration_ms) / 1000.0 / nullif(extract(epoch FROM max(a.started_at
+           + make_interval(secs => a.duration_ms / 1000.0)) - min(a.started_at)), 0) AS in_flight
+FROM delivery_attempts a JOIN notifications n ON n.id = a.notification_id
+WHERE a.attempt = 1 AND n.created_at >= $1
+"""
+
+
+async def delivery_figures(conn: asyncpg.Connection, since: datetime) -> str:
+    """Each first attempt's POST time and its queueing delay (written → attempt started)."""
+    row = await conn.fetchrow(DELIVERY_FIGURES, since)
+    if row is None or row["post_ms"] is None:
+        return "no attempts recorded"
+    post, wait = row["post_ms"], row["wait_s"]
+    return (
+        f"callback POST p50 {post[0]:.0f} ms, p99 {post[1]:.0f} ms; queueing delay (written → "
+        f"first attempt) p50 {wait[0]:.1f} s, p99 {wait[1]:.1f} s; "
+        f"{row['in_flight']:.1f} POSTs in flight on average"
+    )
+
+
 async def bench(args: argparse.Namespace) -> dict[str, float]:
     name = f"qbo_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_DSN)
@@ -173,6 +197,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                 events_before = await event_rows(db)
                 load0 = os.getloadavg()
                 cpu0, req0 = ps.cpu_times(), api_requests(emu)
+                own0 = psutil.Process().cpu_times()
                 t0 = time.time()
                 burst_at = datetime.now(UTC)
                 made = write_burst(emu, realms, args.customers, args.invoices)
@@ -199,7 +224,9 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                     print(f"  profile: {one.path} (py-spy folded stacks)")  # type: ignore[attr-defined]
                 await asyncio.sleep(2 * args.interval)  # anything sent twice shows up now
                 cpu1, req1 = ps.cpu_times(), api_requests(emu)
+                own1 = psutil.Process().cpu_times()
                 load1 = os.getloadavg()
+                delivery = await delivery_figures(db, burst_at)
             finally:
                 if db is not None:
                     await db.close()
@@ -239,6 +266,12 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                 f"{1000 * cpu / max(got, 1):.3f} ms per event; "
                 f"peak RSS {peak_rss / 2**20:.0f} MiB; "
                 f"QBO requests {(req1 - req0) / args.companies:.1f} per company"
+            )
+            own = (own1.user + own1.system) - (own0.user + own0.system)
+            print(f"  {delivery}")
+            print(
+                f"  this process (emulator and receiver, one event loop) CPU {own:.1f} s "
+                f"({100 * own / elapsed:.0f}% of a core)"
             )
             print(f"  load average before {load0[0]:.2f}, after {load1[0]:.2f} (shared machine)")
             if args.tap:

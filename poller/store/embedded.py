@@ -255,10 +255,15 @@ def _dsn(socket_dir: Path) -> str:
 
 
 def _last_line(path: Path) -> str:
+    """The server log's reason: its last FATAL or PANIC line (the lines after it are the
+    shutdown it caused), else its last line."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "no log"
+    reasons = [line for line in lines if "FATAL:" in line or "PANIC:" in line]
+    if reasons:
+        return reasons[-1]
     return lines[-1] if lines else "empty log"
 
 
@@ -364,12 +369,20 @@ def _open_path_to(path: Path) -> None:
                 entry.chmod(mode | traverse)
 
 
+def _fits(folder: Path) -> bool:
+    return len(str(folder / ".s.PGSQL.5432")) <= SOCKET_PATH_MAX
+
+
 def _socket_dir(pgdata: Path, user: str | None) -> Path:
-    """pgdata itself, unless its socket path would be too long for a unix socket."""
-    if len(str(pgdata / ".s.PGSQL.5432")) <= SOCKET_PATH_MAX:
+    """pgdata itself, unless its socket path would be too long for a unix socket: then a folder
+    of its own in the temporary directory, or in /tmp when TMPDIR is itself too long (macOS's
+    per-user TMPDIR, a test's temporary directory)."""
+    if _fits(pgdata):
         return pgdata
     digest = hashlib.sha256(f"{pgdata}-{pgdata.stat().st_ino}".encode()).hexdigest()[:12]
-    folder = Path(tempfile.gettempdir()) / f"qbo-poller-{digest}"
+    name = f"qbo-poller-{digest}"
+    in_tmpdir = Path(tempfile.gettempdir()) / name
+    folder = in_tmpdir if _fits(in_tmpdir) else Path("/tmp") / name
     folder.mkdir(mode=0o700, exist_ok=True)
     if user is not None:
         entry = pwd.getpwnam(user)

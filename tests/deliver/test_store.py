@@ -304,6 +304,29 @@ async def test_claims_take_each_url_in_turn_within_its_room(pool: asyncpg.Pool) 
     assert [c.instance_id for c in second.claimed] == [quiet]
 
 
+@pytest.mark.parametrize("instances", [3, 20], ids=["few-instances", "many-instances"])
+async def test_a_url_shared_by_instances_gets_its_oldest_within_its_room(
+    pool: asyncpg.Pool, instances: int
+) -> None:
+    # The claim reads a URL of up to 16 instances instance by instance, a larger one in one
+    # walk of the due index: either way the URL's oldest come first and its room holds.
+    ids = [await insert_instance(pool, URL, name=f"tenant {n}") for n in range(instances)]
+    for iid in ids:
+        await insert_many(pool, iid, 4)
+    await pool.execute(
+        "UPDATE notifications SET next_attempt_at = now() - make_interval(secs => id)"
+    )  # the newest rows are the oldest due: the oldest are the last instance's last rows
+    oldest = [
+        r["id"]
+        for r in await pool.fetch("SELECT id FROM notifications ORDER BY next_attempt_at LIMIT 5")
+    ]
+    batch = await store.claim_batch(pool, 50, "me", 30, per_url=5)
+    assert sorted(c.id for c in batch.claimed) == sorted(oldest)
+    again = await store.claim_batch(pool, 50, "me", 30, per_url=5, rooms={URL: 2})
+    assert len(again.claimed) == 2
+    assert not {c.id for c in again.claimed} & set(oldest)
+
+
 async def test_defer_reschedules_without_an_attempt(pool: asyncpg.Pool) -> None:
     iid = await insert_instance(pool, URL)
     await insert_many(pool, iid, 3)

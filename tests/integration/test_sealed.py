@@ -98,7 +98,7 @@ async def test_the_check_passes_with_the_key_and_counts_what_is_stored(pool: asy
     assert rotated == sealed.Inventory(stored=8, in_clear=0, not_current=8)
 
 
-@pytest.mark.parametrize("key", [B, None])
+@pytest.mark.parametrize("key", [B, None], ids=["wrong-key", "no-key"])  # B is random
 async def test_the_check_names_the_instance_a_wrong_or_missing_key_cannot_open(
     pool: asyncpg.Pool, key: str | None
 ) -> None:
