@@ -410,9 +410,10 @@ class Dispatcher:
         """Claim up to `want`, make sure each has its body, start their deliveries.
         Returns how many rows the claim took (held ones included: the queue may hold more),
         or -1 when the database failed."""
+        rooms = self._rooms()
         try:
             batch = await store.claim_batch(
-                self.pool, want, self.owner, self.lease_s, self.per_url, self._rooms()
+                self.pool, want, self.owner, self.lease_s, self.per_url, rooms
             )
         except DatabaseError as exc:
             log.warning("outbox_claim_failed", error=f"{type(exc).__name__}: {exc}")
@@ -436,10 +437,18 @@ class Dispatcher:
         for claim in claims:
             self._claims[claim.id] = claim
             self._start(claim)
-        self._saturated = {
-            url for url, slot in self._url_slots.items() if slot.users >= self.per_url
-        }
+        self._saturated = self._limited(claims, rooms)
         return batch.total
+
+    def _limited(self, claims: Sequence[store.Claimed], rooms: dict[str, int]) -> set[str]:
+        """The URLs that may have more waiting: every permit taken, or the claim took all the
+        room it had for them. (Deliveries that finished while the claim ran leave a URL
+        with permits free and a backlog behind it: it must be claimed for again when the next
+        permits free up, not at the next poll.)"""
+        taken = collections.Counter(claim.callback_url or "" for claim in claims)
+        filled = {url for url, count in taken.items() if count >= rooms.get(url, self.per_url)}
+        full = {url for url, slot in self._url_slots.items() if slot.users >= self.per_url}
+        return filled | full
 
     def _rooms(self) -> dict[str, int]:
         """Free permits of the URLs this dispatcher has in flight or has paused; any other URL

@@ -356,3 +356,22 @@ async def test_a_listen_connection_that_cannot_open_is_a_database_error(
     with pytest.raises(DatabaseUnavailable):
         await dispatcher._listener._listen_once(asyncio.Event(), missed=False)
     assert not dispatcher.listening.is_set()
+
+
+async def test_a_urls_backlog_never_waits_for_the_poll_interval(
+    pool: asyncpg.Pool, db_dsn: str, receiver: Receiver
+) -> None:
+    # A claim that finds some of the URL's permits still taken gets only the free ones; the
+    # URL's backlog must be claimed again as soon as permits free up, not at the next poll
+    # (here a minute away; the outbox's NOTIFY came once, before the dispatcher started).
+    async def staggered(request: Received) -> web.Response:
+        # Answers spread over a few milliseconds, so permits free up while a claim runs.
+        await asyncio.sleep(0.003 * (len(receiver.requests) % 8))
+        return web.Response(text="ok")
+
+    receiver.respond = staggered
+    iid = await insert_instance(pool, receiver.url)
+    await insert_many(pool, iid, 200)
+    patient = settings(delivery_poll_interval_s=60.0, delivery_concurrency=64)
+    async with running(Dispatcher(patient, pool, db_dsn, BOX)):
+        await eventually(lambda: len(receiver.requests) == 200, timeout=20)
