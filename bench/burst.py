@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,12 +39,12 @@ from bench.pipeline import (
     ADMIN_DSN,
     api_requests,
     daemon_env,
-    dsn_for,
     free_port,
     instance_body,
     start_daemon,
     wait_ready,
 )
+from bench.scratch import drop_database, empty_database
 from poller.demo.receiver import Received, Receiver, run_receiver
 from qbo_emulator import run_emulator
 
@@ -146,9 +145,7 @@ async def delivery_figures(conn: asyncpg.Connection, since: datetime) -> str:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, float]:
-    name = f"qbo_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = await empty_database(ADMIN_DSN)
     workdir = Path(tempfile.mkdtemp(prefix="qbo-burst-"))
     arrivals = Arrivals()
     receiver = Receiver(default_key="bench-signature-key", on_notification=arrivals.on_notification)
@@ -180,9 +177,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                 body["configuration"]["event.poller.urls"] = "customers|invoices"  # type: ignore[index]
             (workdir / "instances.json").write_text(json.dumps(bodies))
             port = free_port()
-            env = daemon_env(
-                dsn_for(name), emu, workdir / "instances.json", port, POLLER_DB_POOL_SIZE="20"
-            )
+            env = daemon_env(dsn, emu, workdir / "instances.json", port, POLLER_DB_POOL_SIZE="20")
             env.pop("POLLER_OVERLAP_SECONDS", None)  # the default, 120 s
             if args.overlap is not None:
                 env["POLLER_OVERLAP_SECONDS"] = str(args.overlap)
@@ -193,7 +188,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
             try:
                 await wait_ready(port, proc)
                 await asyncio.sleep(max(3 * args.interval, 8))  # first polls: baselines, listings
-                db = await asyncpg.connect(dsn_for(name))
+                db = await asyncpg.connect(dsn)
                 events_before = await event_rows(db)
                 load0 = os.getloadavg()
                 cpu0, req0 = ps.cpu_times(), api_requests(emu)
@@ -286,8 +281,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                     "that (and signs and delivers each event, where the tap only prints)"
                 )
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(ADMIN_DSN, dsn)
     return figures
 
 

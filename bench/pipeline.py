@@ -25,11 +25,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.scratch import drop_database, empty_database
 from poller.demo.receiver import Received, Receiver, run_receiver
 from qbo_emulator import run_emulator
 
@@ -45,11 +45,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=30.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=None, help="seconds before measuring")
     return p.parse_args()
-
-
-def dsn_for(name: str) -> str:
-    base, _, _ = ADMIN_DSN.rpartition("/")
-    return f"{base}/{name}"
 
 
 def free_port() -> int:
@@ -163,9 +158,7 @@ def start_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
 
 
 async def bench(args: argparse.Namespace) -> None:
-    name = f"qbo_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = await empty_database(ADMIN_DSN)
     workdir = Path(tempfile.mkdtemp(prefix="qbo-bench-"))
     lat = Latencies()
     receiver = Receiver(default_key="bench-signature-key", on_notification=lat.on_notification)
@@ -181,7 +174,7 @@ async def bench(args: argparse.Namespace) -> None:
             (workdir / "instances.json").write_text(json.dumps(bodies))
             port = free_port()
             env = daemon_env(
-                dsn_for(name),
+                dsn,
                 emu,
                 workdir / "instances.json",
                 port,
@@ -244,8 +237,7 @@ async def bench(args: argparse.Namespace) -> None:
         )
         print(f"  signature failures: {lat.bad}; duplicates: {receiver.duplicates}")
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(ADMIN_DSN, dsn)
 
 
 if __name__ == "__main__":

@@ -43,12 +43,12 @@ from bench.pipeline import (
     ADMIN_DSN,
     api_requests,
     daemon_env,
-    dsn_for,
     free_port,
     instance_body,
     start_daemon,
     wait_ready,
 )
+from bench.scratch import drop_database, empty_database
 from poller.demo.receiver import Receiver, run_receiver
 from qbo_emulator import run_emulator
 
@@ -267,16 +267,14 @@ async def run_burst(
 
 
 async def bench(args: argparse.Namespace) -> None:
-    name = f"qbo_scale_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    direct_dsn = await empty_database(ADMIN_DSN, prefix="qbo_scale")
+    name = direct_dsn.rsplit("/", 1)[1]
     workdir = Path(tempfile.mkdtemp(prefix="qbo-scale-"))
     receiver = Receiver(default_key="bench-signature-key")
     load_before = os.getloadavg()
     proxy = CountingProxy(("127.0.0.1", 5432))
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
     proxy_port = server.sockets[0].getsockname()[1]
-    direct_dsn = dsn_for(name)
     proxied_dsn = f"postgresql://postgres@127.0.0.1:{proxy_port}/{name}?sslmode=disable"
     try:
         async with (
@@ -402,8 +400,7 @@ async def bench(args: argparse.Namespace) -> None:
             print(burst)
     finally:
         server.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(ADMIN_DSN, direct_dsn)
 
 
 if __name__ == "__main__":

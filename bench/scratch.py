@@ -10,13 +10,18 @@ import asyncpg
 from poller.store import db, migrate
 
 
-async def scratch_database(server: str) -> str:
-    """A new, migrated database on the server; its DSN."""
-    name = f"qbo_bench_{uuid.uuid4().hex[:8]}"
+async def empty_database(server: str, prefix: str = "qbo_bench") -> str:
+    """A new, empty database on the server (a daemon under test migrates it); its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(server)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
-    dsn = server.rsplit("/", 1)[0] + "/" + name
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+async def scratch_database(server: str) -> str:
+    """A new, migrated database on the server; its DSN."""
+    dsn = await empty_database(server)
     conn = await db.connect(dsn)
     await migrate.migrate(conn)
     await conn.close()

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.scratch import drop_database, empty_database
 from poller.demo.receiver import Receiver, run_receiver
 from poller.errors import DatabaseError
 from poller.store import polls
@@ -102,10 +102,7 @@ async def wait_baseline(dsn: str, daemon: subprocess.Popen[bytes]) -> None:
 
 async def main() -> None:
     args = parse_args()
-    name = f"qbo_bench_hooks_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = ADMIN_DSN.rpartition("/")[0] + "/" + name
+    dsn = await empty_database(ADMIN_DSN, prefix="qbo_bench_hooks")
     receiver = Receiver()
     port = free_port()
     try:
@@ -160,8 +157,7 @@ async def main() -> None:
                 log.close()
             report(args, made, arrivals(receiver), emu)
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(ADMIN_DSN, dsn)
 
 
 def arrivals(receiver: Receiver) -> dict[tuple[str, str], float]:
