@@ -100,6 +100,17 @@ def write_burst(emu: object, realms: list[str], customers: int, invoices: int) -
     return made
 
 
+def postgres_cpu() -> float:
+    """CPU seconds used so far by the PostgreSQL server's processes on this machine (all
+    databases: the bench's scratch database is the only busy one)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if proc.info["name"] in ("postgres", "postmaster") and times is not None:
+            total += times.user + times.system
+    return total
+
+
 def spy(pid: int, seconds: float, path: Path) -> subprocess.Popen[bytes]:
     """py-spy (from this venv) sampling a process for `seconds` into folded stacks."""
     spy_bin = Path(sys.executable).with_name("py-spy")
@@ -193,6 +204,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                 load0 = os.getloadavg()
                 cpu0, req0 = ps.cpu_times(), api_requests(emu)
                 own0 = psutil.Process().cpu_times()
+                pg0 = postgres_cpu()
                 t0 = time.time()
                 burst_at = datetime.now(UTC)
                 made = write_burst(emu, realms, args.customers, args.invoices)
@@ -220,6 +232,7 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
                 await asyncio.sleep(2 * args.interval)  # anything sent twice shows up now
                 cpu1, req1 = ps.cpu_times(), api_requests(emu)
                 own1 = psutil.Process().cpu_times()
+                pg = postgres_cpu() - pg0
                 load1 = os.getloadavg()
                 delivery = await delivery_figures(db, burst_at)
             finally:
@@ -267,6 +280,14 @@ async def bench(args: argparse.Namespace) -> dict[str, float]:
             print(
                 f"  this process (emulator and receiver, one event loop) CPU {own:.1f} s "
                 f"({100 * own / elapsed:.0f}% of a core)"
+            )
+            print(f"  PostgreSQL CPU {pg:.1f} s ({100 * pg / elapsed:.0f}% of a core)")
+            # The machine's whole budget: every process of the burst on the same two cores.
+            per_event = (cpu + own + pg) / max(got, 1)
+            print(
+                f"  all three per event: {1000 * per_event:.3f} ms of CPU, so at most "
+                f"{(os.cpu_count() or 1) / per_event:,.0f} events/s on this machine's "
+                f"{os.cpu_count()} cores"
             )
             print(f"  load average before {load0[0]:.2f}, after {load1[0]:.2f} (shared machine)")
             if args.tap:

@@ -44,7 +44,9 @@ class ErrorCounts:
         return errors
 
     def reset(self, resource: str) -> None:
-        self._counts[resource] = 0
+        # Absent means 0: a healthy instance keeps an empty dict, not 22 zeros (issue 17).
+        if self._counts.pop(resource, None) is not None and not self._counts:
+            self._counts = {}  # a dict never shrinks; a new one is small again
 
 
 @dataclass(frozen=True, slots=True)

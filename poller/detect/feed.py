@@ -160,18 +160,28 @@ class BatchCdcMemory:
         self._refused_until[realm_id] = time.monotonic() + self.retry_s
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
+    """A pair's request in this cycle and, once known, its answer or error (the first one
+    given wins). A plain slot, not a future: nobody awaits a single pair; `answer` reads them
+    all when the cycle's rounds are done."""
+
     request: PairRequest
-    future: asyncio.Future[PairAnswer]
+    outcome: PairAnswer | BaseException | None = None
 
     def resolve(self, answer: PairAnswer) -> None:
-        if not self.future.done():
-            self.future.set_result(answer)
+        if self.outcome is None:
+            self.outcome = answer
 
     def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
+        if self.outcome is None:
+            self.outcome = error
+
+    def settled(self, name: str) -> PairAnswer | BaseException:
+        """The answer or error; a pair left without one fails (never waits forever)."""
+        if self.outcome is None:
+            return FeedClosed(name)
+        return self.outcome
 
 
 def is_window_error(error: BaseException | Fault) -> bool:
@@ -408,8 +418,7 @@ class ChangeFeed:
 
         Cancelling it (shutdown) cancels the requests in flight.
         """
-        loop = asyncio.get_running_loop()
-        batch = [_Pending(r, loop.create_future()) for r in requests]
+        batch = [_Pending(r) for r in requests]
         try:
             await self.serve(batch)
         except Exception as exc:  # every pair got it too; logged once here
@@ -420,7 +429,7 @@ class ChangeFeed:
                 exc_info=exc,
             )
         finally:
-            outcomes = [_settled(p.future, self.name) for p in batch]
+            outcomes = [p.settled(self.name) for p in batch]
         return outcomes
 
     def committed(self, resource: str, answer: PairAnswer) -> None:
@@ -457,10 +466,9 @@ class ChangeFeed:
 
     # -- planning --
 
-    def _long_due(self, batch: Sequence[_Pending]) -> bool:
+    def _long_due(self, batch: Sequence[_Pending], now: datetime) -> bool:
         """A long pass this cycle: some pair's last long pass is `long_every` old (or none in
         this process). All pairs then go long: they share the CDC request anyway."""
-        now = self.qbo_now()
         for pending in batch:
             mark = self._long_marks.get(pending.request.resource.name)
             if pending.request.watermark is not None and (
@@ -483,9 +491,10 @@ class ChangeFeed:
     def _plan(self, batch: Sequence[_Pending]) -> list[_Job]:
         entries: list[_CdcEntry] = []
         jobs: list[_Job] = []
-        long_pass = self._long_due(batch)
+        now = self.qbo_now()  # one reading for the cycle's pairs
+        long_pass = self._long_due(batch, now)
         for pending in batch:
-            planned = self._plan_one(pending, long_pass=long_pass)
+            planned = self._plan_one(pending, long_pass=long_pass, now=now)
             if isinstance(planned, _CdcEntry):
                 entries.append(planned)
             else:
@@ -498,11 +507,16 @@ class ChangeFeed:
         return jobs
 
     def _plan_one(
-        self, pending: _Pending, *, force_listing: bool = False, long_pass: bool = True
+        self,
+        pending: _Pending,
+        *,
+        force_listing: bool = False,
+        long_pass: bool = True,
+        now: datetime | None = None,
     ) -> _CdcEntry | _Job:
         req = pending.request
         res = req.resource
-        now = self.qbo_now()
+        now = self.qbo_now() if now is None else now
         if req.watermark is None:
             # backfill lists everything; an entity with hard deletes is listed silently once,
             # so that the snapshot knows every id existing at the baseline: a delete too many
@@ -572,7 +586,9 @@ class ChangeFeed:
             calls.append(self._send_query(batched[0]))
         for chunk_start in range(0, len(batched) if len(batched) > 1 else 0, BATCH_MAX_ITEMS):
             calls.append(self._send_batch(batched[chunk_start : chunk_start + BATCH_MAX_ITEMS]))
-        answered = [one for group in await asyncio.gather(*calls) for one in group]
+        # One request is the common case: awaited as it is, without gather's task and future.
+        groups = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
+        answered = [one for group in groups for one in group]
         follow: list[_Job] = []
         self._checks = []
         for one in answered:
@@ -778,8 +794,9 @@ class ChangeFeed:
         self, entries: Sequence[_CdcEntry], answer: CdcResult, started: float
     ) -> list[_Job]:
         follow: list[_Job] = []
+        by_entity = _by_entity(answer)
         for entry in entries:
-            objects = _entity_objects(entry, answer)
+            objects = _entity_objects(entry, answer, by_entity)
             if entry.then_list:
                 follow.append(self._listing(entry.pending, objects, answer.time))
                 continue
@@ -788,10 +805,18 @@ class ChangeFeed:
         return follow
 
 
-def _entity_objects(entry: _CdcEntry, answer: CdcResult) -> list[QboObject]:
-    """The entry's entity in a CDC answer; an incremental entry keeps only its own window."""
-    wanted = entry.resource.entity.lower()
-    objects = next((v for k, v in answer.objects.items() if k.lower() == wanted), [])
+def _by_entity(answer: CdcResult) -> dict[str, list[QboObject]]:
+    """A CDC answer's objects by lower-cased entity name (QBO's casing varies)."""
+    return {name.lower(): objects for name, objects in answer.objects.items()}
+
+
+def _entity_objects(
+    entry: _CdcEntry, answer: CdcResult, by_entity: dict[str, list[QboObject]] | None = None
+) -> list[QboObject]:
+    """The entry's entity in a CDC answer; an incremental entry keeps only its own window.
+    `by_entity`: `_by_entity(answer)`, when several entries read the same answer."""
+    found = _by_entity(answer) if by_entity is None else by_entity
+    objects = found.get(entry.resource.entity.lower(), [])
     if entry.mode == Mode.INCREMENTAL:
         objects = [o for o in objects if _in_window(o, entry.since)]
     return objects
@@ -840,14 +865,6 @@ async def _outcome(call: Awaitable[T]) -> T | QboError:
         return await call
     except QboError as exc:
         return exc
-
-
-def _settled(future: asyncio.Future[PairAnswer], name: str) -> PairAnswer | BaseException:
-    """A pair's outcome (retrieving an exception, so none is reported as never retrieved)."""
-    if not future.done() or future.cancelled():
-        return FeedClosed(name)
-    error = future.exception()
-    return future.result() if error is None else error
 
 
 __all__ = [

@@ -18,7 +18,7 @@ so the memory is what changed recently, not the size of the company.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from poller.qbo import times
@@ -73,8 +73,10 @@ class SeenVersions:
         self.skipped += len(objects) - len(kept)
         return kept
 
-    def remember(self, resource: str, objects: Iterable[QboObject], now: datetime) -> None:
+    def remember(self, resource: str, objects: Sequence[QboObject], now: datetime) -> None:
         """The pair's answer was committed: its snapshot holds at least these versions."""
+        if not objects and resource not in self._pairs:
+            return  # the idle cycle's case: nothing to remember, nothing to prune
         cutoff = times.floor_to_second(now - self.horizon)
         seen = self._pairs.setdefault(resource, {})
         for obj in objects:

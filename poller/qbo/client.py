@@ -239,11 +239,11 @@ class QboClient:
                     raw = await resp.read()
                     answer = _Answer(resp.status, raw, resp.headers, _intuit_tid(resp.headers))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                metrics.QBO_REQUESTS.labels(endpoint, "error").inc()
+                metrics.qbo_requests(endpoint, "error").inc()
                 raise _Retry(
                     TransportError(f"{endpoint} request failed: {type(exc).__name__}")
                 ) from None
-        metrics.QBO_REQUESTS.labels(endpoint, str(answer.status)).inc()
+        metrics.qbo_requests(endpoint, str(answer.status)).inc()
         return answer
 
     def _interpret(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -36,11 +35,16 @@ class _Window:
     def __init__(self, limit: int, span: float) -> None:
         self.limit = limit
         self.span = span
-        self.starts: deque[float] = deque()
+        # A list, not a deque: an empty deque is 760 bytes, two per realm (issue 17); at most
+        # `limit` entries, mostly one or two, so dropping the oldest costs nothing to speak of.
+        self.starts: list[float] = []
 
     def wait(self, now: float) -> float:
-        while self.starts and self.starts[0] <= now - self.span:
-            self.starts.popleft()
+        expired = 0
+        while expired < len(self.starts) and self.starts[expired] <= now - self.span:
+            expired += 1
+        if expired:
+            del self.starts[:expired]
         if len(self.starts) < self.limit:
             return 0.0
         # The oldest start that must leave the window before one more request fits.
@@ -64,7 +68,9 @@ class _RealmState:
         self.minute = _Window(per_window, config.window_s + config.margin_s)
         self.second = _Window(config.per_second, config.second_s + config.margin_s)
         self.paused_until = 0.0
-        self.resume = asyncio.Event()  # set when a pause is extended: wake the sleeper
+        # Set when a pause is extended: wakes the request sleeping in admission. Made by the
+        # first sleep (an Event holds a 760-byte deque; most realms never sleep).
+        self.resume: asyncio.Event | None = None
         self.started = 0
 
 
@@ -112,10 +118,11 @@ class RealmLimiter:
                     state.second.record(now)
                     state.started += 1
                     return
-                state.resume.clear()
+                resume = state.resume = state.resume or asyncio.Event()
+                resume.clear()
                 # A pause that arrives meanwhile sets `resume`, so the delay is recomputed.
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(state.resume.wait(), timeout=delay)
+                    await asyncio.wait_for(resume.wait(), timeout=delay)
 
     def pause(self, realm_id: str, seconds: float | None = None) -> float:
         """A 429 for `realm_id`: no new request starts for `seconds` (default 60). Returns it."""
@@ -124,7 +131,8 @@ class RealmLimiter:
         until = self._now() + seconds
         if until > state.paused_until:
             state.paused_until = until
-            state.resume.set()
+            if state.resume is not None:
+                state.resume.set()
         return seconds
 
     def paused_for(self, realm_id: str) -> float:

@@ -11,6 +11,7 @@ write — so a replica that lost the instance mid-cycle cannot commit.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,7 +132,7 @@ async def pollable_instances(
             InitialMode(row["initial_mode"]),
             row["deactivated_as_deleted"],
             row["config_version"],
-            tuple(row["resources"]),
+            tuple(sys.intern(name) for name in row["resources"]),  # see `acquire`
             VendorType(row["vendor_type"]),
             row["changes"],
         )
@@ -139,15 +140,23 @@ async def pollable_instances(
     ]
 
 
-def _cursor(row: asyncpg.Record) -> Cursor:
+def _cursor(row: asyncpg.Record, seen: dict[datetime, datetime]) -> Cursor:
+    """A pair's cursor, its times shared with the other pairs of the read that hold the same
+    (`seen`): cursors live as long as their instance polls, and the pairs of one instance
+    mostly hold one watermark, baseline and due time, where asyncpg decodes an object for
+    every field (issue 17: ~1 KB per instance)."""
     return Cursor(
-        row["watermark"],
-        row["baseline"],
+        _shared(seen, row["watermark"]),
+        _shared(seen, row["baseline"]),
         row["initialized"],
         row["reconciled_age_s"],
         row["consecutive_errors"],
-        row["next_due_at"],
+        seen.setdefault(row["next_due_at"], row["next_due_at"]),
     )
+
+
+def _shared(seen: dict[datetime, datetime], value: datetime | None) -> datetime | None:
+    return None if value is None else seen.setdefault(value, value)
 
 
 @store_call
@@ -161,12 +170,17 @@ async def acquire(conn: Conn, instance_id: int, owner: str, timeout_s: float) ->
         held = first["held_for_s"]
         held_for_s = None if held is None else max(0.0, held)
         return Lease(None, first["holder"], held_for_s, {}, first["due_in_s"])
-    return Lease(token, owner, None, {r["resource"]: _cursor(r) for r in rows if r["resource"]})
+    seen: dict[datetime, datetime] = {}
+    # Resource names interned: a fixed set of 22, kept as keys by every instance.
+    found = {sys.intern(r["resource"]): _cursor(r, seen) for r in rows if r["resource"]}
+    return Lease(token, owner, None, found)
 
 
 @store_call
-async def settle(conn: Conn, lease: LeaseRef, settles: Sequence[Settle]) -> dict[str, Cursor]:
-    """The fenced end of a cycle (see module docstring): the pairs' cursors as written.
+async def settle(conn: Conn, lease: LeaseRef, settles: Sequence[Settle]) -> list[str]:
+    """The fenced end of a cycle (see module docstring): the pairs written (a pair removed
+    meanwhile is not among them). Their cursors are now `written(old, settle, ...)`: the lease
+    keeps anyone else from writing them.
 
     Raises LeaseLost when the token is no longer current (nothing was written).
     """
@@ -189,7 +203,29 @@ async def settle(conn: Conn, lease: LeaseRef, settles: Sequence[Settle]) -> dict
             f"instance {lease.instance_id}: lease token {lease.token} is no longer "
             f"held by {lease.owner}"
         )
-    return {r["resource"]: _cursor(r) for r in rows}
+    return [r["resource"] for r in rows]
+
+
+def written(old: Cursor, settle: Settle, reconciled_age_s: float | None) -> Cursor:
+    """The cursor `settle` leaves over `old` (the `settle` statement's SET, for the lease
+    holder). `reconciled_age_s`: the age of `old`'s last full listing as of the settle."""
+    advance = settle.advance
+    if advance is None:
+        errors = old.consecutive_errors + 1
+        return Cursor(
+            old.watermark,
+            old.baseline,
+            old.initialized,
+            reconciled_age_s,
+            errors,
+            settle.next_due_at,
+        )
+    watermark = advance.watermark
+    if old.watermark is not None:
+        watermark = max(old.watermark, watermark)
+    baseline = old.baseline if old.baseline is not None else advance.baseline
+    age = 0.0 if advance.reconciled else reconciled_age_s
+    return Cursor(watermark, baseline, True, age, 0, settle.next_due_at)
 
 
 @store_call

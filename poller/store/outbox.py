@@ -32,7 +32,7 @@ import orjson
 from poller.errors import StatementRefused
 from poller.records import UNTRACKED, Changes, Event, QboObject, SnapshotRow
 from poller.store import cursors
-from poller.store.cursors import Cursor, InstanceRemoved, LeaseRef, Settle
+from poller.store.cursors import InstanceRemoved, LeaseRef, Settle
 from poller.store.db import Conn, store_call
 from poller.store.event_ids import uuid7
 from poller.store.sql import queries
@@ -128,8 +128,8 @@ async def commit(
     writes: Sequence[PairWrite],
     settles: Sequence[Settle],
     events_per_notification: int,
-) -> tuple[dict[str, WriteStats], dict[str, Cursor]]:
-    """A cycle's results (see module docstring): per-pair stats and the cursors as written.
+) -> tuple[dict[str, WriteStats], list[str]]:
+    """A cycle's results (see module docstring): per-pair stats and the pairs settled.
 
     Raises LeaseLost (nothing written) when the lease token is no longer current, and its
     InstanceRemoved when the instance or the pair was removed meanwhile.

@@ -182,3 +182,31 @@ async def test_pairs_failing_together_retry_together(env: Env) -> None:
     )
     assert {r["consecutive_errors"] for r in rows} == {1}
     assert len({r["next_due_at"] for r in rows}) == 1  # one jitter draw: still one cycle
+
+
+async def test_a_cycle_with_every_pair_queued_does_not_wait_out_the_window(env: Env) -> None:
+    """The coalescing window gathers pairs due close together; once every pair of the
+    instance waits, nothing more can join, so the cycle starts at once (issue 17: each idle
+    cycle paid a timer and a turn of the loop). With one pair missing, it still waits."""
+    emu, pool = env.emu, env.pool
+    realm = emu.add_realm(seed=3, per_entity=1)
+    iid = await add_instance(pool, emu, realm, resources=["customers", "invoices", "vendors"])
+    async with env.driver(iid) as d:
+        await d.cycle()  # the first cycle: lease, baselines
+        window_s = d.cycles.window_s = 30.0  # far longer than any cycle here
+        outcomes: list[str] = []
+        d.cycles.attach(lambda names: None, len(d.pairs))
+        d.cycles.submit([p.resource for p in d.pairs], lambda name, _: outcomes.append(name))
+        started = time.monotonic()
+        await asyncio.wait_for(_until(lambda: len(outcomes) == len(d.pairs)), window_s / 2)
+        assert sorted(outcomes) == sorted(p.resource.name for p in d.pairs)
+        assert time.monotonic() - started < window_s / 2
+        outcomes.clear()
+        d.cycles.submit([p.resource for p in d.pairs[:2]], lambda name, _: outcomes.append(name))
+        await asyncio.sleep(0.5)
+        assert outcomes == []  # two of three: the window is still open for the third
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -121,7 +122,8 @@ async def test_several_pairs_in_one_commit_keep_their_own_notifications(
         "customers": (4, 2),
         "invoices": (2, 1),
     }
-    assert {r: c.watermark for r, c in written.items()} == {
+    assert sorted(written) == ["customers", "invoices"]
+    assert {r: c.watermark for r, c in (await read_cursors(pool, instance)).items()} == {
         "customers": T0 + timedelta(seconds=5),
         "invoices": T0 + timedelta(seconds=7),
     }
@@ -305,18 +307,55 @@ async def test_concurrent_takers_one_wins(pool: asyncpg.Pool, instance: int, db_
             await c.close()
 
 
+async def read_cursors(pool: asyncpg.Pool, instance: int) -> dict[str, cursors.Cursor]:
+    async with pool.acquire() as conn:
+        return (await cursors.acquire(conn, instance, "a", 30)).cursors
+
+
+def same_cursor(mine: cursors.Cursor, stored: cursors.Cursor) -> bool:
+    """What `cursors.written` computed is what the database holds (the age of a listing
+    within the second the test takes)."""
+    ages = [age for age in (mine.reconciled_age_s, stored.reconciled_age_s) if age is not None]
+    if len(ages) == 1 or (len(ages) == 2 and abs(ages[0] - ages[1]) >= 1.0):
+        return False
+    without_age = dataclasses.replace(mine, reconciled_age_s=None)
+    return without_age == dataclasses.replace(stored, reconciled_age_s=None)
+
+
 async def test_settle_records_errors_beside_successes(pool: asyncpg.Pool, instance: int) -> None:
     lease = await take(pool, instance)
+    first = [ok("customers"), Settle("invoices", DUE, error="ServerError: boom")]
+    second = [
+        Settle(
+            "customers", DUE, Advance(T0 + timedelta(seconds=9), T0 + timedelta(seconds=3), True)
+        ),
+        Settle("invoices", DUE, error="ServerError: boom"),
+    ]
+    before = await read_cursors(pool, instance)
     async with pool.acquire() as conn:
-        written = await cursors.settle(
-            conn, lease, [ok("customers"), Settle("invoices", DUE, error="ServerError: boom")]
-        )
-        again = await cursors.settle(
-            conn, lease, [Settle("invoices", DUE, error="ServerError: boom")]
-        )
-    assert written["customers"].initialized and written["customers"].consecutive_errors == 0
-    assert not written["invoices"].initialized and written["invoices"].watermark is None
-    assert again["invoices"].consecutive_errors == 2
+        written = await cursors.settle(conn, lease, first)
+    after_first = await read_cursors(pool, instance)
+    async with pool.acquire() as conn:
+        again = await cursors.settle(conn, lease, second)
+    after_second = await read_cursors(pool, instance)
+    assert sorted(written) == sorted(again) == ["customers", "invoices"]
+    assert after_first["customers"].initialized and after_first["customers"].consecutive_errors == 0
+    assert not after_first["invoices"].initialized and after_first["invoices"].watermark is None
+    assert after_second["invoices"].consecutive_errors == 2
+    # The cycle keeps its cursors without reading them back: `written` must say what the
+    # statement wrote, for a success, a failure, a second success (the baseline stays, a
+    # listing restarts the age) and a second failure.
+    for settle in first:
+        old = before[settle.resource]
+        mine = cursors.written(old, settle, old.reconciled_age_s)
+        assert same_cursor(mine, after_first[settle.resource]), (mine, after_first)
+    for settle in second:
+        old = after_first[settle.resource]
+        mine = cursors.written(old, settle, old.reconciled_age_s)
+        assert same_cursor(mine, after_second[settle.resource]), (mine, after_second)
+    assert after_second["customers"].baseline == T0 and after_second["customers"].watermark == (
+        T0 + timedelta(seconds=9)
+    )
     row = await pool.fetchrow(
         "SELECT last_error, polls, next_due_at FROM pair_cursors "
         "WHERE instance_id = $1 AND resource = 'invoices'",
