@@ -3,7 +3,8 @@
 The instance's pair schedule (`poller.detect.pairs.InstancePairs`, one task per instance)
 hands every pair due to the instance's `InstanceCycles` with `submit` (`poll` for one pair).
 Pairs of one instance share a schedule grid, so they come due together; after a short
-coalescing window the instance serves every pair that arrived as ONE cycle:
+coalescing window (none when every pair of the instance is already waiting) the instance
+serves every pair that arrived as ONE cycle:
 1. the lease. An instance's pairs are polled by one replica, under one lease with a fencing
    token. The lease is live while the replica heartbeats (`poller.detect.heartbeat`), so a
    replica that keeps polling an instance holds it without another statement, however long
