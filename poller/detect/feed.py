@@ -772,7 +772,7 @@ class ChangeFeed:
         (`_check_deletes`); a full listing diffed against the snapshot (which knows every id
         since the baseline) only when the check fails, or the snapshot is not complete yet."""
         res = entry.resource
-        objects = _entity_objects(entry, answer)
+        objects = _entity_objects(entry, _by_entity(answer))
         if res.delete == DeleteMode.HARD and (
             entry.then_list or not entry.pending.request.snapshot_complete or not self.snapshots
         ):
@@ -796,7 +796,7 @@ class ChangeFeed:
         follow: list[_Job] = []
         by_entity = _by_entity(answer)
         for entry in entries:
-            objects = _entity_objects(entry, answer, by_entity)
+            objects = _entity_objects(entry, by_entity)
             if entry.then_list:
                 follow.append(self._listing(entry.pending, objects, answer.time))
                 continue
@@ -810,13 +810,10 @@ def _by_entity(answer: CdcResult) -> dict[str, list[QboObject]]:
     return {name.lower(): objects for name, objects in answer.objects.items()}
 
 
-def _entity_objects(
-    entry: _CdcEntry, answer: CdcResult, by_entity: dict[str, list[QboObject]] | None = None
-) -> list[QboObject]:
-    """The entry's entity in a CDC answer; an incremental entry keeps only its own window.
-    `by_entity`: `_by_entity(answer)`, when several entries read the same answer."""
-    found = _by_entity(answer) if by_entity is None else by_entity
-    objects = found.get(entry.resource.entity.lower(), [])
+def _entity_objects(entry: _CdcEntry, by_entity: dict[str, list[QboObject]]) -> list[QboObject]:
+    """The entry's entity in a CDC answer (`_by_entity` of it); an incremental entry keeps
+    only its own window."""
+    objects = by_entity.get(entry.resource.entity.lower(), [])
     if entry.mode == Mode.INCREMENTAL:
         objects = [o for o in objects if _in_window(o, entry.since)]
     return objects

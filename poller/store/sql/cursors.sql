@@ -62,7 +62,7 @@ LEFT JOIN pair_cursors p ON p.instance_id = $1
 -- back) and the lease's renewed_at, in one statement. No rows: the token is no longer current
 -- (another replica took the instance, or it was released), and the caller's transaction aborts.
 -- Only the pairs' names come back: the caller, holding the lease, knows what it wrote
--- (`cursors.written`); decoding 22 rows of timestamps was a third of an idle cycle's statement.
+-- (`cursors.written`); decoding 22 rows of timestamps was half of an idle cycle's statement.
 -- Holding the lease row from here to COMMIT keeps a takeover from slipping in before it.
 WITH lease AS (
     UPDATE instance_leases
